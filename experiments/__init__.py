@@ -1,0 +1,1 @@
+"""What users launch: binaries, configs, shared experiment machinery and benchmarks."""

@@ -1,0 +1,1 @@
+"""Network definitions only: Flax Linen modules and jraph networks, no training code."""

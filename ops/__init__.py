@@ -1,0 +1,1 @@
+"""Kernels shared across papers. Depends on jax only (see ops/README.md)."""

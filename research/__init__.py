@@ -1,0 +1,1 @@
+"""The papers' methods, one package each, plus shared data formats in `research.datasets`."""

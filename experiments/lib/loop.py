@@ -1,0 +1,97 @@
+"""The shared training loop: resume, data-parallel steps, metrics, progress, checkpoints."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+from absl import logging
+
+from experiments.lib.checkpoint import Checkpointer
+from experiments.lib.metrics import MetricWriter
+from experiments.lib.parallel import replicate, shard_batch
+from experiments.lib.progress import progress_bar
+from experiments.lib.train_state import TrainState
+
+
+def train_loop(
+    *,
+    workdir: str,
+    state: TrainState,
+    train_step: Callable[[TrainState, Any], tuple[TrainState, dict[str, jax.Array]]],
+    batch_fn: Callable[[int], Any],
+    num_steps: int,
+    mesh: jax.sharding.Mesh,
+    checkpoint_every: int,
+    keep_checkpoints: int = 3,
+    log_every: int = 50,
+    steps_per_call: int = 1,
+    desc: str = "train",
+    eval_fn: Callable[[TrainState], dict[str, Any]] | None = None,
+    eval_every: int | None = None,
+) -> TrainState:
+    """Runs `train_step` until `state.step == num_steps`, resuming from `workdir/checkpoints`.
+
+    Args:
+      state: the initial state (also the template to restore a checkpoint into).
+      train_step: from `parallel.make_train_step` (same `steps_per_call`).
+      batch_fn: `step -> global batch` for the call starting at `step`: [B, ...] leaves, or
+        [steps_per_call, B, ...]. It must be a pure function of `step` (e.g. seeded by the step),
+        so that a resumed run sees exactly the batches an uninterrupted run sees.
+      checkpoint_every: save every this many steps (multiple of `steps_per_call`), and at the end.
+      log_every: fetch metrics to the host and log them every this many steps (the only host
+        round-trips of the loop besides checkpoints); rounded up to a multiple of `steps_per_call`.
+      eval_fn: optional `state -> metrics`, run every `eval_every` steps and at the end.
+
+    Writes `metrics.jsonl` and TensorBoard events into `workdir`; returns the final state.
+    """
+    if num_steps % steps_per_call or checkpoint_every % steps_per_call:
+        raise ValueError(
+            f"num_steps ({num_steps}) and checkpoint_every ({checkpoint_every}) must be multiples "
+            f"of steps_per_call ({steps_per_call})"
+        )
+    log_every = max(steps_per_call, -(-log_every // steps_per_call) * steps_per_call)
+    checkpointer = Checkpointer(
+        os.path.join(workdir, "checkpoints"), save_every=checkpoint_every, keep=keep_checkpoints
+    )
+    state, resumed = checkpointer.restore_latest(state)
+    start = 0 if resumed is None else resumed
+    if resumed is not None:
+        logging.info("resuming %s from step %d", desc, start)
+    state = replicate(state, mesh)
+    writer = MetricWriter(workdir, resume_step=resumed)
+    bar = progress_bar(num_steps, desc=desc, initial=start)
+    last_time, last_step = time.perf_counter(), start
+    try:
+        for step in range(start, num_steps, steps_per_call):
+            batch = shard_batch(batch_fn(step), mesh, steps_per_call=steps_per_call)
+            state, metrics = train_step(state, batch)
+            done = step + steps_per_call
+            bar.update(steps_per_call)
+            is_eval = eval_fn is not None and (
+                done == num_steps or (eval_every and done % eval_every == 0)
+            )
+            if done % log_every == 0 or done == num_steps or is_eval:
+                scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                now = time.perf_counter()
+                scalars["steps_per_s"] = (done - last_step) / max(now - last_time, 1e-9)
+                last_time, last_step = now, done
+                if is_eval:
+                    scalars.update({f"eval/{k}": v for k, v in eval_fn(state).items()})
+                writer.write(done, scalars)
+                bar.set_postfix(loss=f"{scalars['loss']:.4g}")
+                if bar.disable:
+                    logging.info("%s step %d/%d: %s", desc, done, num_steps, _fmt(scalars))
+            checkpointer.save(done, state, force=done == num_steps)
+    finally:
+        bar.close()
+        writer.close()
+        checkpointer.close()
+    return state
+
+
+def _fmt(scalars: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in scalars.items())

@@ -1,0 +1,134 @@
+"""Results of a finished run: `results.json` (flat metrics), `results.md` (tables), PNG plots."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+Row = Mapping[str, Any]
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return "x".join(str(v) for v in value)
+    return str(value)
+
+
+def markdown_table(rows: Sequence[Row], columns: Sequence[str] | None = None) -> str:
+    """Rows (dicts) as a markdown table; floats in 4 significant digits."""
+    if not rows:
+        return "(no rows)\n"
+    if columns is None:
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, (np.generic, np.ndarray)) and np.ndim(value) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def write_results(
+    workdir: str,
+    metrics: Mapping[str, Any],
+    *,
+    title: str,
+    tables: Mapping[str, Sequence[Row]] | None = None,
+    plots: Sequence[str] = (),
+    notes: str = "",
+) -> None:
+    """Writes `results.json` (the flat `metrics`) and `results.md` (title, tables, plot links).
+
+    `tables` maps a caption to its rows; `plots` are PNG file names inside `workdir`.
+    """
+    os.makedirs(workdir, exist_ok=True)
+    flat = {k: _json_value(v) for k, v in metrics.items()}
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump(flat, f, indent=2, sort_keys=True)
+    parts = [f"# {title}\n"]
+    if notes:
+        parts.append(notes.strip() + "\n")
+    for caption, rows in (tables or {}).items():
+        parts.append(f"## {caption}\n\n{markdown_table(rows)}")
+    if not tables:
+        parts.append(markdown_table([{"metric": k, "value": v} for k, v in flat.items()]))
+    for plot in plots:
+        parts.append(f"![{os.path.splitext(plot)[0]}]({plot})\n")
+    with open(os.path.join(workdir, "results.md"), "w") as f:
+        f.write("\n".join(parts))
+
+
+def read_results(workdir: str) -> dict[str, Any]:
+    with open(os.path.join(workdir, "results.json")) as f:
+        return json.load(f)
+
+
+def save_figure(fig: plt.Figure, path: str) -> str:
+    """Saves `fig` as PNG at `path` (folders created) and closes it; returns the path."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def line_plot(
+    path: str,
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    logx: bool = False,
+    logy: bool = False,
+) -> str:
+    """One line per `series[name] = (x, y)`; saved as PNG at `path`."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, (x, y) in series.items():
+        ax.plot(x, y, label=name, marker="o" if len(x) < 30 else None)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    if len(series) > 1:
+        ax.legend()
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def bar_plot(
+    path: str,
+    values: Mapping[str, float],
+    *,
+    errors: Mapping[str, float] | None = None,
+    ylabel: str,
+    title: str = "",
+) -> str:
+    """Bars with optional error bars (e.g. mean and std over seeds); saved as PNG at `path`."""
+    names = list(values)
+    fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(names) + 2), 4))
+    yerr = [errors.get(n, 0.0) for n in names] if errors else None
+    ax.bar(names, [values[n] for n in names], yerr=yerr, capsize=4)
+    ax.set(ylabel=ylabel, title=title)
+    ax.tick_params(axis="x", rotation=30)
+    ax.grid(alpha=0.3, axis="y")
+    return save_figure(fig, path)

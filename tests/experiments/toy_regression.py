@@ -1,0 +1,109 @@
+"""A tiny regression experiment used to test the shared machinery in experiments/lib.
+
+It follows the pattern of every paper: `get_config(preset)`, `train_and_evaluate(config,
+workdir)` and a two-line binary:
+
+    python -m tests.experiments.toy_regression \
+        --config=tests/experiments/toy_regression.py:tiny --workdir=DIR
+"""
+
+import os
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from experiments.configs.common import select_preset
+from experiments.lib import results
+from experiments.lib.app import run
+from experiments.lib.loop import train_loop
+from experiments.lib.parallel import data_mesh, make_train_step
+from experiments.lib.train_state import TrainState
+
+NUM_FEATURES = 8
+
+
+def get_config(preset=None):
+    def tiny():
+        c = ml_collections.ConfigDict()
+        c.seed = 0
+        c.batch_size = 16
+        c.num_steps = 40
+        c.checkpoint_every = 10
+        c.log_every = 5
+        c.learning_rate = 0.05
+        c.hidden = 16
+        c.step_sleep = 0.0  # seconds per step, so a test can kill the process half way
+        return c
+
+    return select_preset("toy_regression", preset, {"tiny": tiny})
+
+
+class MLP(nn.Module):
+    hidden: int
+
+    @nn.compact
+    def __call__(self, x):  # x: [B, NUM_FEATURES] -> [B]
+        return nn.Dense(1)(nn.tanh(nn.Dense(self.hidden)(x)))[:, 0]
+
+
+def make_batch(seed: int, step: int, batch_size: int) -> dict[str, np.ndarray]:
+    """Deterministic in (seed, step): x [B, 8], y [B]."""
+    rng = np.random.default_rng([seed, step])
+    x = rng.normal(size=(batch_size, NUM_FEATURES)).astype(np.float32)
+    w = np.linspace(-1, 1, NUM_FEATURES, dtype=np.float32)
+    y = np.sin(x @ w) + 0.05 * rng.normal(size=batch_size).astype(np.float32)
+    return {"x": x, "y": y}
+
+
+def loss_fn(model):
+    def loss(params, batch, rng):
+        del rng
+        err = model.apply(params, batch["x"]) - batch["y"]
+        return jnp.mean(err**2), {"mae": jnp.mean(jnp.abs(err))}
+
+    return loss
+
+
+def train_and_evaluate(config, workdir):
+    model = MLP(config.hidden)
+    params = model.init(jax.random.PRNGKey(config.seed), jnp.zeros((1, NUM_FEATURES)))
+    optimizer = optax.adam(config.learning_rate)
+    state = TrainState.create(params, optimizer, jax.random.PRNGKey(config.seed))
+    mesh = data_mesh()
+    step_fn = make_train_step(loss_fn(model), optimizer, mesh)
+
+    def batch_fn(step):
+        if config.step_sleep:
+            time.sleep(config.step_sleep)
+        return make_batch(config.seed, step, config.batch_size)
+
+    state = train_loop(
+        workdir=workdir,
+        state=state,
+        train_step=step_fn,
+        batch_fn=batch_fn,
+        num_steps=config.num_steps,
+        mesh=mesh,
+        checkpoint_every=config.checkpoint_every,
+        log_every=config.log_every,
+        desc="toy",
+    )
+    flat = jax.tree_util.tree_leaves_with_path(jax.device_get(state.params))
+    np.savez(
+        os.path.join(workdir, "final_params.npz"),
+        **{jax.tree_util.keystr(k): v for k, v in flat},
+    )
+    test = make_batch(config.seed + 1, 0, 256)
+    mse = float(jnp.mean((model.apply(state.params, test["x"]) - test["y"]) ** 2))
+    metrics = {"test_mse": mse, "baseline_mse": float(np.var(test["y"])), "steps": config.num_steps}
+    results.write_results(workdir, metrics, title="Toy regression")
+    return metrics
+
+
+if __name__ == "__main__":
+    run(train_and_evaluate)

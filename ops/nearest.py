@@ -1,0 +1,600 @@
+"""Exact nearest-neighbour (closest point) search, tiled so no [Q, P] distance matrix is ever built.
+
+Three ways to answer "which of `points` [P, d] is closest to each of `queries` [Q, d]":
+
+- `impl="xla"`: blocked brute force, lax.map over query tiles and lax.scan over point tiles with a
+  running min. Each tile scores `||p||^2 - 2 q.p` with one matmul (4x faster on XLA:CPU than direct
+  differences for d = 3) in a frame centred on the points' bounding box, so that a cloud far from
+  the origin does not lose its digits to cancellation; the squared distances of the two lowest
+  scores per tile are then recomputed directly as `sum((q - p)^2)`, and only these exact
+  distances are compared (`NearestTiles.candidates`). Works on every backend and under jit / vmap.
+- `impl="pallas"`: the same brute force as a Pallas kernel (direct differences, no cancellation):
+  grid over query blocks, loop over point blocks inside the kernel. It lowers to Triton on GPU
+  (`compiler_params=pallas.triton.CompilerParams`). Triton runs grid programs in parallel, so a
+  running minimum revisited across a point-block grid axis (the TPU / interpret-mode pattern)
+  would race there; hence the in-kernel loop. The Triton lowering is deprecated in new jax in
+  favour of Mosaic GPU (`plgpu.kernel`), to which this kernel is not ported. Off GPU it runs with
+  `interpret=True` (slow: tests only).
+- `impl="grid"`, or `build_grid_index` + `grid_nearest`: uniform grids over the points, built once
+  on the host (like a k-d tree), queried under jit; exact by a verified search radius with a
+  brute-force fallback (see `grid_nearest`). The only path that can compete with
+  `scipy.spatial.cKDTree` on a CPU, since brute force is O(Q P).
+
+`impl="auto"` is XLA everywhere: the Pallas kernel has not been measured faster on a GPU yet, and
+the grid needs concrete points. The distance returned is always `sum((queries - points[index])**2)`
+in the input dtype. Indices agree with brute force except between ties and, on the XLA path, when
+three or more points of one tile have squared distances within a few ulps of
+`||q - c||^2 + ||p - c||^2` (c: the bounding-box centre) of the minimum. `k_nearest` is the XLA
+path with a running top-k (exact recomputation of each tile's top k + 1 scores).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.experimental import pallas as pl
+
+_IMPLS = ("auto", "xla", "pallas", "grid")
+
+
+@dataclasses.dataclass(frozen=True)
+class NearestTiles:
+    """Tile sizes: `block_q` queries x `block_p` points per step (clipped to the input sizes).
+
+    `candidates` (XLA nearest_neighbor only): how many of the lowest matmul scores per tile get
+    their distance recomputed exactly. With 2, the answer is exact unless three points of one tile
+    lie within the matmul rounding of the minimum; 1 is ~1.6-2x faster on CPU but may swap two
+    candidates closer than that rounding (~1e-3 relative in d^2 for float32 mesh vertices).
+    """
+
+    block_q: int = 512
+    block_p: int = 512
+    candidates: int = 2
+
+    def __post_init__(self):
+        if min(self.block_q, self.block_p, self.candidates) < 1:
+            raise ValueError(f"NearestTiles: every field must be >= 1, got {self}")
+
+
+# 2-core CPU, 8192 x 40000, d = 3 (noisy): 512 x 512 ~ 128 x 2048 best, 256 x 256 1.25x slower.
+XLA_TILES = NearestTiles(512, 512)
+# Powers of two (Triton); a [64, 128] float32 tile of distances fits in registers of 4 warps.
+PALLAS_TILES = NearestTiles(64, 128)
+
+
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def _check_inputs(name: str, queries: Any, points: Any) -> None:
+    q_shape, p_shape = jnp.shape(queries), jnp.shape(points)
+    if len(q_shape) != 2 or len(p_shape) != 2:
+        raise ValueError(
+            f"{name}: expected queries [Q, d] and points [P, d], got queries {q_shape} and "
+            f"points {p_shape}"
+        )
+    if q_shape[1] != p_shape[1] or q_shape[1] < 1:
+        raise ValueError(
+            f"{name}: queries {q_shape} and points {p_shape} must share the last dimension d >= 1"
+        )
+    if p_shape[0] < 1:
+        raise ValueError(f"{name}: points {p_shape} is empty; need at least one point")
+    q_dtype, p_dtype = jnp.result_type(queries), jnp.result_type(points)
+    if q_dtype != p_dtype or q_dtype not in (jnp.float32, jnp.float64):
+        raise ValueError(
+            f"{name}: queries {q_shape} {q_dtype} and points {p_shape} {p_dtype} must both be "
+            "float32 or both float64"
+        )
+
+
+def _centre(points: jax.Array) -> jax.Array:
+    """[d]: bounding-box midpoint. Not the mean: XLA may duplicate a reduction into several
+    fusions with different summation orders, which would put queries and points in frames
+    shifted by rounding; min and max give the same value in every copy."""
+    return (jnp.min(points, axis=0) + jnp.max(points, axis=0)) / 2
+
+
+def _exact_sq_dist(queries: jax.Array, points: jax.Array, index: jax.Array) -> jax.Array:
+    """[Q]: sum((queries - points[index])^2), the distance every path reports."""
+    return jnp.sum((queries - jnp.take(points, index, axis=0)) ** 2, axis=-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# References (small inputs only: they build the full [Q, P] matrix).
+
+
+def nearest_neighbor_reference(
+    queries: jax.Array, points: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Brute force in plain jnp. Returns (index int32 [Q], sq_dist [Q]); lowest index among ties."""
+    _check_inputs("nearest_neighbor_reference", queries, points)
+    d2 = jnp.sum((queries[:, None, :] - points[None, :, :]) ** 2, axis=-1)
+    return jnp.argmin(d2, axis=1).astype(jnp.int32), jnp.min(d2, axis=1)
+
+
+def k_nearest_reference(
+    queries: jax.Array, points: jax.Array, k: int
+) -> tuple[jax.Array, jax.Array]:
+    """Brute force k nearest: (indices int32 [Q, k], sq_dists [Q, k]) sorted by distance."""
+    _check_inputs("k_nearest_reference", queries, points)
+    d2 = jnp.sum((queries[:, None, :] - points[None, :, :]) ** 2, axis=-1)
+    neg, idx = lax.top_k(-d2, k)
+    return idx.astype(jnp.int32), -neg
+
+
+# ----------------------------------------------------------------------------------------------
+# XLA path.
+
+
+def _tiled_points(points_c: jax.Array, block_p: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Point tiles [n, d, bp], squared norms [n, bp] (+inf on padding), tile offsets [n]."""
+    num_points, d = points_c.shape
+    padded = _round_up(num_points, block_p)
+    pts = jnp.pad(points_c, ((0, padded - num_points), (0, 0)))
+    norms = jnp.where(jnp.arange(padded) < num_points, jnp.sum(pts * pts, axis=-1), jnp.inf)
+    tiles = pts.reshape(-1, block_p, d).swapaxes(1, 2)
+    offsets = jnp.arange(0, padded, block_p, dtype=jnp.int32)
+    return tiles, norms.reshape(-1, block_p), offsets
+
+
+def _map_query_tiles(fn, queries_c: jax.Array, block_q: int) -> Any:
+    """Applies fn to [block_q, d] query tiles (zero-padded), concatenating and unpadding results."""
+    num_queries, d = queries_c.shape
+    padded = _round_up(num_queries, block_q)
+    tiles = jnp.pad(queries_c, ((0, padded - num_queries), (0, 0))).reshape(-1, block_q, d)
+    out = lax.map(fn, tiles)
+    return jax.tree.map(lambda x: x.reshape(padded, *x.shape[2:])[:num_queries], out)
+
+
+def _clip_tiles(tiles: NearestTiles, num_queries: int, num_points: int) -> tuple[int, int]:
+    return min(tiles.block_q, _round_up(num_queries, 8)), min(
+        tiles.block_p, _round_up(num_points, 8)
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("tiles",))
+def _xla_nearest(queries: jax.Array, points: jax.Array, tiles: NearestTiles) -> jax.Array:
+    num_points = points.shape[0]
+    block_q, block_p = _clip_tiles(tiles, queries.shape[0], num_points)
+    centre = _centre(points)
+    points_c = points - centre
+    p_tiles, p_norms, offsets = _tiled_points(points_c, block_p)
+
+    def query_tile(q):  # q: [bq, d]
+        def step(carry, xs):
+            best_d2, best_i = carry
+            p, norms, offset = xs  # [d, bp], [bp], []
+            score = norms[None, :] - 2.0 * (q @ p)  # ||q - p||^2 - ||q||^2, up to rounding
+            lanes = lax.broadcasted_iota(jnp.int32, score.shape, 1)
+            for _ in range(tiles.candidates):  # the lowest scores, one at a time
+                low = jnp.min(score, axis=1, keepdims=True)
+                # min + masked iota-min: 10x faster than jnp.argmin's variadic reduce on XLA:CPU.
+                col = jnp.min(jnp.where(score == low, lanes, block_p), axis=1, keepdims=True)
+                score = jnp.where(lanes == col, jnp.inf, score)
+                idx = jnp.minimum(offset + col[:, 0], num_points - 1)
+                d2 = jnp.sum((q - points_c[idx]) ** 2, axis=-1)  # exact distance
+                better = d2 < best_d2
+                best_d2, best_i = jnp.where(better, d2, best_d2), jnp.where(better, idx, best_i)
+            return (best_d2, best_i), None
+
+        init = (jnp.full((q.shape[0],), jnp.inf, q.dtype), jnp.zeros((q.shape[0],), jnp.int32))
+        (_, best_i), _ = lax.scan(step, init, (p_tiles, p_norms, offsets))
+        return best_i
+
+    return _map_query_tiles(query_tile, queries - centre, block_q)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "tiles"))
+def _xla_k_nearest(
+    queries: jax.Array, points: jax.Array, k: int, tiles: NearestTiles
+) -> tuple[jax.Array, jax.Array]:
+    num_points = points.shape[0]
+    block_q, block_p = _clip_tiles(tiles, queries.shape[0], num_points)
+    block_p = max(block_p, min(_round_up(k + 1, 8), _round_up(num_points, 8)))
+    kk = min(k + 1, block_p)  # one spare candidate per tile against matmul rounding
+    centre = _centre(points)
+    points_c = points - centre
+    p_tiles, p_norms, offsets = _tiled_points(points_c, block_p)
+
+    def query_tile(q):
+        def step(carry, xs):
+            best_d2, best_i = carry  # [bq, k] each
+            p, norms, offset = xs
+            _, col = lax.top_k(-(norms[None, :] - 2.0 * (q @ p)), kk)
+            idx = offset + col.astype(jnp.int32)
+            valid = idx < num_points
+            idx = jnp.minimum(idx, num_points - 1)
+            d2 = jnp.sum((q[:, None, :] - points_c[idx]) ** 2, axis=-1)
+            d2 = jnp.where(valid, d2, jnp.inf)
+            neg, pos = lax.top_k(-jnp.concatenate([best_d2, d2], 1), k)
+            cand = jnp.concatenate([best_i, idx], 1)
+            return (-neg, jnp.take_along_axis(cand, pos, axis=1)), None
+
+        shape = (q.shape[0], k)
+        init = (jnp.full(shape, jnp.inf, q.dtype), jnp.zeros(shape, jnp.int32))
+        (_, best_i), _ = lax.scan(step, init, (p_tiles, p_norms, offsets))
+        return best_i
+
+    index = _map_query_tiles(query_tile, queries - centre, block_q)
+    d2 = jnp.sum((queries[:, None, :] - points[index]) ** 2, axis=-1)
+    # Re-sort by distances in the original frame (may differ from the centred ones by ulps).
+    order = jnp.argsort(d2, axis=1, stable=True)
+    return jnp.take_along_axis(index, order, 1), jnp.take_along_axis(d2, order, 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pallas kernel.
+
+
+def _nearest_kernel(q_ref, p_ref, idx_ref, d2_ref, *, d, block_p, num_points, num_blocks):
+    """One query block: q_ref [dp, bq], p_ref [dp, P_pad] (all points), outputs [bq]."""
+    block_q = q_ref.shape[1]
+    q = [q_ref[c, :][:, None] for c in range(d)]  # d x [bq, 1]
+    lanes = lax.broadcasted_iota(jnp.int32, (block_q, block_p), 1)
+
+    def body(j, carry):
+        best_d2, best_i = carry
+        start = pl.multiple_of(j * block_p, block_p)
+        d2 = jnp.zeros((block_q, block_p), q_ref.dtype)
+        for c in range(d):  # direct differences: no cancellation, d is small
+            diff = q[c] - p_ref[c, pl.ds(start, block_p)][None, :]
+            d2 = d2 + diff * diff
+        col = start + lanes
+        d2 = jnp.where(col < num_points, d2, jnp.inf)
+        low = jnp.min(d2, axis=1)
+        arg = jnp.min(jnp.where(d2 == low[:, None], col, jnp.iinfo(jnp.int32).max), axis=1)
+        better = low < best_d2
+        return jnp.where(better, low, best_d2), jnp.where(better, arg, best_i)
+
+    init = (jnp.full((block_q,), jnp.inf, q_ref.dtype), jnp.zeros((block_q,), jnp.int32))
+    best_d2, best_i = lax.fori_loop(0, num_blocks, body, init)
+    idx_ref[...] = best_i
+    d2_ref[...] = best_d2
+
+
+@functools.partial(jax.jit, static_argnames=("tiles", "interpret"))
+def _pallas_nearest(
+    queries: jax.Array, points: jax.Array, tiles: NearestTiles, interpret: bool
+) -> jax.Array:
+    (num_queries, d), num_points = queries.shape, points.shape[0]
+    block_q, block_p = tiles.block_q, tiles.block_p
+    if block_q & (block_q - 1) or block_p & (block_p - 1):
+        raise ValueError(f"Pallas tiles must be powers of two (Triton), got {tiles}")
+    dp = pl.next_power_of_2(d)
+    q_pad, p_pad = _round_up(num_queries, block_q), _round_up(num_points, block_p)
+    q_t = jnp.pad(queries, ((0, q_pad - num_queries), (0, dp - d))).T
+    p_t = jnp.pad(points, ((0, p_pad - num_points), (0, dp - d))).T
+    kernel = functools.partial(
+        _nearest_kernel, d=d, block_p=block_p, num_points=num_points, num_blocks=p_pad // block_p
+    )
+    compiler_params = None
+    if not interpret:
+        from jax.experimental.pallas import triton as pltriton
+
+        compiler_params = pltriton.CompilerParams(num_warps=4, num_stages=2)
+    index, _ = pl.pallas_call(
+        kernel,
+        out_shape=(
+            jax.ShapeDtypeStruct((q_pad,), jnp.int32),
+            jax.ShapeDtypeStruct((q_pad,), queries.dtype),
+        ),
+        grid=(q_pad // block_q,),
+        in_specs=[
+            pl.BlockSpec((dp, block_q), lambda i: (0, i)),
+            pl.BlockSpec((dp, p_pad), lambda i: (0, 0)),
+        ],
+        out_specs=(
+            pl.BlockSpec((block_q,), lambda i: (i,)),
+            pl.BlockSpec((block_q,), lambda i: (i,)),
+        ),
+        interpret=interpret,
+        compiler_params=compiler_params,
+        name="nearest_neighbor",
+    )(q_t, p_t)
+    return index[:num_queries]
+
+
+# ----------------------------------------------------------------------------------------------
+# Uniform grid: host-side build, jitted exact query.
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["sorted_points", "order", "starts", "cell", "dims", "tol"],
+    meta_fields=["window", "chunk"],
+)
+@dataclasses.dataclass(frozen=True)
+class GridLevel:
+    """One grid of cubic cells. Points are sorted by cell id (axis 0 fastest), so the cells x-1..x+1
+    of a row are one contiguous range of `sorted_points`: 3^(d-1) ranges per query."""
+
+    sorted_points: jax.Array  # [d, P + window]: centred coordinates in cell order, zero padded
+    order: jax.Array  # [P] int32: sorted position -> index into the original points
+    starts: jax.Array  # [cells + 1] int32 (length bucketed): first sorted position of each cell
+    cell: jax.Array  # []: cell side
+    dims: jax.Array  # [d] int32: cells per axis
+    tol: jax.Array  # []: rounding slack taken off the verified radius
+    window: int  # static: most points in any 3^d block of cells (candidates per query)
+    chunk: int  # static: queries per step
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["points", "centre", "lo", "levels"],
+    meta_fields=[],
+)
+@dataclasses.dataclass(frozen=True)
+class GridIndex:
+    """`points` [P, d] plus grids of cell side h, 2h, 4h, ... (coarse levels serve far queries)."""
+
+    points: jax.Array
+    centre: jax.Array  # [d]: the points' bounding-box centre, in their dtype
+    lo: jax.Array  # [d]: grid origin (the points' lower corner, centred frame)
+    levels: tuple[GridLevel, ...]
+
+
+def _bucket(n: int) -> int:
+    """Rounds n up to 4 steps per octave (multiple of 8), so similar inputs share a compilation."""
+    step = max(8, 1 << max(int(n).bit_length() - 3, 0))
+    return _round_up(max(int(n), 1), step)
+
+
+def _cells(xc: np.ndarray, lo: np.ndarray, ext: np.ndarray, h: float):
+    """Cell ids [P] int32 (axis 0 fastest) and cells per axis [d] for cell side h."""
+    dims = np.maximum(np.ceil(ext / h), 1).astype(np.int64)
+    cells = np.floor((xc - lo) / xc.dtype.type(h)).astype(np.int32)
+    np.minimum(cells, (dims - 1).astype(np.int32), out=cells)
+    ids = cells[:, -1]
+    for axis in range(xc.shape[1] - 2, -1, -1):
+        ids = ids * np.int32(dims[axis]) + cells[:, axis]
+    return ids, dims
+
+
+def _default_cell_size(xc, lo, ext, per_cell: float, max_cells: int) -> float:
+    num_points, d = xc.shape
+    flat = np.maximum(ext, max(float(ext.max()), 1e-30) * 1e-3)  # thin axes count as thin, not 0
+    h = float((np.prod(flat) * per_cell / num_points) ** (1.0 / d))
+    ids, dims = _cells(xc, lo, ext, h)
+    occupied = np.count_nonzero(np.bincount(ids, minlength=int(np.prod(dims))))
+    if num_points / occupied > 2 * per_cell:  # the points fill fewer dimensions (a surface)
+        h *= (per_cell * occupied / num_points) ** 0.5
+    while np.prod(np.maximum(np.ceil(ext / h), 1)) > max_cells:  # bounds the dense cell table
+        h *= 1.1
+    return h
+
+
+def _build_level(xc, lo, ext, h: float, scale: float, max_window: int) -> GridLevel | None:
+    """One level, or None when some 3^d block of cells holds more than max_window points."""
+    num_points, d = xc.shape
+    ids, dims = _cells(xc, lo, ext, h)
+    num_cells = int(np.prod(dims))
+    counts = np.bincount(ids, minlength=num_cells).astype(np.int32)
+    block = counts.reshape(dims[::-1])
+    for axis in range(d):  # 3-wide box sums, one axis at a time -> 3^d block sums
+        summed = block.copy()
+        lead = (slice(None),) * axis
+        summed[lead + (slice(1, None),)] += block[lead + (slice(None, -1),)]
+        summed[lead + (slice(None, -1),)] += block[lead + (slice(1, None),)]
+        block = summed
+    window = _bucket(int(block.max()))
+    if window > max_window:
+        return None
+    # numpy radix-sorts 16-bit keys (4x faster than a 32-bit sort of 40k keys).
+    keys = ids.astype(np.uint16) if num_cells <= 1 << 16 else ids
+    order = np.argsort(keys, kind="stable").astype(np.int32)
+    starts = np.full(_bucket(num_cells + 1), num_points, np.int32)
+    starts[0] = 0
+    np.cumsum(counts, out=starts[1 : num_cells + 1])
+    sorted_points = np.zeros((d, num_points + window), xc.dtype)
+    sorted_points[:, :num_points] = xc[order].T
+    eps = float(np.finfo(xc.dtype).eps)
+    arrays = (
+        sorted_points,
+        order,
+        starts,
+        np.asarray(h, xc.dtype),
+        dims.astype(np.int32),
+        np.asarray(16 * eps * (scale + 4 * h), xc.dtype),
+    )
+    chunk = int(np.clip((1 << 17) // window, 16, 4096))
+    return GridLevel(*jax.device_put(arrays), window=window, chunk=chunk)
+
+
+def build_grid_index(
+    points: Any,
+    *,
+    cell_size: float | None = None,
+    points_per_cell: float = 1.0,
+    max_cells_per_point: float = 32.0,
+    max_levels: int = 8,
+) -> GridIndex:
+    """Sorts `points` [P, d] (d <= 3, concrete float32/float64) into uniform grids on the host
+    (like building a k-d tree). `cell_size` defaults to about `points_per_cell` points per occupied
+    cell (smaller for points on a surface), with at most `max_cells_per_point * P` cells. Levels
+    double the cell side while no 3^d block of cells holds P / 4 points; beyond that grid_nearest
+    brute-forces.
+    """
+    if isinstance(points, jax.core.Tracer):
+        raise ValueError(
+            "build_grid_index needs concrete points (it runs on the host); build it outside jit "
+            "or use impl='xla'"
+        )
+    pts = np.asarray(points)
+    _check_inputs("build_grid_index", pts[:1], pts)
+    num_points, d = pts.shape
+    if d > 3 or num_points >= 2**30:
+        raise ValueError(f"build_grid_index: points {pts.shape}: need d <= 3 and P < 2**30")
+    centre = ((pts.min(0).astype(np.float64) + pts.max(0)) / 2).astype(pts.dtype)
+    xc = pts - centre  # the same rounding as the device's `queries - centre`
+    lo = xc.min(0)
+    ext = (xc.max(0) - lo).astype(np.float64)
+    if cell_size is not None and not cell_size > 0:
+        raise ValueError(f"build_grid_index: cell_size={cell_size} must be > 0")
+    max_cells = min(max(int(max_cells_per_point * num_points), 4096), 2**30)
+    h = cell_size or _default_cell_size(xc, lo, ext, points_per_cell, max_cells)
+    cells = np.prod(np.maximum(np.ceil(ext / h), 1))
+    if cells > max_cells:
+        raise ValueError(
+            f"build_grid_index: cell_size={cell_size} gives {cells:.3g} cells over the extent "
+            f"{ext.tolist()} of points {pts.shape}; at most max_cells_per_point * P = {max_cells}"
+        )
+    scale = float(np.abs(xc).max() + ext.max())
+    levels = []
+    for level in range(max_levels):
+        max_window = num_points // 4 if level else 1 << 30
+        grid = _build_level(xc, lo, ext, float(h) * 2.0**level, scale, max_window)
+        if grid is None:
+            break
+        levels.append(grid)
+        if grid.window >= num_points:
+            break
+    return GridIndex(*jax.device_put((pts, centre, lo)), levels=tuple(levels))
+
+
+def _level_search(level: GridLevel, lo: jax.Array, qc: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Nearest among the 3^d cells around each centred query [n, d] -> (index [n], verified [n])."""
+    d = qc.shape[1]
+    dims = level.dims
+    cell = jnp.clip(jnp.floor((qc - lo) / level.cell), 0, dims - 1).astype(jnp.int32)
+    strides = jnp.cumprod(jnp.concatenate([jnp.ones((1,), jnp.int32), dims[:-1]]))
+    offsets = np.array(list(np.ndindex(*(3,) * (d - 1))), np.int32).reshape(3 ** (d - 1), d - 1) - 1
+    other = cell[:, None, 1:] + offsets  # [n, rows, d - 1]: the rows of cells around the query
+    row_ok = jnp.all((other >= 0) & (other < dims[1:]), axis=-1)
+    base = jnp.sum(jnp.clip(other, 0, dims[1:] - 1) * strides[1:], axis=-1)
+    first = base + jnp.maximum(cell[:, :1] - 1, 0)
+    last = base + jnp.minimum(cell[:, :1] + 1, dims[0] - 1)
+    start = jnp.where(row_ok, level.starts[first], 0)
+    count = jnp.where(row_ok, level.starts[last + 1], 0) - start  # [n, rows]
+    ends = jnp.cumsum(count, axis=1)
+    # Candidate k of a query is at sorted position base[r] + k, r the first row whose running
+    # count exceeds k: sum the steps of base over the rows k has passed (no gather).
+    k = jnp.arange(level.window, dtype=jnp.int32)
+    base = start - ends + count  # [n, rows]
+    step = jnp.diff(base, axis=1)
+    pos = base[:, :1] + k
+    for r in range(len(offsets) - 1):
+        pos = pos + jnp.where(k >= ends[:, r : r + 1], step[:, r : r + 1], 0)
+    valid = k < ends[:, -1:]
+    pos = jnp.where(valid, pos, 0)
+    d2 = jnp.zeros(pos.shape, qc.dtype)
+    for c in range(d):
+        d2 = d2 + (level.sorted_points[c][pos] - qc[:, c : c + 1]) ** 2
+    d2 = jnp.where(valid, d2, jnp.inf)
+    low = jnp.min(d2, axis=1)
+    col = jnp.min(jnp.where(d2 == low[:, None], k, level.window - 1), axis=1)
+    found = jnp.take_along_axis(pos, col[:, None], axis=1)[:, 0]
+    index = level.order[jnp.minimum(found, level.order.shape[0] - 1)]
+    # Every point outside the searched cells is at least `radius` away: the distance from the
+    # query to the nearest face of the searched block that has cells beyond it.
+    below = jnp.where(cell > 1, qc - (lo + (cell - 1).astype(qc.dtype) * level.cell), jnp.inf)
+    above = jnp.where(cell + 2 < dims, lo + (cell + 2).astype(qc.dtype) * level.cell - qc, jnp.inf)
+    radius = jnp.min(jnp.minimum(below, above), axis=1) - level.tol
+    verified = (ends[:, -1] <= level.window) & (radius > 0) & (low <= radius * radius)
+    return index, verified
+
+
+def _resolve(pending, queries_c, search, chunk, index):
+    """Runs `search` on the pending queries, `chunk` at a time; keeps the verified answers."""
+    total = queries_c.shape[0]
+    num = jnp.sum(pending, dtype=jnp.int32)
+    rows = jnp.nonzero(pending, size=total, fill_value=0)[0].astype(jnp.int32)
+    rows = jnp.concatenate([rows, jnp.zeros((chunk,), jnp.int32)])
+
+    def body(i, state):
+        index, pending = state
+        r = lax.dynamic_slice(rows, (i * chunk,), (chunk,))
+        found, verified = search(queries_c[r])
+        target = jnp.where((i * chunk + jnp.arange(chunk) < num) & verified, r, total)
+        return index.at[target].set(found, mode="drop"), pending.at[target].set(False, mode="drop")
+
+    return lax.fori_loop(0, (num + chunk - 1) // chunk, body, (index, pending))
+
+
+@jax.jit
+def _grid_nearest(index: GridIndex, queries: jax.Array) -> jax.Array:
+    queries_c = queries - index.centre
+    found = jnp.zeros(queries.shape[:1], jnp.int32)
+    pending = jnp.ones(queries.shape[:1], bool)
+    for level in index.levels:
+        search = functools.partial(_level_search, level, index.lo)
+        found, pending = _resolve(pending, queries_c, search, level.chunk, found)
+    points_c = index.points - index.centre
+
+    def brute(q):
+        return _xla_nearest(q, points_c, NearestTiles(128, 512)), jnp.ones(q.shape[:1], bool)
+
+    found, _ = _resolve(pending, queries_c, brute, 128, found)
+    return found
+
+
+def grid_nearest(index: GridIndex, queries: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Exact nearest neighbour of `queries` [Q, d] among `index.points`, under jit.
+
+    Level by level (cell side h, 2h, ...), a query is compared with every point in the 3^d cells
+    around its own. The answer is kept only if it is provably the nearest: closer than the nearest
+    face of the searched block beyond which cells exist (less a rounding slack). Queries that no
+    level verifies are brute-forced, so the result is always exact; the speed depends on how many
+    queries the fine levels verify (roughly uniform density, queries near the points).
+    Returns (index int32 [Q], sq_dist [Q]).
+    """
+    _check_inputs("grid_nearest", queries, index.points)
+    if queries.shape[0] == 0:
+        return jnp.zeros((0,), jnp.int32), jnp.zeros((0,), queries.dtype)
+    found = _grid_nearest(index, queries)
+    return found, _exact_sq_dist(queries, index.points, found)
+
+
+# ----------------------------------------------------------------------------------------------
+# Public entry points.
+
+
+def nearest_neighbor(
+    queries: jax.Array,
+    points: jax.Array,
+    *,
+    impl: str = "auto",
+    tiles: NearestTiles | None = None,
+    interpret: bool | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """Exact nearest neighbour of each query [Q, d] among points [P, d] (float32 or float64).
+
+    impl: "auto" (= "xla"), "xla", "pallas" (interpret=None: interpret unless on GPU) or "grid"
+    (builds a GridIndex on the host: concrete points only; reuse `build_grid_index` when the points
+    stay fixed). Returns (index int32 [Q], sq_dist [Q] = sum((queries - points[index])**2)).
+    """
+    _check_inputs("nearest_neighbor", queries, points)
+    if impl not in _IMPLS:
+        raise ValueError(f"nearest_neighbor: impl={impl!r}, expected one of {_IMPLS}")
+    if queries.shape[0] == 0:
+        return jnp.zeros((0,), jnp.int32), jnp.zeros((0,), jnp.result_type(queries))
+    if impl == "grid":
+        return grid_nearest(build_grid_index(points), queries)
+    if impl == "pallas":
+        if interpret is None:
+            interpret = jax.default_backend() != "gpu"
+        index = _pallas_nearest(queries, points, tiles or PALLAS_TILES, bool(interpret))
+    else:
+        index = _xla_nearest(queries, points, tiles or XLA_TILES)
+    return index, _exact_sq_dist(queries, points, index)
+
+
+def k_nearest(
+    queries: jax.Array, points: jax.Array, k: int, *, tiles: NearestTiles | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """The k nearest points of each query (XLA path, running top-k merged across point tiles).
+
+    Returns (indices int32 [Q, k], sq_dists [Q, k]) in increasing distance. 1 <= k <= P; meant for
+    small k (retrieval), its cost grows with k log k per tile.
+    """
+    _check_inputs("k_nearest", queries, points)
+    if not 1 <= k <= points.shape[0]:
+        raise ValueError(f"k_nearest: k={k} must be in [1, P] for points {tuple(points.shape)}")
+    if queries.shape[0] == 0:
+        return jnp.zeros((0, k), jnp.int32), jnp.zeros((0, k), jnp.result_type(queries))
+    return _xla_k_nearest(queries, points, int(k), tiles or XLA_TILES)

@@ -21,6 +21,8 @@ setup(
         "matplotlib>=3.9",
         "tqdm>=4.66",
         "tensorboardX>=2.6",
+        "diffrax>=0.7",
+        "optimistix>=0.1",
     ],
     extras_require={
         "dev": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6"],

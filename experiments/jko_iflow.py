@@ -1,0 +1,10 @@
+"""JKO-iFlow binary.
+
+python -m experiments.jko_iflow --config=experiments/configs/jko_iflow.py:tiny --workdir=DIR
+"""
+
+from experiments.lib.app import run
+from research.jko_iflow.train import train_and_evaluate
+
+if __name__ == "__main__":
+    run(train_and_evaluate)

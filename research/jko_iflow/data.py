@@ -1,0 +1,91 @@
+"""Train/test data of a JKO-iFlow run, and the epoch-shuffled batches the training loop reads."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from research.datasets import densities
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def resolve_dir(path: str) -> str:
+    """`path` as an absolute path; a relative one is taken relative to the repository root."""
+    return path if os.path.isabs(path) else os.path.normpath(os.path.join(REPO_ROOT, path))
+
+
+def load_data(
+    name: str, *, data_dir: str, tabular_dir: str, num_train: int, num_test: int, seed: int
+) -> dict[str, Any]:
+    """Train and test samples of density `name`.
+
+    2D densities (code or image) draw `num_train` and `num_test` independent samples, as the
+    official code does; tabular benchmarks read their `.npy` splits (train, test; `num_*` cap
+    the sizes when positive). Returns {"train": [N, d], "test": [M, d], "true_logpdf": fn or None}.
+    """
+    if name.lower() in densities.TABULAR_DIMS:
+        splits = densities.load_tabular(resolve_dir(tabular_dir), name.lower())
+        train, test = splits["train"], splits["test"]
+        train = train[:num_train] if num_train > 0 else train
+        test = test[:num_test] if num_test > 0 else test
+        return {"train": train, "test": test, "true_logpdf": None}
+    if name in densities.IMAGE_DENSITIES:
+        folder = resolve_dir(data_dir)
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(
+                f"data folder {folder} (from --config.data_dir={data_dir!r}) does not exist; it "
+                f"should hold {name}.png (shared/data/densities2d beside the repository)"
+            )
+        sampler = densities.load_image_density(folder, name)
+    else:
+        sampler = densities.get_sampler(name)
+    train = sampler(num_train, np.random.default_rng([seed, 0]))
+    test = sampler(num_test, np.random.default_rng([seed, 1]))
+    true_logpdf = densities.gaussian_logpdf if name == "gaussian" else None
+    return {"train": train, "test": test, "true_logpdf": true_logpdf}
+
+
+def epoch_batches(
+    x: np.ndarray,
+    batch_size: int,
+    *,
+    seed: int,
+    steps_per_call: int = 1,
+    extra: dict[str, float] | None = None,
+) -> Callable[[int], dict[str, np.ndarray]]:
+    """`step -> batch` drawing `x` [N, d] without replacement in a new random order each epoch
+    (a shuffled data loader), a pure function of `step` so that resumed runs see the same data.
+
+    The batch is {"x": [B, d]} (or [steps_per_call, B, d]); each `extra[name] = value` adds a
+    constant per-sample leaf [B] (or [steps_per_call, B]).
+    """
+    n = len(x)
+    if n < batch_size:
+        raise ValueError(f"{n} training samples are fewer than one batch of {batch_size}")
+    per_epoch = n // batch_size
+    cache: dict[int, np.ndarray] = {}
+
+    def order(epoch: int) -> np.ndarray:
+        if epoch not in cache:
+            cache.clear()
+            cache[epoch] = np.random.default_rng([seed, epoch]).permutation(n)
+        return cache[epoch]
+
+    def one(step: int) -> np.ndarray:
+        epoch, i = divmod(step, per_epoch)
+        return x[order(epoch)[i * batch_size : (i + 1) * batch_size]]
+
+    def batch_fn(step: int) -> dict[str, np.ndarray]:
+        xs = np.stack([one(s) for s in range(step, step + steps_per_call)])
+        out = {"x": xs}
+        for name, value in (extra or {}).items():
+            out[name] = np.full(xs.shape[:2], value, np.float32)
+        if steps_per_call == 1:
+            out = {k: v[0] for k, v in out.items()}
+        return out
+
+    return batch_fn

@@ -25,6 +25,7 @@ SUITES = {
     "gather": "experiments.bench.ops_gather",
     "nearest": "experiments.bench.ops_nearest",
     "anderson": "experiments.bench.ops_anderson",
+    "bifeat": "experiments.bench.bifeat",
 }
 
 _OUT = flags.DEFINE_string("out", "bench_out", "Output folder for gpu_check.json.")

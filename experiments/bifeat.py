@@ -1,0 +1,10 @@
+"""BiFeat: `python -m experiments.bifeat --config=experiments/configs/bifeat.py:tiny --workdir=DIR`.
+
+The logic is in research/bifeat/train.py.
+"""
+
+from experiments.lib.app import run
+from research.bifeat.train import train_and_evaluate
+
+if __name__ == "__main__":
+    run(train_and_evaluate)

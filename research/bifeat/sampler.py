@@ -1,0 +1,246 @@
+"""Uniform neighbour sampling over CSR into fixed-shape padded blocks (numpy, vectorised).
+
+For seeds (the output nodes) and per-layer fan-outs `fanouts = (k_0, ..., k_{L-1})` in DGL's
+order (`k_0` for the input layer; the seeds sample `k_{L-1}` neighbours, as
+`dgl.dataloading.MultiLayerNeighborSampler` does), each layer's destination nodes draw up to
+`k_l` distinct neighbours uniformly without replacement (all of them when the degree is <= k_l).
+The sampled neighbours that are not destinations already are appended, deduplicated, after the
+destinations, so the destination nodes of layer l are the first `caps[l+1]` nodes of layer l's
+node list (the DGL block convention).
+
+Shapes are static, so a jitted step compiles once: layer l has `caps[l]` node slots (`caps[L] =
+batch_size`) and `caps[l+1] * k_l` edge slots (k_l per destination; edge `e` goes to
+destination `e // k_l`). Unused slots are masked (node id 0, mask False). `worst_case_caps`
+never overflows; `calibrate_caps` measures tighter capacities, and a batch that still overflows
+keeps a random subset of its new nodes, masks the edges to the dropped ones and counts them in
+`MiniBatch.dropped` (the training loop logs the count).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from research.datasets.graphs import sorted_unique
+
+
+class MiniBatch(NamedTuple):
+    """One sampled mini-batch (numpy). L layers; `n_l = caps[l]`, `n_L = batch_size`.
+
+    input_nodes: [n_0] int32 global ids of the input-layer nodes (padding: 0).
+    input_mask: [n_0] bool, which input slots hold a node.
+    senders: L arrays, senders[l]: [n_{l+1} * k_l] int32, local index into layer l's nodes.
+    edge_mask: L arrays, edge_mask[l]: [n_{l+1} * k_l] bool.
+    seeds: [batch_size] int32 global ids of the output nodes (padding: 0).
+    seed_mask: [batch_size] bool.
+    dropped: [] int64, new nodes dropped because a capacity was exceeded (0 with worst-case caps).
+    """
+
+    input_nodes: np.ndarray
+    input_mask: np.ndarray
+    senders: tuple[np.ndarray, ...]
+    edge_mask: tuple[np.ndarray, ...]
+    seeds: np.ndarray
+    seed_mask: np.ndarray
+    dropped: np.ndarray
+
+
+def sample_neighbors(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    nodes: np.ndarray,
+    valid: np.ndarray,
+    fanout: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Up to `fanout` distinct uniform neighbours of each valid node, without replacement.
+
+    nodes: [n] int node ids; valid: [n] bool. Returns (nbrs [n, fanout] int32 global ids, 0 in
+    masked slots; mask [n, fanout] bool). Nodes with degree <= fanout take all neighbours; the
+    others a uniform random `fanout`-subset by Floyd's algorithm, vectorised over nodes (a
+    Python loop over the `fanout` slots only).
+    """
+    n = len(nodes)
+    start = indptr[nodes]
+    deg = np.where(valid, indptr[nodes + 1] - start, 0)
+    slots = np.arange(fanout)
+    offsets = np.broadcast_to(slots, (n, fanout)).copy()
+    mask = slots[None, :] < deg[:, None]
+    big = np.flatnonzero(deg > fanout)
+    if big.size:
+        d = deg[big]
+        sel = np.empty((big.size, fanout), np.int64)
+        for i in range(fanout):  # Floyd: j = d-k+i; t ~ U[0, j]; take j if t was taken already
+            j = d - fanout + i
+            t = (rng.random(big.size) * (j + 1)).astype(np.int64)
+            np.minimum(t, j, out=t)  # float rounding guard
+            taken = (sel[:, :i] == t[:, None]).any(1)
+            sel[:, i] = np.where(taken, j, t)
+        offsets[big] = sel
+    if len(indices) == 0:
+        return np.zeros((n, fanout), np.int32), np.zeros((n, fanout), bool)
+    flat = np.where(mask, start[:, None] + offsets, 0)
+    nbrs = np.where(mask, indices[flat], 0).astype(np.int32)
+    return nbrs, mask
+
+
+def worst_case_caps(num_nodes: int, fanouts: Sequence[int], batch_size: int) -> tuple[int, ...]:
+    """Capacities `(n_0, ..., n_L)` that no batch can exceed: `n_L = batch_size`,
+    `n_l = n_{l+1} + min(num_nodes, n_{l+1} * k_l)`."""
+    caps = [int(batch_size)]
+    for k in reversed(fanouts):
+        caps.append(caps[-1] + min(int(num_nodes), caps[-1] * int(k)))
+    return tuple(reversed(caps))
+
+
+class NeighborSampler:
+    """Samples fixed-shape `MiniBatch`es from a CSR graph. Thread-safe (per-thread scratch).
+
+    Args:
+      indptr, indices: CSR adjacency ([N+1] int64, [E] int32).
+      fanouts: per-layer fan-outs, input layer first (DGL order), e.g. (5, 10, 15).
+      batch_size: seed slots per batch (the per-device batch under data parallelism).
+      caps: node capacities per layer `(n_0, ..., n_L)`, `n_L == batch_size`; default
+        `worst_case_caps`.
+    """
+
+    def __init__(
+        self,
+        indptr: np.ndarray,
+        indices: np.ndarray,
+        fanouts: Sequence[int],
+        batch_size: int,
+        caps: Sequence[int] | None = None,
+    ):
+        self.indptr = np.asarray(indptr, np.int64)
+        self.indices = np.asarray(indices, np.int32)
+        self.num_nodes = len(self.indptr) - 1
+        self.fanouts = tuple(int(k) for k in fanouts)
+        if not self.fanouts or min(self.fanouts) < 1:
+            raise ValueError(f"fanouts must be positive integers, got {fanouts}")
+        self.batch_size = int(batch_size)
+        worst = worst_case_caps(self.num_nodes, self.fanouts, self.batch_size)
+        self.caps = tuple(int(c) for c in caps) if caps is not None else worst
+        if len(self.caps) != len(self.fanouts) + 1 or self.caps[-1] != self.batch_size:
+            raise ValueError(
+                f"caps must have {len(self.fanouts) + 1} entries ending with batch_size "
+                f"{self.batch_size}, got {self.caps}"
+            )
+        if any(self.caps[i] < self.caps[i + 1] for i in range(len(self.fanouts))):
+            raise ValueError(f"caps must not increase towards the output layer: {self.caps}")
+        self._local = threading.local()
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.fanouts)
+
+    def _scratch(self) -> np.ndarray:
+        """[N] int32 node -> local position map, all -1 between calls (one per thread)."""
+        pos = getattr(self._local, "pos", None)
+        if pos is None:
+            pos = self._local.pos = np.full(self.num_nodes, -1, np.int32)
+        return pos
+
+    def sample(
+        self, seeds: np.ndarray, rng: np.random.Generator, *, new_counts: list | None = None
+    ) -> MiniBatch:
+        """Samples the blocks of `seeds` ([<= batch_size] distinct node ids).
+
+        new_counts: if a list, the number of new nodes of each layer is appended (calibration).
+        """
+        seeds = np.asarray(seeds, np.int32)
+        if len(seeds) > self.batch_size:
+            raise ValueError(f"{len(seeds)} seeds exceed batch_size {self.batch_size}")
+        if len(sorted_unique(seeds)) != len(seeds):
+            raise ValueError("seeds must be distinct node ids")
+        nodes = np.zeros(self.batch_size, np.int32)
+        nodes[: len(seeds)] = seeds
+        valid = np.arange(self.batch_size) < len(seeds)
+        seed_nodes, seed_mask = nodes.copy(), valid.copy()
+        pos = self._scratch()
+        senders, masks, dropped = [], [], 0
+        for layer in reversed(range(self.num_layers)):
+            k, cap_dst, cap_src = self.fanouts[layer], len(nodes), self.caps[layer]
+            nbrs, emask = sample_neighbors(self.indptr, self.indices, nodes, valid, k, rng)
+            dst_ids = nodes[valid]
+            new = np.zeros(0, np.int32)
+            pos[dst_ids] = np.flatnonzero(valid).astype(np.int32)
+            try:
+                cand = nbrs[emask]
+                new = sorted_unique(cand[pos[cand] < 0])
+                if new_counts is not None:
+                    new_counts.append(len(new))
+                room = cap_src - cap_dst
+                if len(new) > room:
+                    dropped += len(new) - room
+                    new = np.sort(rng.choice(new, room, replace=False))
+                pos[new] = cap_dst + np.arange(len(new), dtype=np.int32)
+                local = pos[nbrs]
+                emask &= local >= 0  # edges to dropped nodes (overflow only)
+                senders.append(np.where(emask, local, 0).astype(np.int32).reshape(-1))
+                masks.append(emask.reshape(-1))
+            finally:
+                pos[dst_ids] = -1
+                pos[new] = -1
+            src_nodes = np.zeros(cap_src, np.int32)
+            src_valid = np.zeros(cap_src, bool)
+            src_nodes[:cap_dst], src_valid[:cap_dst] = nodes, valid
+            src_nodes[cap_dst : cap_dst + len(new)] = new
+            src_valid[cap_dst : cap_dst + len(new)] = True
+            nodes, valid = src_nodes, src_valid
+        return MiniBatch(
+            input_nodes=nodes,
+            input_mask=valid,
+            senders=tuple(reversed(senders)),
+            edge_mask=tuple(reversed(masks)),
+            seeds=seed_nodes,
+            seed_mask=seed_mask,
+            dropped=np.asarray(dropped, np.int64),
+        )
+
+
+def calibrate_caps(
+    sampler: NeighborSampler,
+    seed_pool: np.ndarray,
+    *,
+    num_batches: int = 8,
+    margin: float = 1.25,
+    align: int = 64,
+    seed: int = 0,
+) -> tuple[int, ...]:
+    """Tighter capacities from `num_batches` sampled batches of random seeds from `seed_pool`.
+
+    Each layer gets `margin` x the largest number of new nodes seen (rounded up to `align`),
+    never more than the worst case. Sampling runs with `sampler`'s own caps; pass a sampler with
+    worst-case caps so that the counts are not truncated.
+    """
+    rng = np.random.default_rng(seed)
+    worst = worst_case_caps(sampler.num_nodes, sampler.fanouts, sampler.batch_size)
+    most = np.zeros(sampler.num_layers, np.int64)
+    for _ in range(num_batches):
+        seeds = rng.choice(seed_pool, min(sampler.batch_size, len(seed_pool)), replace=False)
+        counts: list[int] = []
+        sampler.sample(seeds, rng, new_counts=counts)
+        most = np.maximum(most, counts[::-1])  # counts come output layer first
+    caps = [sampler.batch_size]
+    for layer in reversed(range(sampler.num_layers)):
+        new = int(math.ceil(most[layer] * margin / align) * align)
+        caps.append(min(worst[layer], caps[-1] + new))
+    return tuple(reversed(caps))
+
+
+def stack_batches(batches: Sequence[MiniBatch]) -> dict[str, np.ndarray]:
+    """Per-device batches -> one dict of [num_devices, ...] arrays (the data-parallel layout):
+    `input_nodes, input_mask, seeds, seed_mask, dropped`, and `senders_<l>`, `edge_mask_<l>`."""
+    out = {
+        name: np.stack([getattr(b, name) for b in batches])
+        for name in ("input_nodes", "input_mask", "seeds", "seed_mask", "dropped")
+    }
+    for layer in range(len(batches[0].senders)):
+        out[f"senders_{layer}"] = np.stack([b.senders[layer] for b in batches])
+        out[f"edge_mask_{layer}"] = np.stack([b.edge_mask[layer] for b in batches])
+    return out

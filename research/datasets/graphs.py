@@ -1,0 +1,519 @@
+"""Node-classification graphs in CSR form: Planetoid `ind.*` files, the OGB node-property layout,
+and a synthetic generator of large power-law graphs with class-dependent features.
+
+Every loader returns a `Graph`: numpy CSR adjacency (`indptr [N+1] int64`, `indices [E] int32`,
+the neighbours of node `i` are `indices[indptr[i]:indptr[i+1]]`, sorted), `features [N, D]
+float32`, `labels [N] int32` (-1 = unlabelled) and the train / validation / test node ids.
+Edges are stored in both directions, deduplicated and without self-loops unless a loader says
+otherwise. Missing or malformed files raise an error that names the file and what is wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import pickle
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+
+PLANETOID_NAMES = ("cora", "citeseer", "pubmed")
+SPLITS = ("train", "valid", "test")
+
+
+@dataclasses.dataclass
+class Graph:
+    """A node-classification graph (see the module docstring for the array layout).
+
+    Attributes:
+      indptr: [N + 1] int64 CSR row pointers.
+      indices: [E] int32 neighbour ids (E counts each undirected edge twice).
+      features: [N, D] float32 node features.
+      labels: [N] int32 class ids, -1 for unlabelled nodes.
+      train_idx, val_idx, test_idx: int64 node ids of the splits.
+      num_classes: number of classes.
+    """
+
+    name: str
+    indptr: np.ndarray
+    indices: np.ndarray
+    features: np.ndarray
+    labels: np.ndarray
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    test_idx: np.ndarray
+    num_classes: int
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.indptr) - 1
+
+    @property
+    def num_edges(self) -> int:
+        """Directed edges stored (each undirected edge counts twice)."""
+        return len(self.indices)
+
+    @property
+    def num_features(self) -> int:
+        return self.features.shape[1]
+
+    def degrees(self) -> np.ndarray:
+        """[N] int64 out-degrees (= in-degrees for a symmetric graph)."""
+        return np.diff(self.indptr)
+
+    def edges(self) -> tuple[np.ndarray, np.ndarray]:
+        """(src, dst): [E] int32 each, in CSR order."""
+        src = np.repeat(np.arange(self.num_nodes, dtype=np.int32), self.degrees())
+        return src, self.indices
+
+    def with_edges(self, src: np.ndarray, dst: np.ndarray, *, name: str | None = None) -> Graph:
+        """The same nodes, features and splits with a new (directed, already symmetric) edge set."""
+        indptr, indices = csr_from_edges(src, dst, self.num_nodes, symmetric=False)
+        return dataclasses.replace(self, indptr=indptr, indices=indices, name=name or self.name)
+
+    def summary(self) -> dict[str, int | str]:
+        return dict(
+            name=self.name,
+            nodes=self.num_nodes,
+            directed_edges=self.num_edges,
+            features=self.num_features,
+            classes=self.num_classes,
+            train=len(self.train_idx),
+            val=len(self.val_idx),
+            test=len(self.test_idx),
+        )
+
+
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """`np.unique(values)` by sorting a copy (numpy 2.4's default hash-based unique is 5-10x
+    slower on millions of integers)."""
+    out = np.sort(np.asarray(values).reshape(-1))
+    if out.size:
+        out = out[np.concatenate([[True], out[1:] != out[:-1]])]
+    return out
+
+
+def csr_from_edges(
+    src: np.ndarray,
+    dst: np.ndarray,
+    num_nodes: int,
+    *,
+    symmetric: bool = True,
+    remove_self_loops: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Deduplicated CSR of the edges `src[i] -> dst[i]` ([E] integers in [0, num_nodes)).
+
+    symmetric: add every reverse edge. Returns (indptr [N+1] int64, indices [E'] int32), rows and
+    each row's neighbours sorted.
+    """
+    src = np.asarray(src, np.int64).reshape(-1)
+    dst = np.asarray(dst, np.int64).reshape(-1)
+    if src.shape != dst.shape:
+        raise ValueError(f"src and dst differ in length: {src.shape} vs {dst.shape}")
+    if src.size and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= num_nodes):
+        raise ValueError(
+            f"edge endpoints must lie in [0, {num_nodes}); got range "
+            f"[{min(src.min(), dst.min())}, {max(src.max(), dst.max())}]"
+        )
+    if symmetric:
+        src, dst = np.concatenate([src, dst]), np.concatenate([dst, src])
+    if remove_self_loops:
+        keep = src != dst
+        src, dst = src[keep], dst[keep]
+    keys = sorted_unique(src * num_nodes + dst)  # rows, then neighbours, ascending
+    counts = np.bincount(keys // num_nodes, minlength=num_nodes)
+    indptr = np.zeros(num_nodes + 1, np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    return indptr, (keys % num_nodes).astype(np.int32)
+
+
+# ----------------------------------------------------------------------------- Planetoid
+
+
+def _planetoid_file(root: str, name: str, suffix: str) -> str:
+    path = os.path.join(root, f"ind.{name}.{suffix}")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Planetoid file {path} is missing (dataset {name!r} in {root})")
+    return path
+
+
+def _unpickle(path: str):
+    try:
+        with open(path, "rb") as f, warnings.catch_warnings():
+            # the 2016 pickles name scipy.sparse.csr.csr_matrix, a deprecated alias
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return pickle.load(f, encoding="latin1")
+    except Exception as err:  # noqa: BLE001 - any unpickling failure names the file
+        raise ValueError(
+            f"cannot read Planetoid pickle {path}: {type(err).__name__}: {err}"
+        ) from None
+
+
+def load_planetoid(root: str, name: str = "cora", *, normalize_features: bool = True) -> Graph:
+    """Reads the Planetoid `ind.<name>.{x,y,tx,ty,allx,ally,graph,test.index}` files.
+
+    Node order is `vstack(allx, tx)` with the tx rows moved to the ids in `test.index` (as GCN,
+    PyG and DGL load them). CiteSeer's test ids without features are padded with zero feature
+    rows and label 0 (the GCN/PyG convention); they are not test nodes. Splits: train = the first
+    `len(y)` nodes, val = the next 500 (fewer if allx ends first), test = `test.index`
+    (sorted). Edges: symmetric, deduplicated, self-loops removed (Cora: 10,556 directed edges,
+    as PyG).
+
+    normalize_features: divide each feature row by its sum (what GCN, DGL and the PyG examples'
+    `NormalizeFeatures` do; rows that sum to 0 are left at 0).
+    """
+    if name not in PLANETOID_NAMES:
+        raise ValueError(f"unknown Planetoid dataset {name!r}; expected one of {PLANETOID_NAMES}")
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"Planetoid folder {root} does not exist")
+    parts = {}
+    for suffix in ("x", "y", "tx", "ty", "allx", "ally", "graph"):
+        parts[suffix] = _unpickle(_planetoid_file(root, name, suffix))
+    index_path = _planetoid_file(root, name, "test.index")
+    test_index = _read_int_lines(index_path)
+
+    def dense(suffix: str) -> np.ndarray:
+        value = parts[suffix]
+        arr = value.toarray() if sp.issparse(value) else np.asarray(value)
+        if arr.ndim != 2:
+            path = os.path.join(root, f"ind.{name}.{suffix}")
+            raise ValueError(f"{path}: expected a 2-D matrix, got shape {arr.shape}")
+        return arr.astype(np.float32)
+
+    x, y, tx, ty, allx, ally = (dense(s) for s in ("x", "y", "tx", "ty", "allx", "ally"))
+    for a, b, what in ((tx, ty, "tx/ty"), (allx, ally, "allx/ally"), (x, y, "x/y")):
+        if len(a) != len(b):
+            raise ValueError(
+                f"ind.{name}.{what} in {root}: {len(a)} feature rows but {len(b)} labels"
+            )
+    if len(test_index) != len(tx):
+        raise ValueError(
+            f"{index_path}: {len(test_index)} test ids but ind.{name}.tx has {len(tx)} rows"
+        )
+    if not (tx.shape[1] == allx.shape[1] and ty.shape[1] == ally.shape[1]):
+        raise ValueError(
+            f"ind.{name}.* in {root}: column counts differ (allx {allx.shape}, tx {tx.shape}, "
+            f"ally {ally.shape}, ty {ty.shape})"
+        )
+    lo, hi = int(test_index.min()), int(test_index.max())
+    # CiteSeer: the test ids span lo..hi with gaps (isolated nodes without features).
+    num_nodes = max(len(allx) + len(tx), hi + 1)
+    features = np.zeros((num_nodes, allx.shape[1]), np.float32)
+    onehot = np.zeros((num_nodes, ally.shape[1]), np.float32)
+    features[: len(allx)], onehot[: len(ally)] = allx, ally
+    features[test_index], onehot[test_index] = tx, ty
+    if lo < len(allx):
+        raise ValueError(
+            f"{index_path}: test ids start at {lo}, inside the allx rows (< {len(allx)})"
+        )
+    labels = np.where(onehot.any(1), onehot.argmax(1), 0).astype(np.int32)
+    if normalize_features:
+        rowsum = features.sum(1, keepdims=True)
+        features = np.divide(features, rowsum, out=np.zeros_like(features), where=rowsum != 0)
+
+    graph = parts["graph"]
+    if not hasattr(graph, "items"):
+        raise ValueError(f"ind.{name}.graph in {root}: expected a dict of adjacency lists")
+    src = np.fromiter((u for u, nbrs in graph.items() for _ in nbrs), np.int64)
+    dst = np.fromiter((v for nbrs in graph.values() for v in nbrs), np.int64)
+    if src.size and max(src.max(), dst.max()) >= num_nodes:
+        raise ValueError(
+            f"ind.{name}.graph in {root}: node id {max(src.max(), dst.max())} >= {num_nodes} nodes"
+        )
+    indptr, indices = csr_from_edges(src, dst, num_nodes)
+    n_train = len(y)
+    return Graph(
+        name=name,
+        indptr=indptr,
+        indices=indices,
+        features=features,
+        labels=labels,
+        train_idx=np.arange(n_train, dtype=np.int64),
+        val_idx=np.arange(n_train, min(n_train + 500, len(allx)), dtype=np.int64),
+        test_idx=np.sort(test_index).astype(np.int64),
+        num_classes=onehot.shape[1],
+    )
+
+
+def _read_int_lines(path: str) -> np.ndarray:
+    with open(path) as f:
+        lines = [line.strip() for line in f if line.strip()]
+    try:
+        return np.array([int(v) for v in lines], np.int64)
+    except ValueError as err:
+        raise ValueError(f"{path}: expected one integer per line ({err})") from None
+
+
+# ----------------------------------------------------------------------------- OGB layout
+
+
+def read_csv_gz(path: str, *, dtype: type, num_cols: int | None = None) -> np.ndarray:
+    """A headerless comma-separated `.csv.gz` of numbers as `[rows, cols]` (cols from line 1).
+
+    Parsed in C (`np.fromstring`), hundreds of MB/s; a short row, a bad token or a ragged file
+    raise ValueError naming the file. `nan` parses (OGB marks unlabelled nodes with it).
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"OGB file {path} is missing")
+    try:
+        with gzip.open(path, "rb") as f:
+            text = f.read().decode("ascii")
+    except (OSError, EOFError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not a readable gzip text file ({err})") from None
+    lines = text.count("\n") + (0 if text.endswith("\n") or not text else 1)
+    if not text.strip():
+        return np.zeros((0, num_cols or 0), dtype)
+    first = text[: text.find("\n")] if "\n" in text else text
+    cols = len(first.split(","))
+    if num_cols is not None and cols != num_cols:
+        raise ValueError(f"{path}: line 1 has {cols} columns, expected {num_cols}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy warns (instead of raising) on a bad token
+        try:
+            flat = np.fromstring(text.replace(",", " "), dtype=dtype, sep=" ")
+        except (ValueError, DeprecationWarning) as err:
+            raise ValueError(f"{path}: cannot parse as {np.dtype(dtype).name} ({err})") from None
+    if flat.size != lines * cols:
+        raise ValueError(
+            f"{path}: {flat.size} values in {lines} lines is not {cols} per line "
+            "(a ragged line or a bad token)"
+        )
+    return flat.reshape(lines, cols)
+
+
+def _load_npz(path: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"OGB file {path} is missing")
+    try:
+        with np.load(path) as f:
+            missing = [k for k in keys if k not in f.files]
+            if missing:
+                raise ValueError(f"{path}: missing arrays {missing} (has {f.files})")
+            return {k: f[k] for k in keys}
+    except (OSError, EOFError, pickle.UnpicklingError) as err:
+        raise ValueError(f"{path}: not a readable npz file ({err})") from None
+
+
+def load_ogb_node(
+    root: str, *, split: str | None = None, symmetric: bool = True, name: str | None = None
+) -> Graph:
+    """Reads an OGB node-property dataset folder (e.g. `.../ogbn_products`).
+
+    Layout (as `ogb.nodeproppred` downloads it):
+      raw/edge.csv.gz            [E, 2] int, one `src,dst` per line
+      raw/node-feat.csv.gz       [N, D] float
+      raw/node-label.csv.gz      [N, 1] (int, or `nan` for unlabelled nodes)
+      split/<scheme>/{train,valid,test}.csv.gz   one node id per line
+    or the preprocessed equivalents `raw/data.npz` (`edge_index [2, E]`, `node_feat [N, D]`,
+    `num_nodes_list`) and `raw/node-label.npz` (`node_label [N, 1]`), used when `data.npz` exists.
+    split: the scheme folder (default: the only folder under `split/`).
+    symmetric: add reverse edges (ogbn-products ships one direction; the BiFeat / DGL code trains
+    on the bidirected graph).
+    """
+    raw = os.path.join(root, "raw")
+    if not os.path.isdir(raw):
+        raise FileNotFoundError(f"OGB folder {raw} does not exist (expected raw/ and split/)")
+    npz = os.path.join(raw, "data.npz")
+    if os.path.exists(npz):
+        data = _load_npz(npz, ("edge_index", "node_feat", "num_nodes_list"))
+        edge_index, features = data["edge_index"], data["node_feat"]
+        if edge_index.ndim != 2 or edge_index.shape[0] != 2:
+            raise ValueError(f"{npz}: edge_index must be [2, E], got {edge_index.shape}")
+        num_nodes = int(np.sum(data["num_nodes_list"]))
+        labels = _load_npz(os.path.join(raw, "node-label.npz"), ("node_label",))["node_label"]
+        label_file = os.path.join(raw, "node-label.npz")
+        src, dst = edge_index
+    else:
+        edges = read_csv_gz(os.path.join(raw, "edge.csv.gz"), dtype=np.int64, num_cols=2)
+        features = read_csv_gz(os.path.join(raw, "node-feat.csv.gz"), dtype=np.float32)
+        label_file = os.path.join(raw, "node-label.csv.gz")
+        labels = read_csv_gz(label_file, dtype=np.float64, num_cols=1)
+        num_nodes = len(features)
+        src, dst = edges[:, 0], edges[:, 1]
+    if features.ndim != 2 or len(features) != num_nodes:
+        raise ValueError(
+            f"{raw}: node features have shape {features.shape}, expected [{num_nodes}, D]"
+        )
+    labels = np.asarray(labels, np.float64).reshape(len(labels), -1)
+    if labels.shape != (num_nodes, 1):
+        raise ValueError(
+            f"{label_file}: labels have shape {labels.shape}, expected [{num_nodes}, 1]"
+        )
+    labels = np.where(np.isnan(labels[:, 0]), -1, labels[:, 0]).astype(np.int32)
+    splits = _read_ogb_split(root, split, num_nodes)
+    indptr, indices = csr_from_edges(src, dst, num_nodes, symmetric=symmetric)
+    return Graph(
+        name=name or os.path.basename(os.path.normpath(root)),
+        indptr=indptr,
+        indices=indices,
+        features=np.asarray(features, np.float32),
+        labels=labels,
+        train_idx=splits["train"],
+        val_idx=splits["valid"],
+        test_idx=splits["test"],
+        num_classes=int(labels.max()) + 1 if num_nodes else 0,
+    )
+
+
+def _read_ogb_split(root: str, split: str | None, num_nodes: int) -> dict[str, np.ndarray]:
+    base = os.path.join(root, "split")
+    if split is None:
+        schemes = (
+            sorted(d for d in os.listdir(base) if os.path.isdir(os.path.join(base, d)))
+            if (os.path.isdir(base))
+            else []
+        )
+        if len(schemes) != 1:
+            raise FileNotFoundError(
+                f"{base}: expected exactly one split scheme folder, found {schemes or 'none'}; "
+                "pass split=<scheme>"
+            )
+        split = schemes[0]
+    out = {}
+    for part in SPLITS:
+        path = os.path.join(base, split, f"{part}.csv.gz")
+        ids = read_csv_gz(path, dtype=np.int64, num_cols=1)[:, 0]
+        if ids.size and (ids.min() < 0 or ids.max() >= num_nodes):
+            raise ValueError(
+                f"{path}: node ids must lie in [0, {num_nodes}), got [{ids.min()}, {ids.max()}]"
+            )
+        out[part] = ids
+    return out
+
+
+# ----------------------------------------------------------------------------- synthetic
+
+
+def synthetic_graph(
+    num_nodes: int,
+    *,
+    num_features: int = 128,
+    num_classes: int = 16,
+    avg_degree: float = 10.0,
+    power_law_exponent: float = 2.5,
+    homophily: float = 0.7,
+    feature_signal: float = 0.1,
+    split_fractions: tuple[float, float, float] = (0.1, 0.05, 0.05),
+    seed: int = 0,
+) -> Graph:
+    """A Chung-Lu style graph with power-law degrees and class-dependent Gaussian features.
+
+    Each node gets a class and a weight `w ~ Pareto(power_law_exponent - 1) + 1` (degree tail
+    P(d) ~ d^-exponent), capped at `sqrt(N * avg_degree)`. `N * avg_degree / 2` edges draw their
+    source with probability proportional to `w`, and their target proportional to `w` among the
+    source's class (probability `homophily`) or among all nodes; edges are then symmetrised and
+    deduplicated (the realised average degree is a bit below `avg_degree`). Features are
+    `feature_signal * mu[class] + N(0, 1)` with `mu ~ N(0, 1)^D` (D = num_features): a single
+    node's features barely predict its class, its neighbourhood's mean does. Fully vectorised:
+    ~1 min and ~3 GB of peak memory for 2M nodes x 128 features.
+    """
+    if not 0 <= homophily <= 1:
+        raise ValueError(f"homophily must be in [0, 1], got {homophily}")
+    if power_law_exponent <= 1:
+        raise ValueError(f"power_law_exponent must be > 1, got {power_law_exponent}")
+    rng = np.random.default_rng(seed)
+    n = int(num_nodes)
+    labels = rng.integers(0, num_classes, n).astype(np.int32)
+    w = rng.pareto(power_law_exponent - 1, n) + 1.0
+    np.minimum(w, np.sqrt(n * avg_degree), out=w)
+    num_edges = int(n * avg_degree / 2)
+
+    cum = np.cumsum(w)
+
+    def draw(cumw: np.ndarray, base: float, total: float, size: int) -> np.ndarray:
+        # Sorted uniforms make the binary searches cache-friendly (3-5x faster at 1M+ nodes).
+        u = np.sort(rng.random(size)) * total + base
+        return np.minimum(np.searchsorted(cumw, u, side="right"), len(cumw) - 1)
+
+    src = draw(cum, 0.0, cum[-1], num_edges)  # sorted; targets are shuffled before pairing
+    same = rng.random(num_edges) < homophily
+    dst = np.empty(num_edges, np.int64)
+    dst[~same] = rng.permutation(draw(cum, 0.0, cum[-1], int((~same).sum())))
+    order = np.argsort(labels, kind="stable")
+    ccum = np.cumsum(w[order])
+    bounds = np.searchsorted(labels[order], np.arange(num_classes + 1))
+    edge_class = np.where(same, labels[src], -1)
+    for c in range(num_classes):  # a loop over classes, not nodes
+        edges_c = np.flatnonzero(edge_class == c)
+        lo, hi = bounds[c], bounds[c + 1]
+        if edges_c.size == 0 or hi == lo:
+            dst[edges_c] = src[edges_c]  # an empty class: self-loops, removed below
+            continue
+        base = ccum[lo - 1] if lo else 0.0
+        picks = draw(ccum[lo:hi], base, ccum[hi - 1] - base, edges_c.size) + lo
+        dst[edges_c] = order[rng.permutation(picks)]
+    indptr, indices = csr_from_edges(src, dst, n)
+    del src, dst, same, edge_class
+
+    mu = rng.standard_normal((num_classes, num_features), dtype=np.float32) * np.float32(
+        feature_signal
+    )
+    features = np.empty((n, num_features), np.float32)
+    for start_row in range(0, n, 1 << 18):  # in blocks: bounded temporaries
+        rows = slice(start_row, min(n, start_row + (1 << 18)))
+        features[rows] = rng.standard_normal((rows.stop - rows.start, num_features), np.float32)
+        features[rows] += mu[labels[rows]]
+    perm = rng.permutation(n)
+    n_train, n_val, n_test = (int(f * n) for f in split_fractions)
+    if n_train + n_val + n_test > n:
+        raise ValueError(f"split_fractions {split_fractions} sum to more than 1")
+    return Graph(
+        name=f"synthetic-{n}",
+        indptr=indptr,
+        indices=indices,
+        features=features,
+        labels=labels,
+        train_idx=np.sort(perm[:n_train]),
+        val_idx=np.sort(perm[n_train : n_train + n_val]),
+        test_idx=np.sort(perm[n_train + n_val : n_train + n_val + n_test]),
+        num_classes=num_classes,
+    )
+
+
+# ----------------------------------------------------------------------------- edge dropping
+
+
+def drop_edges(graph: Graph, fraction: float, *, mode: str = "random", seed: int = 0) -> Graph:
+    """Removes `fraction` of the undirected edges (both directions of each), for sparsity studies.
+
+    mode: "random" (uniform), or "degree" (the edges with the largest degree product
+    d_u * d_v first, ties broken at random: edges between hubs, whose removal keeps every node's
+    low-degree links). Degrees are those of the input graph.
+    """
+    if not 0 <= fraction <= 1:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    if mode not in ("random", "degree"):
+        raise ValueError(f"mode must be 'random' or 'degree', got {mode!r}")
+    src, dst = graph.edges()
+    upper = src < dst  # each undirected edge once
+    u, v = src[upper], dst[upper]
+    rng = np.random.default_rng(seed)
+    keep_n = int(round(len(u) * (1 - fraction)))
+    tiebreak = rng.random(len(u))
+    if mode == "random":
+        order = np.argsort(tiebreak)
+    else:
+        deg = graph.degrees().astype(np.float64)
+        order = np.lexsort((tiebreak, deg[u] * deg[v]))  # ascending product: keep the smallest
+    keep = order[:keep_n]
+    u, v = u[keep], v[keep]
+    tag = f"{graph.name}-drop{mode}{fraction:g}"
+    return graph.with_edges(np.concatenate([u, v]), np.concatenate([v, u]), name=tag)
+
+
+def load_graph(name: str, data_dir: str = "", **synthetic_kwargs) -> Graph:
+    """Dispatch by name: `cora` / `citeseer` / `pubmed` (Planetoid files in `data_dir`),
+    `ogbn-*` / `mag240m*` (OGB layout in `data_dir/<name with - as _>`, or `data_dir` itself
+    when it holds raw/), or `synthetic` (`synthetic_kwargs`, `num_nodes` required)."""
+    if name in PLANETOID_NAMES:
+        return load_planetoid(data_dir, name)
+    if name == "synthetic":
+        return synthetic_graph(**synthetic_kwargs)
+    if name.startswith(("ogbn", "mag240m")):
+        root = data_dir
+        if not os.path.isdir(os.path.join(root, "raw")):
+            root = os.path.join(data_dir, name.replace("-", "_"))
+        return load_ogb_node(root, name=name)
+    raise ValueError(f"unknown graph dataset {name!r}: expected Planetoid, ogbn-*, or synthetic")

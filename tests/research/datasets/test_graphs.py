@@ -1,0 +1,244 @@
+"""research/datasets/graphs.py: CSR building, Planetoid and OGB loaders (files written here, and
+broken on purpose), the synthetic generator and edge dropping."""
+
+import gzip
+import os
+import pickle
+from collections import defaultdict
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from research.datasets import graphs
+from tests.conftest import SHARED_DATA
+
+
+def neighbour_sets(g):
+    return [set(g.indices[g.indptr[i] : g.indptr[i + 1]].tolist()) for i in range(g.num_nodes)]
+
+
+def test_csr_from_edges_dedups_symmetrises_and_sorts():
+    src = np.array([0, 1, 1, 2, 3, 3])
+    dst = np.array([1, 0, 2, 2, 0, 1])  # 0-1 twice, a self-loop 2-2
+    indptr, indices = graphs.csr_from_edges(src, dst, 5)
+    assert indptr.tolist() == [0, 2, 5, 6, 8, 8]
+    assert indices.tolist() == [1, 3, 0, 2, 3, 1, 0, 1]
+    assert indices.dtype == np.int32 and indptr.dtype == np.int64
+    with pytest.raises(ValueError, match=r"\[0, 5\)"):
+        graphs.csr_from_edges([0], [5], 5)
+
+
+# ----------------------------------------------------------------------------- Planetoid
+
+
+def write_planetoid(root, name, *, gap=False):
+    """A Planetoid dataset: 2 train nodes, 6 allx rows, test ids 6..9 (gap: 6..10, 9 missing)."""
+    rng = np.random.default_rng(0)
+    d, c = 5, 3
+    test_ids = [7, 6, 9, 8] if not gap else [7, 6, 10, 8]
+    n_all = 6
+    allx = (rng.random((n_all, d)) < 0.5).astype(np.float32)
+    allx[:, 0] = 1  # no empty rows
+    ally = np.eye(c, dtype=np.float32)[rng.integers(0, c, n_all)]
+    tx = np.ones((len(test_ids), d), np.float32)
+    ty = np.eye(c, dtype=np.float32)[[0, 1, 2, 0]]
+    graph = defaultdict(list, {0: [1, 2], 1: [0], 2: [0, 2], 3: [4], 6: [7], 7: [6, 6]})
+    parts = dict(
+        x=sp.csr_matrix(allx[:2]),
+        y=ally[:2],
+        allx=sp.csr_matrix(allx),
+        ally=ally,
+        tx=sp.csr_matrix(tx),
+        ty=ty,
+        graph=graph,
+    )
+    for suffix, value in parts.items():
+        with open(os.path.join(root, f"ind.{name}.{suffix}"), "wb") as f:
+            pickle.dump(value, f, protocol=2)
+    with open(os.path.join(root, f"ind.{name}.test.index"), "w") as f:
+        f.write("\n".join(str(i) for i in test_ids) + "\n")
+    return allx, ally, tx, ty, test_ids
+
+
+def test_planetoid_reads_files_and_orders_nodes(tmp_path):
+    allx, ally, tx, ty, test_ids = write_planetoid(tmp_path, "cora")
+    g = graphs.load_planetoid(str(tmp_path), "cora")
+    assert g.num_nodes == 10 and g.num_classes == 3 and g.num_features == 5
+    np.testing.assert_allclose(g.features.sum(1), 1.0, rtol=1e-6)  # row-normalised
+    np.testing.assert_allclose(g.features[:6], allx / allx.sum(1, keepdims=True), rtol=1e-6)
+    assert g.labels[test_ids].tolist() == [0, 1, 2, 0]  # tx rows placed at their test ids
+    assert g.labels[:6].tolist() == ally.argmax(1).tolist()
+    assert g.train_idx.tolist() == [0, 1] and g.val_idx.tolist() == [2, 3, 4, 5]
+    assert g.test_idx.tolist() == sorted(test_ids)
+    nb = neighbour_sets(g)
+    assert nb[0] == {1, 2} and nb[2] == {0} and nb[4] == {3} and nb[6] == {7}  # no self-loop
+    raw = graphs.load_planetoid(str(tmp_path), "cora", normalize_features=False)
+    np.testing.assert_array_equal(raw.features[:6], allx)
+
+
+def test_planetoid_pads_citeseer_missing_test_nodes(tmp_path):
+    write_planetoid(tmp_path, "citeseer", gap=True)
+    g = graphs.load_planetoid(str(tmp_path), "citeseer")
+    assert g.num_nodes == 11  # ids 6..10 with 9 missing: padded
+    assert not g.features[9].any() and g.labels[9] == 0
+    assert 9 not in g.test_idx
+
+
+def test_planetoid_errors_name_the_file(tmp_path):
+    write_planetoid(tmp_path, "cora")
+    os.remove(tmp_path / "ind.cora.ty")
+    with pytest.raises(FileNotFoundError, match=r"ind\.cora\.ty"):
+        graphs.load_planetoid(str(tmp_path), "cora")
+    write_planetoid(tmp_path, "cora")
+    (tmp_path / "ind.cora.allx").write_bytes(b"not a pickle")
+    with pytest.raises(ValueError, match=r"ind\.cora\.allx"):
+        graphs.load_planetoid(str(tmp_path), "cora")
+    write_planetoid(tmp_path, "cora")
+    (tmp_path / "ind.cora.test.index").write_text("6\n7\n")  # 2 ids, 4 tx rows
+    with pytest.raises(ValueError, match=r"test\.index.*2 test ids"):
+        graphs.load_planetoid(str(tmp_path), "cora")
+    with pytest.raises(FileNotFoundError, match="no_such_dir"):
+        graphs.load_planetoid(str(tmp_path / "no_such_dir"), "cora")
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED_DATA, "planetoid")), reason="no Cora")
+def test_real_cora_statistics():
+    g = graphs.load_planetoid(os.path.join(SHARED_DATA, "planetoid"), "cora")
+    assert (g.num_nodes, g.num_edges, g.num_features, g.num_classes) == (2708, 10556, 1433, 7)
+    assert np.bincount(g.labels).tolist() == [351, 217, 418, 818, 426, 298, 180]
+    assert (len(g.train_idx), len(g.val_idx), len(g.test_idx)) == (140, 500, 1000)
+
+
+# ----------------------------------------------------------------------------- OGB
+
+
+def write_gz(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with gzip.open(path, "wt") as f:
+        f.write(text)
+
+
+def write_ogb(root, *, npz=False):
+    edges = np.array([[0, 1], [1, 2], [2, 3], [3, 0], [4, 0]])
+    feat = np.arange(15, dtype=np.float32).reshape(5, 3) / 10
+    labels = ["1", "0", "nan", "2", "1"]
+    raw = os.path.join(root, "raw")
+    if npz:
+        os.makedirs(raw, exist_ok=True)
+        np.savez(
+            os.path.join(raw, "data.npz"),
+            edge_index=edges.T,
+            node_feat=feat,
+            num_nodes_list=np.array([5]),
+            num_edges_list=np.array([5]),
+        )
+        lab = np.array([[float(v)] for v in labels])
+        np.savez(os.path.join(raw, "node-label.npz"), node_label=lab)
+    else:
+        write_gz(os.path.join(raw, "edge.csv.gz"), "\n".join(f"{a},{b}" for a, b in edges) + "\n")
+        write_gz(
+            os.path.join(raw, "node-feat.csv.gz"),
+            "\n".join(",".join(f"{v:g}" for v in row) for row in feat) + "\n",
+        )
+        write_gz(os.path.join(raw, "node-label.csv.gz"), "\n".join(labels) + "\n")
+    for part, ids in (("train", [0, 1]), ("valid", [3]), ("test", [4])):
+        write_gz(
+            os.path.join(root, "split", "sales_ranking", f"{part}.csv.gz"),
+            "\n".join(map(str, ids)) + "\n",
+        )
+    return edges, feat
+
+
+@pytest.mark.parametrize("npz", [False, True])
+def test_ogb_layout_csv_and_npz(tmp_path, npz):
+    root = str(tmp_path / "ogbn_toy")
+    edges, feat = write_ogb(root, npz=npz)
+    g = graphs.load_ogb_node(root)
+    assert g.name == "ogbn_toy" and g.num_nodes == 5 and g.num_classes == 3
+    np.testing.assert_allclose(g.features, feat, rtol=1e-6)
+    assert g.labels.tolist() == [1, 0, -1, 2, 1]  # nan = unlabelled
+    assert g.num_edges == 10  # 5 undirected edges, both directions
+    assert neighbour_sets(g)[0] == {1, 3, 4}
+    assert (g.train_idx.tolist(), g.val_idx.tolist(), g.test_idx.tolist()) == ([0, 1], [3], [4])
+    directed = graphs.load_ogb_node(root, symmetric=False)
+    assert directed.num_edges == 5
+    assert graphs.load_graph("ogbn-toy", str(tmp_path)).num_nodes == 5  # ogbn-toy -> ogbn_toy
+
+
+def test_ogb_errors_name_file_and_problem(tmp_path):
+    root = str(tmp_path / "ogbn_bad")
+    write_ogb(root)
+    feat = os.path.join(root, "raw", "node-feat.csv.gz")
+    write_gz(feat, "0.1,0.2,0.3\n0.4,0.5\n")  # ragged
+    with pytest.raises(ValueError, match=r"node-feat\.csv\.gz.*ragged"):
+        graphs.load_ogb_node(root)
+    write_gz(feat, "0.1,0.2,0.3\n0.4,oops,0.6\n")
+    with pytest.raises(ValueError, match=r"node-feat\.csv\.gz"):
+        graphs.load_ogb_node(root)
+    write_ogb(root)
+    with open(os.path.join(root, "raw", "edge.csv.gz"), "wb") as f:
+        f.write(b"not gzip")
+    with pytest.raises(ValueError, match=r"edge\.csv\.gz.*gzip"):
+        graphs.load_ogb_node(root)
+    write_ogb(root)
+    os.remove(os.path.join(root, "split", "sales_ranking", "valid.csv.gz"))
+    with pytest.raises(FileNotFoundError, match=r"valid\.csv\.gz"):
+        graphs.load_ogb_node(root)
+    write_ogb(root)
+    write_gz(os.path.join(root, "split", "sales_ranking", "test.csv.gz"), "7\n")
+    with pytest.raises(ValueError, match=r"test\.csv\.gz.*\[0, 5\)"):
+        graphs.load_ogb_node(root)
+
+
+# ----------------------------------------------------------------------------- synthetic
+
+
+def test_synthetic_power_law_homophily_and_class_features():
+    g = graphs.synthetic_graph(
+        20_000,
+        num_features=16,
+        num_classes=4,
+        avg_degree=8,
+        homophily=0.8,
+        feature_signal=1.0,
+        seed=3,
+    )
+    deg = g.degrees()
+    assert 6 < deg.mean() < 8.5 and deg.max() > 15 * deg.mean()  # heavy tail
+    src, dst = g.edges()
+    assert 0.75 < np.mean(g.labels[src] == g.labels[dst]) < 0.9
+    assert np.all(neighbour_sets(g)[0] == set(g.indices[g.indptr[0] : g.indptr[1]].tolist()))
+    means = np.stack([g.features[g.labels == c].mean(0) for c in range(4)])
+    assert np.linalg.norm(means[0] - means[1]) > 1.0  # class-dependent
+    assert len(set(g.train_idx) & set(g.test_idx)) == 0
+    again = graphs.synthetic_graph(
+        20_000,
+        num_features=16,
+        num_classes=4,
+        avg_degree=8,
+        homophily=0.8,
+        feature_signal=1.0,
+        seed=3,
+    )
+    np.testing.assert_array_equal(again.indices, g.indices)
+
+
+def test_drop_edges_random_and_by_degree_product():
+    g = graphs.synthetic_graph(3000, num_features=4, avg_degree=6, seed=0)
+    half = graphs.drop_edges(g, 0.5, mode="random", seed=1)
+    assert abs(half.num_edges - g.num_edges / 2) <= 2
+    nb_full, nb_half = neighbour_sets(g), neighbour_sets(half)
+    assert all(nb_half[i] <= nb_full[i] for i in range(g.num_nodes))
+    assert all(j in nb_half[i] for i in range(200) for j in nb_half[i] if i in nb_half[j]) and all(
+        i in nb_half[j] for i in range(200) for j in nb_half[i]
+    )  # still symmetric
+    by_deg = graphs.drop_edges(g, 0.5, mode="degree")
+    deg = g.degrees()
+    s_kept, d_kept = by_deg.edges()
+    s_all, d_all = g.edges()
+    kept, every = deg[s_kept] * deg[d_kept], deg[s_all] * deg[d_all]
+    assert kept.max() <= np.quantile(every, 0.55) and kept.mean() < 0.5 * every.mean()
+    assert graphs.drop_edges(g, 0.0).num_edges == g.num_edges
+    with pytest.raises(ValueError, match="mode"):
+        graphs.drop_edges(g, 0.5, mode="nope")

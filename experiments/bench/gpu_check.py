@@ -19,14 +19,10 @@ import traceback
 import jax
 from absl import app, flags
 
+from experiments.bench.suites import GPU_CHECK_SUITES
 from experiments.bench.timing import format_table, write_json
 
-SUITES = {
-    "gather": "experiments.bench.ops_gather",
-    "nearest": "experiments.bench.ops_nearest",
-    "anderson": "experiments.bench.ops_anderson",
-    "bifeat": "experiments.bench.bifeat",
-}
+SUITES = GPU_CHECK_SUITES
 
 _OUT = flags.DEFINE_string("out", "bench_out", "Output folder for gpu_check.json.")
 _ONLY = flags.DEFINE_list("only", list(SUITES), f"Subset of {', '.join(SUITES)}.")
@@ -35,6 +31,9 @@ _ONLY = flags.DEFINE_list("only", list(SUITES), f"Subset of {', '.join(SUITES)}.
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    unknown = sorted(set(_ONLY.value) - set(SUITES))
+    if unknown:
+        raise app.UsageError(f"unknown suite(s) {unknown}; choose from {', '.join(SUITES)}")
     device = jax.devices()[0]
     print(f"device: {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}")
     records, failed = [], []

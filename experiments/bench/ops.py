@@ -13,13 +13,10 @@ import os
 
 from absl import app, flags
 
+from experiments.bench.suites import OP_SUITES
 from experiments.bench.timing import format_table, write_json
 
-SUITES = {
-    "gather": "experiments.bench.ops_gather",
-    "nearest": "experiments.bench.ops_nearest",
-    "anderson": "experiments.bench.ops_anderson",
-}
+SUITES = OP_SUITES
 
 _OUT = flags.DEFINE_string("out", "bench_out", "Output folder for ops_bench.json.")
 _ONLY = flags.DEFINE_list("only", list(SUITES), f"Subset of {', '.join(SUITES)}.")

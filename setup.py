@@ -5,7 +5,7 @@ from setuptools import find_packages, setup
 setup(
     name="jax-papers",
     version="0.1.0",
-    description="Faithful, fast JAX reimplementations of ten ML papers, with shared kernels and experiment machinery.",
+    description="JAX reimplementations of ten ML papers, shared kernels, experiment machinery.",
     python_requires=">=3.11",
     packages=find_packages(include=["ops*", "models*", "research*", "experiments*"]),
     install_requires=[

@@ -11,7 +11,6 @@ CPU (where Pallas runs in interpret mode) so it can be tested before a GPU is le
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 import traceback
@@ -19,26 +18,23 @@ import traceback
 import jax
 from absl import app, flags
 
-from experiments.bench.suites import GPU_CHECK_SUITES
+from experiments.bench.suites import GPU_CHECK_SUITES, load_suites
 from experiments.bench.timing import format_table, write_json
 
-SUITES = GPU_CHECK_SUITES
-
 _OUT = flags.DEFINE_string("out", "bench_out", "Output folder for gpu_check.json.")
-_ONLY = flags.DEFINE_list("only", list(SUITES), f"Subset of {', '.join(SUITES)}.")
+_ONLY = flags.DEFINE_list(
+    "only", list(GPU_CHECK_SUITES), f"Subset of {', '.join(GPU_CHECK_SUITES)}."
+)
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    unknown = sorted(set(_ONLY.value) - set(SUITES))
-    if unknown:
-        raise app.UsageError(f"unknown suite(s) {unknown}; choose from {', '.join(SUITES)}")
+    modules = load_suites(_ONLY.value, GPU_CHECK_SUITES)
     device = jax.devices()[0]
     print(f"device: {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}")
     records, failed = [], []
-    for name in _ONLY.value:
-        module = importlib.import_module(SUITES[name])
+    for name, module in modules.items():
         if not hasattr(module, "gpu_check"):
             continue
         try:

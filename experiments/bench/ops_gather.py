@@ -39,7 +39,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.bench.timing import block, format_table, median_seconds, record, write_json
+from experiments.bench.timing import (
+    block,
+    failure_record,
+    format_table,
+    median_seconds,
+    record,
+    write_json,
+)
 from ops.quantize import SQ_BITS, UNIFORM_BITS, QuantizedTable, quantize
 from ops.quantized_gather import quantized_gather, quantized_gather_reference
 
@@ -252,15 +259,7 @@ def gpu_check() -> list[dict]:
                     ok=err < 1e-5,
                 )
             except Exception as e:  # noqa: BLE001 - a kernel that does not lower is a result too
-                row = record(
-                    "gather",
-                    impl,
-                    shape,
-                    name,
-                    float("nan"),
-                    ok=False,
-                    error=f"{type(e).__name__}: {str(e)[:300]}",
-                )
+                row = failure_record("gather", impl, shape, name, e, ok=False)
             row["interpret"] = impl == "pallas" and not on_gpu
             out.append(row)
     return out

@@ -23,7 +23,13 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.spatial import cKDTree
 
-from experiments.bench.timing import format_table, median_seconds, record, write_json
+from experiments.bench.timing import (
+    failure_record,
+    format_table,
+    median_seconds,
+    record,
+    write_json,
+)
 from ops import nearest as nn
 
 OP = "nearest_neighbor"
@@ -232,16 +238,7 @@ def gpu_check() -> list[dict]:
                 )
             except Exception as e:  # report a lowering failure instead of stopping the check
                 rows.append(
-                    record(
-                        OP,
-                        label,
-                        shape,
-                        "float32",
-                        float("nan"),
-                        case="correctness",
-                        ok=False,
-                        error=f"{type(e).__name__}: {str(e)[:300]}",
-                    )
+                    failure_record(OP, label, shape, "float32", e, case="correctness", ok=False)
                 )
     rng = np.random.default_rng(0)
     for shape in ((40000, 40000, 3), (16127, 37523, 3)) if on_gpu else ((2000, 3000, 3),):
@@ -282,17 +279,7 @@ def gpu_check() -> list[dict]:
                     )
                 )
             except Exception as e:
-                rows.append(
-                    record(
-                        OP,
-                        label,
-                        shape,
-                        "float32",
-                        float("nan"),
-                        case="timing",
-                        error=f"{type(e).__name__}: {str(e)[:300]}",
-                    )
-                )
+                rows.append(failure_record(OP, label, shape, "float32", e, case="timing"))
     return rows
 
 

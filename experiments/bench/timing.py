@@ -64,6 +64,15 @@ def record(
     return row
 
 
+def failure_record(
+    op: str, impl: str, shape: Sequence[int] | str, dtype: str, err: BaseException, **extra: Any
+) -> dict[str, Any]:
+    """The row of a contender that raised (e.g. a kernel that does not lower): NaN seconds and
+    the error text, so a benchmark reports the failure and goes on."""
+    error = f"{type(err).__name__}: {str(err)[:300]}"
+    return record(op, impl, shape, dtype, float("nan"), error=error, **extra)
+
+
 def write_json(path: str, rows: Sequence[dict[str, Any]], **meta: Any) -> None:
     """Writes {"meta": {...device, jax version...}, "records": rows} to `path`."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

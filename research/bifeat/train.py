@@ -31,14 +31,9 @@ from research.bifeat import pipeline, report
 from research.bifeat.sampler import NeighborSampler, calibrate_caps
 from research.bifeat.stores import FeatureStore, Scheme, build_store, parse_schemes
 from research.datasets.graphs import Graph, drop_edges, load_graph
+from research.datasets.paths import resolve_data_dir
 
 Config = ml_collections.ConfigDict
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def resolve_data_dir(path: str) -> str:
-    """Relative paths are relative to the repository root."""
-    return path if os.path.isabs(path) else os.path.normpath(os.path.join(REPO_ROOT, path))
 
 
 def load_data(config: Config) -> Graph:

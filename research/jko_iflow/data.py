@@ -9,13 +9,7 @@ from typing import Any
 import numpy as np
 
 from research.datasets import densities
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def resolve_dir(path: str) -> str:
-    """`path` as an absolute path; a relative one is taken relative to the repository root."""
-    return path if os.path.isabs(path) else os.path.normpath(os.path.join(REPO_ROOT, path))
+from research.datasets.paths import resolve_data_dir
 
 
 def load_data(
@@ -28,13 +22,13 @@ def load_data(
     the sizes when positive). Returns {"train": [N, d], "test": [M, d], "true_logpdf": fn or None}.
     """
     if name.lower() in densities.TABULAR_DIMS:
-        splits = densities.load_tabular(resolve_dir(tabular_dir), name.lower())
+        splits = densities.load_tabular(resolve_data_dir(tabular_dir), name.lower())
         train, test = splits["train"], splits["test"]
         train = train[:num_train] if num_train > 0 else train
         test = test[:num_test] if num_test > 0 else test
         return {"train": train, "test": test, "true_logpdf": None}
     if name in densities.IMAGE_DENSITIES:
-        folder = resolve_dir(data_dir)
+        folder = resolve_data_dir(data_dir)
         if not os.path.isdir(folder):
             raise FileNotFoundError(
                 f"data folder {folder} (from --config.data_dir={data_dir!r}) does not exist; it "

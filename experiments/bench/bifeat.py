@@ -175,18 +175,21 @@ def gpu_check(num_nodes: int = 2_000_000, train_nodes: int = 50_000) -> list[dic
     return rows
 
 
-_OUT = flags.DEFINE_string("out", "bench_out", "Output folder for bifeat_bench.json.")
-_NODES = flags.DEFINE_integer("num_nodes", 2_000_000, "Synthetic graph size (nodes).")
-_FEATURES = flags.DEFINE_integer("num_features", 128, "Features per node (float32).")
-_TRAIN = flags.DEFINE_integer("train_nodes", 20_000, "Training nodes per epoch (seeds).")
-_SCHEMES = flags.DEFINE_string("schemes", DEFAULT_SCHEMES, "Stores; the first is the baseline.")
-_QUICK = flags.DEFINE_bool("quick", False, "Small sizes (a smoke test, not for the README).")
+def _define_flags() -> None:
+    """Flags of this binary only: defined at run time so gpu_check.py can import this module."""
+    flags.DEFINE_string("out", "bench_out", "Output folder for bifeat_bench.json.")
+    flags.DEFINE_integer("num_nodes", 2_000_000, "Synthetic graph size (nodes).")
+    flags.DEFINE_integer("num_features", 128, "Features per node (float32).")
+    flags.DEFINE_integer("train_nodes", 20_000, "Training nodes per epoch (seeds).")
+    flags.DEFINE_string("schemes", DEFAULT_SCHEMES, "Stores; the first is the baseline.")
+    flags.DEFINE_bool("quick", False, "Small sizes (a smoke test, not for the README).")
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    nodes, train = (20_000, 2_000) if _QUICK.value else (_NODES.value, _TRAIN.value)
+    f = flags.FLAGS
+    nodes, train = (20_000, 2_000) if f.quick else (f.num_nodes, f.train_nodes)
     print(
         f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), "
         f"{os.cpu_count()} CPUs, jax {jax.__version__}",
@@ -194,16 +197,17 @@ def main(argv: list[str]) -> None:
     )
     rows = run_benchmark(
         num_nodes=nodes,
-        num_features=_FEATURES.value,
+        num_features=f.num_features,
         train_nodes=train,
-        schemes=_SCHEMES.value,
+        schemes=f.schemes,
         log=lambda s: print(s, flush=True),
     )
     print("\n" + summary_table(rows))
-    path = os.path.join(_OUT.value, "bifeat_bench.json")
-    write_json(path, rows, num_nodes=nodes, train_nodes=train, quick=_QUICK.value)
+    path = os.path.join(f.out, "bifeat_bench.json")
+    write_json(path, rows, num_nodes=nodes, train_nodes=train, quick=f.quick)
     print(f"wrote {path}")
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)

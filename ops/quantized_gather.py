@@ -21,9 +21,10 @@
   Blackwell, and Mosaic TPU none of this form), and runs with ``interpret=True`` anywhere else.
   Triton needs power-of-two block sizes: ``block_rows`` and the row widths of the codes.
 
-``impl="auto"`` picks ``"xla"`` on every backend: the Pallas kernel is checked against the
-reference in interpret mode here, but not yet measured faster (or even compiled) on a GPU; run
-``experiments/bench/ops_gather.py``'s ``gpu_check`` before letting ``auto`` choose it.
+``impl="auto"`` picks ``"xla"`` on every backend. On an H100 (experiments/bench/gpu_check.py,
+65,536 rows of a 1,000,000 x 128 table) the compiled Pallas kernel matches the reference for
+every scheme but is faster than XLA only at 4 bits (119 vs 146 us); elsewhere XLA wins by up to
+1.5x, so ``auto`` stays XLA.
 
 Out-of-range indices: with ``check=True`` (default) concrete indices are checked on the host and
 raise ``ValueError``; traced indices cannot be checked, so ``check=True`` under ``jit`` raises too

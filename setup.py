@@ -23,6 +23,9 @@ setup(
         "tensorboardX>=2.6",
         "diffrax>=0.7",
         "optimistix>=0.1",
+        "scikit-learn>=1.5",
+        "threadpoolctl>=3.5",
+        "trimesh>=4.0",
     ],
     extras_require={
         "dev": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6"],

@@ -1,0 +1,166 @@
+"""Configs of SMMix (Chen et al., ICCV 2023): self-motivated image mixing for ViTs, with the
+no-mixing / Mixup / CutMix baselines and the SMMix ablations.
+
+    python -m experiments.smmix --config=experiments/configs/smmix.py:<preset> --workdir=DIR
+
+Presets:
+  tiny    seconds: digits at 16 x 16, a 2-block ViT, none / CutMix / SMMix, 1 seed, 12 epochs.
+  small   CPU minutes: scikit-learn digits upsampled to 16 x 16 (patch 2: an 8 x 8 grid), a
+          mini ViT (width 64, 4 blocks, 4 heads), methods none / Mixup / CutMix / SMMix /
+          SMMix without the fine-grained loss / SMMix without consistency, 3 seeds each.
+  small_lt  `small` on a long-tailed digits training set (imbalance factor 10), 80 epochs,
+          none / CutMix / SMMix, 3 seeds.
+  paper   the official recipe (GPU): DeiT-T (patch 16, 224 x 224) on ImageNet-1k in the
+          ImageFolder layout `<data_dir>/{train,val}/<class>/*.JPEG`, 300 epochs, batch 1024
+          (lr 5e-4 x 1024 / 512), AdamW wd 0.05, cosine with 5 warm-up epochs, RandAugment
+          m9-mstd0.5 (2 ops), drop-path 0.1, label smoothing 0.1, no random erasing and no
+          repeated augmentation, SMMix with Mixup (Beta(0.8, 0.8)) switching per batch.
+
+Override anything, e.g. `--config.methods=cutmix,smmix --config.num_seeds=1`,
+`--config.data.name=folder --config.data.data_dir=PATH` (CIFAR-style folders; relative paths are
+relative to the repository root), `--config.data.imbalance_factor=10` (long-tailed subset),
+`--config.train.ema_decay=0.9998`.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from experiments.configs.common import select_preset
+
+SMALL_METHODS = "none,mixup,cutmix,smmix,smmix_no_fine,smmix_no_con"
+
+
+def base() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.num_seeds = 3
+    c.methods = SMALL_METHODS
+    c.steps_per_call = 10  # optimizer steps per jitted call (lax.scan)
+    c.checkpoint_every_epochs = 10
+    c.keep_checkpoints = False  # delete a run's checkpoints once its result.json is written
+    c.log_every = 50
+    c.figure_images = 8  # SMMix mixtures drawn in smmix_mixtures.png (0: no figure)
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "digits"  # or "folder": <data_dir>/<train_split|eval_split>/<class>/*
+    c.data.data_dir = ""
+    c.data.train_split = "train"
+    c.data.eval_split = "val"
+    c.data.in_memory = True  # folder: decode everything once (CIFAR-size) or stream (ImageNet)
+    c.data.image_size = 16
+    c.data.test_fraction = 0.25  # digits: stratified held-out share
+    c.data.split_seed = 0  # digits: the same split for every seed
+    c.data.imbalance_factor = 1.0  # > 1: long-tailed training subset (n_max / n_min)
+    c.data.prefetch = 2
+
+    c.augment = ml_collections.ConfigDict()
+    c.augment.pad = 2  # in-memory data: zero-pad and random crop (0: off)
+    c.augment.flip = False  # horizontal flips change digits' meaning
+    c.augment.rand_augment_ops = 0  # CPU presets: off (the short schedules underfit with it)
+    c.augment.rand_augment_magnitude = 5.0
+    c.augment.rand_augment_std = 0.5
+    c.augment.rand_augment_prob = 0.5
+
+    c.model = ml_collections.ConfigDict()
+    c.model.size = "mini"  # tiny / small / base (DeiT) or mini (the fields below)
+    c.model.patch_size = 2
+    c.model.hidden_dim = 48
+    c.model.depth = 3
+    c.model.num_heads = 3
+    c.model.mlp_ratio = 4.0
+    c.model.drop_path = 0.0
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 64
+    c.train.epochs = 30
+    c.train.base_lr = 3.2e-2  # x batch / 512 (DeiT scaling): 4e-3 at batch 64
+    c.train.warmup_epochs = 2.0
+    c.train.warmup_lr = 1e-6
+    c.train.min_lr = 1e-5
+    c.train.weight_decay = 0.05
+    c.train.grad_clip = 0.0  # 0: none (DeiT)
+    c.train.ema_decay = 0.0  # > 0: also evaluate an EMA of the weights
+
+    c.mix = ml_collections.ConfigDict()
+    c.mix.label_smoothing = 0.1
+    c.mix.mixup_alpha = 0.8
+    c.mix.cutmix_alpha = 1.0
+    c.mix.switch_prob = 0.5  # SMMix vs Mixup per batch
+    c.mix.cutmix_switch_prob = 0.5  # mixup_cutmix: CutMix vs Mixup per batch
+    c.mix.min_side_ratio = 0.25
+    c.mix.max_side_ratio = 0.75
+    c.mix.fine_weight = 1.0
+    c.mix.consistency_weight = 1.0
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.batch_size = 512
+    c.eval.every_epochs = 10
+    return c
+
+
+def tiny() -> ml_collections.ConfigDict:
+    c = base()
+    c.methods = "none,cutmix,smmix"
+    c.num_seeds = 1
+    c.model.depth, c.model.hidden_dim, c.model.num_heads = 2, 32, 2
+    c.train.epochs = 12
+    c.train.base_lr = 6.4e-2  # 8e-3 at batch 64: the 2-block ViT leaves its plateau sooner
+    c.train.warmup_epochs = 1.0
+    c.steps_per_call = 21  # one epoch per call
+    c.checkpoint_every_epochs = 4
+    c.eval.every_epochs = 4
+    c.figure_images = 4
+    return c
+
+
+def small() -> ml_collections.ConfigDict:
+    return base()  # the CPU setting of base(): see the module docstring
+
+
+def small_lt() -> ml_collections.ConfigDict:
+    """`small` on a long-tailed digits training set (imbalance 10: 133 down to 13 images per
+    class, 570 in all) for 80 epochs (as many steps as `small`): none / CutMix / SMMix."""
+    c = base()
+    c.methods = "none,cutmix,smmix"
+    c.data.imbalance_factor = 10.0
+    c.train.epochs = 80
+    c.checkpoint_every_epochs = 40
+    c.eval.every_epochs = 20
+    return c
+
+
+def paper() -> ml_collections.ConfigDict:
+    c = base()
+    c.num_seeds = 1
+    c.methods = "mixup_cutmix,smmix"
+    c.data.name = "folder"
+    c.data.data_dir = "../shared/data/imagenet"
+    c.data.in_memory = False
+    c.data.image_size = 224
+    c.data.prefetch = 4
+    c.augment.pad = 0
+    c.augment.rand_augment_ops = 2
+    c.augment.flip = True
+    c.augment.rand_augment_magnitude = 9.0
+    c.model.size = "tiny"
+    c.model.patch_size = 16
+    c.model.drop_path = 0.1
+    c.train.batch_size = 1024
+    c.train.warmup_epochs = 5.0
+    c.train.epochs = 300
+    c.train.base_lr = 5e-4
+    c.train.min_lr = 1e-5
+    c.steps_per_call = 1
+    c.checkpoint_every_epochs = 1
+    c.keep_checkpoints = True
+    c.log_every = 100
+    c.eval.batch_size = 1000
+    c.eval.every_epochs = 10
+    return c
+
+
+def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
+    return select_preset(
+        "smmix", preset, {"tiny": tiny, "small": small, "small_lt": small_lt, "paper": paper}
+    )

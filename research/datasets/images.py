@@ -1,0 +1,416 @@
+"""Image classification data: scikit-learn's bundled digits, ImageFolder trees, long-tailed
+subsets, and seeded numpy augmentations (pad-and-crop, random resized crop, flip, RandAugment).
+
+Images are float32 [N, H, W, C] in [0, 1] until `normalize`; labels int32 [N].
+
+    data = load_digits(image_size=16, test_fraction=0.25, seed=0)  # offline, 1,797 images
+    folder = ImageFolder("/data/imagenet", "train")                  # <root>/<split>/<class>/*
+    x = folder.load(indices, image_size=224, train=True, rng=rng)    # decode + crop + flip
+    x = rand_augment(x, rng, num_ops=2, magnitude=9)                 # [B, H, W, C] in [0, 1]
+
+Every random choice takes a `np.random.Generator`, so a batch is a pure function of its seed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".tif", ".tiff", ".webp")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class ImageSplits:
+    """train_x / test_x: [N, H, W, C] float32 in [0, 1]; train_y / test_y: [N] int32."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def resize_bilinear(images: np.ndarray, size: int) -> np.ndarray:
+    """[N, H, W, C] -> [N, size, size, C], bilinear with half-pixel centres (PIL / TF style)."""
+    n, h, w, c = images.shape
+
+    def axis(src: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        pos = np.clip((np.arange(size) + 0.5) * src / size - 0.5, 0, src - 1)
+        lo = np.floor(pos).astype(int)
+        hi = np.minimum(lo + 1, src - 1)
+        return lo, hi, (pos - lo).astype(np.float32)
+
+    y0, y1, fy = axis(h)
+    x0, x1, fx = axis(w)
+    rows = images[:, y0] * (1 - fy)[None, :, None, None] + images[:, y1] * fy[None, :, None, None]
+    out = rows[:, :, x0] * (1 - fx)[None, None, :, None] + rows[:, :, x1] * fx[None, None, :, None]
+    return out.astype(np.float32)
+
+
+def load_digits(*, image_size: int = 16, test_fraction: float = 0.25, seed: int = 0) -> ImageSplits:
+    """scikit-learn's bundled 8 x 8 digits (1,797 images, 10 classes, offline), upsampled to
+    `image_size` and split into train / test stratified by class with `seed`.
+
+    Returns [N, image_size, image_size, 1] images in [0, 1] (pixel values 0..16 / 16).
+    """
+    try:
+        from sklearn.datasets import load_digits as sk_load_digits
+    except ImportError as err:  # the one optional dependency of this module
+        raise ImportError(
+            "the digits data needs scikit-learn (pip install scikit-learn==1.9.1)"
+        ) from err
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    digits = sk_load_digits()
+    x = (digits.images.astype(np.float32) / 16.0)[..., None]
+    if image_size != 8:
+        x = resize_bilinear(x, image_size)
+    y = digits.target.astype(np.int32)
+    rng = np.random.default_rng(seed)
+    test = np.zeros(len(y), bool)
+    for c in np.unique(y):  # stratified: the same test fraction of every class
+        idx = rng.permutation(np.flatnonzero(y == c))
+        test[idx[: int(round(test_fraction * len(idx)))]] = True
+    train_idx = rng.permutation(np.flatnonzero(~test))
+    test_idx = np.flatnonzero(test)
+    mean, std = float(x[train_idx].mean()), float(x[train_idx].std())
+    return ImageSplits(x[train_idx], y[train_idx], x[test_idx], y[test_idx], 10, (mean,), (std,))
+
+
+def long_tailed_indices(
+    labels: np.ndarray, imbalance_factor: float, *, seed: int = 0
+) -> np.ndarray:
+    """Indices of a long-tailed subset (CIFAR-LT style): class c (in label order) keeps
+    `n_max * imbalance_factor ** (-c / (C - 1))` examples, n_max = the smallest class count, so
+    the first class keeps n_max and the last n_max / imbalance_factor. Sorted int64 [M]."""
+    if imbalance_factor < 1:
+        raise ValueError(f"imbalance_factor must be >= 1, got {imbalance_factor}")
+    classes = np.unique(labels)
+    n_max = min(int((labels == c).sum()) for c in classes)
+    rng = np.random.default_rng(seed)
+    keep = []
+    for i, c in enumerate(classes):
+        n = int(n_max * imbalance_factor ** (-i / max(len(classes) - 1, 1)))
+        keep.append(rng.permutation(np.flatnonzero(labels == c))[: max(n, 1)])
+    return np.sort(np.concatenate(keep))
+
+
+class ImageFolder:
+    """The `<root>/<split>/<class>/<image>` layout (ImageNet, CIFAR-as-folders, ...).
+
+    Classes are the sorted sub-folder names of `<root>/<split>`; `paths[i]` has label
+    `labels[i]`. Images are decoded with Pillow when loaded, so large sets need no memory.
+    """
+
+    def __init__(self, root: str, split: str, *, classes: list[str] | None = None):
+        self.folder = os.path.join(root, split)
+        if not os.path.isdir(self.folder):
+            raise FileNotFoundError(
+                f"image folder {self.folder} does not exist; expected <root>/{split}/<class>/*"
+            )
+        found = sorted(e.name for e in os.scandir(self.folder) if e.is_dir())
+        if not found:
+            raise ValueError(f"{self.folder} has no class sub-folders (<class>/<image>)")
+        if classes is not None and found != list(classes):
+            missing = sorted(set(classes) - set(found))
+            extra = sorted(set(found) - set(classes))
+            raise ValueError(
+                f"{self.folder}: class folders differ from the expected ones "
+                f"(missing {missing[:5]}, unexpected {extra[:5]})"
+            )
+        self.classes = found
+        paths, labels = [], []
+        for label, name in enumerate(found):
+            sub = os.path.join(self.folder, name)
+            files = sorted(f for f in os.listdir(sub) if f.lower().endswith(IMAGE_EXTENSIONS))
+            paths += [os.path.join(sub, f) for f in files]
+            labels += [label] * len(files)
+        if not paths:
+            raise ValueError(f"{self.folder}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
+        self.paths = paths
+        self.labels = np.asarray(labels, np.int32)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(
+        self,
+        indices: np.ndarray,
+        *,
+        image_size: int,
+        train: bool,
+        rng: np.random.Generator | None = None,
+        scale: tuple[float, float] = (0.08, 1.0),
+        crop_fraction: float = 0.875,
+    ) -> np.ndarray:
+        """Images `indices` as [B, image_size, image_size, 3] float32 in [0, 1].
+
+        train: random resized crop (area fraction in `scale`, aspect ratio in [3/4, 4/3]) and
+        a horizontal flip with probability 1/2, drawn from `rng`; eval: resize the shorter side
+        to image_size / crop_fraction and take the centre crop (the DeiT evaluation).
+        """
+        from PIL import Image
+
+        if train and rng is None:
+            raise ValueError("ImageFolder.load(train=True) needs an rng")
+        out = np.empty((len(indices), image_size, image_size, 3), np.float32)
+        for k, i in enumerate(np.asarray(indices)):
+            path = self.paths[int(i)]
+            try:
+                with Image.open(path) as im:
+                    im = im.convert("RGB")
+                    w, h = im.size
+                    if train:
+                        box = _random_resized_box(w, h, scale, rng)
+                        im = im.resize((image_size, image_size), Image.BICUBIC, box=box)
+                        if rng.random() < 0.5:
+                            im = im.transpose(Image.FLIP_LEFT_RIGHT)
+                    else:
+                        short = int(image_size / crop_fraction)
+                        s = short / min(w, h)
+                        im = im.resize((max(short, round(w * s)), max(short, round(h * s))))
+                        left = (im.size[0] - image_size) // 2
+                        top = (im.size[1] - image_size) // 2
+                        im = im.crop((left, top, left + image_size, top + image_size))
+                    out[k] = np.asarray(im, np.float32) / 255.0
+            except OSError as err:
+                raise OSError(f"cannot decode image {path}: {err}") from err
+        return out
+
+    def load_all(self, image_size: int) -> np.ndarray:
+        """Every image, resized to image_size x image_size (small sets such as CIFAR folders)."""
+        from PIL import Image
+
+        out = np.empty((len(self), image_size, image_size, 3), np.float32)
+        for k, path in enumerate(self.paths):
+            with Image.open(path) as im:
+                im = im.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
+                out[k] = np.asarray(im, np.float32) / 255.0
+        return out
+
+
+def _random_resized_box(
+    w: int, h: int, scale: tuple[float, float], rng: np.random.Generator
+) -> tuple[float, float, float, float]:
+    """torchvision RandomResizedCrop box (10 tries, then the centre crop of clipped ratio)."""
+    area = w * h
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+        cw, ch = np.sqrt(target * ratio), np.sqrt(target / ratio)
+        if 0 < cw <= w and 0 < ch <= h:
+            x0, y0 = rng.uniform(0, w - cw), rng.uniform(0, h - ch)
+            return (x0, y0, x0 + cw, y0 + ch)
+    side = min(w, h)
+    return ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+
+
+def pad_and_crop(images: np.ndarray, pad: int, rng: np.random.Generator) -> np.ndarray:
+    """Zero-pad by `pad` pixels and crop back at a random offset per image. [B, H, W, C]."""
+    if pad == 0:
+        return images
+    b, h, w, _ = images.shape
+    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    dy = rng.integers(0, 2 * pad + 1, b)
+    dx = rng.integers(0, 2 * pad + 1, b)
+    rows = dy[:, None] + np.arange(h)[None]  # [B, H]
+    cols = dx[:, None] + np.arange(w)[None]  # [B, W]
+    return padded[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def random_flip(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Horizontal flip of each image with probability 1/2. [B, H, W, C]."""
+    flip = rng.random(len(images)) < 0.5
+    return np.where(flip[:, None, None, None], images[:, :, ::-1], images)
+
+
+def _affine(images: np.ndarray, matrices: np.ndarray, fill: float) -> np.ndarray:
+    """Nearest-neighbour affine warp about the image centre: output pixel (y, x) reads input
+    `matrices[b] @ (y - cy, x - cx, 1) + (cy, cx)`; outside pixels get `fill`. [B, H, W, C]."""
+    b, h, w, c = images.shape
+    yy, xx = np.meshgrid(np.arange(h) - (h - 1) / 2, np.arange(w) - (w - 1) / 2, indexing="ij")
+    grid = np.stack([yy.ravel(), xx.ravel(), np.ones(h * w)])  # [3, HW]
+    src = np.einsum("bij,jn->bin", matrices, grid)
+    sy = np.rint(src[:, 0] + (h - 1) / 2).astype(int)
+    sx = np.rint(src[:, 1] + (w - 1) / 2).astype(int)
+    inside = (sy >= 0) & (sy < h) & (sx >= 0) & (sx < w)
+    flat = images.reshape(b, h * w, c)
+    idx = np.clip(sy, 0, h - 1) * w + np.clip(sx, 0, w - 1)
+    out = np.take_along_axis(flat, idx[..., None], axis=1)
+    return np.where(inside[..., None], out, fill).reshape(b, h, w, c).astype(images.dtype)
+
+
+def _grey(x: np.ndarray) -> np.ndarray:
+    if x.shape[-1] == 3:
+        return (x @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+    return x.mean(-1, keepdims=True)
+
+
+def _blend(a: np.ndarray, b: np.ndarray, factor: np.ndarray) -> np.ndarray:
+    """PIL ImageEnhance: b + factor (a - b), clipped to [0, 1]; factor [B]."""
+    return np.clip(b + factor[:, None, None, None] * (a - b), 0.0, 1.0)
+
+
+def _smooth(x: np.ndarray) -> np.ndarray:
+    """PIL's SMOOTH filter (3 x 3, centre 5, others 1, / 13), borders kept."""
+    out = x.copy()
+    p = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    h, w = x.shape[1:3]
+    acc = sum(p[:, i : i + h, j : j + w] for i in range(3) for j in range(3)) + 4 * x
+    out[:, 1:-1, 1:-1] = (acc / 13.0)[:, 1:-1, 1:-1]
+    return out
+
+
+# RandAugment ops (timm's `rand` set without Equalize): name -> fn(images, level in [0, 1], signs).
+def _op_auto_contrast(x, level, sign):
+    lo = x.min(axis=(1, 2), keepdims=True)
+    hi = x.max(axis=(1, 2), keepdims=True)
+    return np.where(hi > lo, (x - lo) / np.maximum(hi - lo, 1e-6), x)
+
+
+def _op_invert(x, level, sign):
+    return 1.0 - x
+
+
+def _op_posterize(x, level, sign):
+    bits = np.rint(4 - 4 * level).astype(int)[:, None, None, None]  # 4 bits -> 0 bits
+    step = 2.0 ** (8 - np.maximum(bits, 1))
+    return np.floor(x * 255 / step) * step / 255
+
+
+def _op_solarize(x, level, sign):
+    t = (1.0 - level)[:, None, None, None]
+    return np.where(x >= t, 1.0 - x, x)
+
+
+def _op_solarize_add(x, level, sign):
+    add = (110 / 255 * level)[:, None, None, None]
+    return np.where(x < 128 / 255, np.clip(x + add, 0, 1), x)
+
+
+def _op_color(x, level, sign):
+    return _blend(x, np.broadcast_to(_grey(x), x.shape), 1 + 0.9 * level * sign)
+
+
+def _op_contrast(x, level, sign):
+    mean = _grey(x).mean(axis=(1, 2, 3), keepdims=True)
+    return _blend(x, np.broadcast_to(mean, x.shape), 1 + 0.9 * level * sign)
+
+
+def _op_brightness(x, level, sign):
+    return _blend(x, np.zeros_like(x), 1 + 0.9 * level * sign)
+
+
+def _op_sharpness(x, level, sign):
+    return _blend(x, _smooth(x), 1 + 0.9 * level * sign)
+
+
+def _geometric(kind: str):
+    def op(x, level, sign):
+        b, h = len(x), x.shape[1]
+        m = np.tile(np.eye(3)[:2], (b, 1, 1))  # maps output coords to input coords
+        v = level * sign
+        if kind == "rotate":
+            a = np.deg2rad(30 * v)
+            m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = (
+                np.cos(a),
+                -np.sin(a),
+                np.sin(a),
+                np.cos(a),
+            )
+        elif kind == "shear_x":
+            m[:, 1, 0] = 0.3 * v
+        elif kind == "shear_y":
+            m[:, 0, 1] = 0.3 * v
+        elif kind == "translate_x":
+            m[:, 1, 2] = 0.45 * h * v
+        elif kind == "translate_y":
+            m[:, 0, 2] = 0.45 * h * v
+        return _affine(x, m, fill=0.5)
+
+    return op
+
+
+RAND_AUGMENT_OPS = {
+    "auto_contrast": _op_auto_contrast,
+    "invert": _op_invert,
+    "rotate": _geometric("rotate"),
+    "posterize": _op_posterize,
+    "solarize": _op_solarize,
+    "solarize_add": _op_solarize_add,
+    "color": _op_color,
+    "contrast": _op_contrast,
+    "brightness": _op_brightness,
+    "sharpness": _op_sharpness,
+    "shear_x": _geometric("shear_x"),
+    "shear_y": _geometric("shear_y"),
+    "translate_x": _geometric("translate_x"),
+    "translate_y": _geometric("translate_y"),
+}
+
+
+def rand_augment(
+    images: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    num_ops: int = 2,
+    magnitude: float = 9.0,
+    magnitude_std: float = 0.5,
+    ops: tuple[str, ...] | None = None,
+    prob: float = 0.5,
+) -> np.ndarray:
+    """RandAugment (timm `rand-m9-mstd0.5`): each image applies `num_ops` ops drawn uniformly
+    from `ops` (default: all of RAND_AUGMENT_OPS), each with probability `prob`, at magnitude
+    N(magnitude, magnitude_std) / 10 clipped to [0, 1] and a random sign. Vectorised per op
+    (a numpy pass over the images that drew it). images: [B, H, W, C] in [0, 1]."""
+    names = tuple(ops) if ops else tuple(RAND_AUGMENT_OPS)
+    unknown = [n for n in names if n not in RAND_AUGMENT_OPS]
+    if unknown:
+        raise ValueError(f"unknown RandAugment ops {unknown}; choose from {list(RAND_AUGMENT_OPS)}")
+    x = images.astype(np.float32, copy=True)
+    b = len(x)
+    for _ in range(num_ops):
+        choice = rng.integers(0, len(names), b)
+        apply = rng.random(b) < prob
+        level = np.clip(rng.normal(magnitude, magnitude_std, b) / 10.0, 0.0, 1.0)
+        sign = np.where(rng.random(b) < 0.5, -1.0, 1.0)
+        for k, name in enumerate(names):
+            sel = np.flatnonzero(apply & (choice == k))
+            if len(sel):
+                x[sel] = RAND_AUGMENT_OPS[name](x[sel], level[sel], sign[sel])
+    return x.astype(np.float32)
+
+
+def normalize(images: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """(images - mean) / std per channel; images [..., C] with C == len(mean)."""
+    if images.shape[-1] != len(mean) or len(mean) != len(std):
+        raise ValueError(
+            f"images with {images.shape[-1]} channels need a mean/std per channel, got "
+            f"{len(mean)} / {len(std)}"
+        )
+    return ((images - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).astype(
+        np.float32
+    )
+
+
+def epoch_order(num_examples: int, batch_size: int, step: int, *, seed: int) -> np.ndarray:
+    """The example indices [batch_size] of training step `step`: each epoch a fresh permutation
+    seeded by (seed, epoch), the last incomplete batch dropped (a pure function of `step`)."""
+    per_epoch = num_examples // batch_size
+    if per_epoch == 0:
+        raise ValueError(
+            f"{num_examples} training examples are fewer than one batch ({batch_size})"
+        )
+    epoch, i = divmod(step, per_epoch)
+    perm = np.random.default_rng([seed, epoch]).permutation(num_examples)
+    return perm[i * batch_size : (i + 1) * batch_size]

@@ -1,0 +1,276 @@
+"""The jitted pieces of an SMMix run: model, optimizer (AdamW, cosine with warm-up, optional EMA
+of the weights), the per-method losses (none / Mixup / CutMix / SMMix and its ablations) and
+evaluation. Everything random happens inside the jitted step from the step's key.
+
+Methods (`config.methods`, comma-separated):
+  none           label-smoothed cross-entropy on the augmented images
+  mixup          Mixup every batch, Beta(mixup_alpha, mixup_alpha)
+  cutmix         CutMix every batch, Beta(cutmix_alpha, cutmix_alpha)
+  mixup_cutmix   the DeiT recipe: Mixup or CutMix per batch (switch probability 0.5)
+  smmix          SMMix with probability `smmix.switch_prob` per batch, else Mixup; all 3 losses
+  smmix_no_fine  SMMix without the fine-grained token-head loss
+  smmix_no_con   SMMix without the consistency KL
+  smmix_only     SMMix on every batch (no Mixup switch): used to time the SMMix step
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import traverse_util
+
+from experiments.lib.parallel import DATA_AXIS
+from models.vit import ViT, vit_size
+from research.smmix import mixing
+from research.smmix.losses import consistency_kl, soft_cross_entropy, top1_correct
+from research.smmix.model import SMMixViT
+
+Config = ml_collections.ConfigDict
+LossFn = Callable[[Any, dict, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+
+# method -> (mixing, fine-grained loss, consistency loss)
+METHODS: dict[str, tuple[str, bool, bool]] = {
+    "none": ("none", False, False),
+    "mixup": ("mixup", False, False),
+    "cutmix": ("cutmix", False, False),
+    "mixup_cutmix": ("mixup_cutmix", False, False),
+    "smmix": ("smmix", True, True),
+    "smmix_no_fine": ("smmix", False, True),
+    "smmix_no_con": ("smmix", True, False),
+    "smmix_only": ("smmix_only", True, True),
+}
+
+
+def parse_methods(spec: str) -> list[str]:
+    names = [m.strip() for m in spec.split(",") if m.strip()]
+    unknown = [m for m in names if m not in METHODS]
+    if unknown or not names:
+        raise ValueError(
+            f"config.methods={spec!r}: unknown method(s) {unknown}; "
+            f"choose from {', '.join(METHODS)}"
+        )
+    return names
+
+
+def make_model(config: Config, num_classes: int) -> SMMixViT:
+    m = config.model
+    kwargs = vit_size(m.size)
+    if m.size == "mini":  # the configurable CPU size
+        kwargs.update(hidden_dim=m.hidden_dim, depth=m.depth, num_heads=m.num_heads)
+    vit = ViT(
+        num_classes=num_classes,
+        patch_size=m.patch_size,
+        image_size=config.data.image_size,
+        mlp_ratio=m.mlp_ratio,
+        drop_path_rate=m.drop_path,
+        **kwargs,
+    )
+    return SMMixViT(vit)
+
+
+class EmaState(NamedTuple):
+    """An exponential moving average of the parameters, carried in the optimizer state."""
+
+    ema: Any
+
+
+def track_ema(decay: float) -> optax.GradientTransformation:
+    """Last transform of a chain: leaves the updates alone and keeps `ema <- decay ema +
+    (1 - decay) (params + updates)`, the parameters after this step (timm ModelEma)."""
+
+    def init(params):
+        return EmaState(jax.tree.map(jnp.copy, params))  # own buffers: donation-safe
+
+    def update(updates, state, params):
+        new = optax.apply_updates(params, updates)
+        ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema, new)
+        return updates, EmaState(ema)
+
+    return optax.GradientTransformation(init, update)
+
+
+def ema_params(opt_state: Any) -> Any | None:
+    """The EMA parameters inside an optimizer state from `make_optimizer`, or None."""
+    for s in opt_state if isinstance(opt_state, tuple) else ():
+        if isinstance(s, EmaState):
+            return s.ema
+    return None
+
+
+def _decay_mask(params: Any) -> Any:
+    """Weight decay on matrices and kernels only: not on biases, norms, position embedding and
+    class token (timm `no_weight_decay` + 1-D parameters)."""
+    flat = traverse_util.flatten_dict(params)
+    mask = {k: v.ndim > 1 and k[-1] not in ("pos_embedding", "cls") for k, v in flat.items()}
+    return traverse_util.unflatten_dict(mask)
+
+
+def learning_rate(config: Config, num_steps: int, steps_per_epoch: int) -> optax.Schedule:
+    """DeiT: lr = base_lr x batch / 512, linear warm-up from warmup_lr over warmup_epochs,
+    cosine decay to min_lr at `num_steps` (per step rather than timm's per epoch)."""
+    t = config.train
+    peak = t.base_lr * t.batch_size / 512.0
+    warmup = int(round(t.warmup_epochs * steps_per_epoch))
+    return optax.warmup_cosine_decay_schedule(
+        t.warmup_lr, peak, max(warmup, 1), max(num_steps, warmup + 1), t.min_lr
+    )
+
+
+def make_optimizer(
+    config: Config, num_steps: int, steps_per_epoch: int
+) -> optax.GradientTransformation:
+    t = config.train
+    parts = []
+    if t.grad_clip > 0:
+        parts.append(optax.clip_by_global_norm(t.grad_clip))
+    parts.append(
+        optax.adamw(
+            learning_rate(config, num_steps, steps_per_epoch),
+            weight_decay=t.weight_decay,
+            mask=_decay_mask,
+        )
+    )
+    if t.ema_decay > 0:
+        parts.append(track_ema(t.ema_decay))
+    return optax.chain(*parts)
+
+
+def make_loss_fn(model: SMMixViT, method: str, config: Config, num_classes: int) -> LossFn:
+    """`loss_fn(params, {"images": [B, H, W, C], "labels": [B]}, rng) -> (loss, metrics)`, the
+    metrics of every method having the same keys (loss_cls, loss_fine, loss_con, smmix, top1)."""
+    kind, use_fine, use_con = METHODS[method]
+    mc, s = config.mix, config.mix.label_smoothing
+    patch = model.backbone.patch_size
+
+    def metrics(logits, labels, cls, fine=None, con=None, used=None):
+        # zeros_like(cls): in a shard_map every branch of lax.cond must return device-varying
+        # values, and so must the terms a method does not use.
+        z = jnp.zeros_like(cls)
+        fine, con = z if fine is None else fine, z if con is None else con
+        used = z if used is None else used
+        acc = top1_correct(logits, labels) / labels.shape[0]
+        return dict(loss_cls=cls, loss_fine=fine, loss_con=con, smmix=used, train_top1=acc)
+
+    def forward(params, images, rng, regions=None):
+        return model.apply(params, images, train=True, regions=regions, rngs={"dropout": rng})
+
+    def plain(params, batch, rng):
+        out, _ = forward(params, batch["images"], rng)
+        loss = soft_cross_entropy(
+            out.logits, mixing.smoothed_one_hot(batch["labels"], num_classes, s)
+        )
+        return loss, metrics(out.logits, batch["labels"], loss)
+
+    def mixed_loss(mix_fn, alpha):
+        def loss_fn(params, batch, rng):
+            k_mix, k_drop = jax.random.split(rng)
+            m = mix_fn(
+                batch["images"],
+                batch["labels"],
+                k_mix,
+                alpha=alpha,
+                num_classes=num_classes,
+                smoothing=s,
+            )
+            out, _ = forward(params, m.images, k_drop)
+            loss = soft_cross_entropy(out.logits, m.targets)
+            return loss, metrics(out.logits, batch["labels"], loss)
+
+        return loss_fn
+
+    mixup_loss = mixed_loss(mixing.mixup, mc.mixup_alpha)
+    cutmix_loss = mixed_loss(mixing.cutmix, mc.cutmix_alpha)
+
+    def smmix_loss(params, batch, rng):
+        k_mix, k_drop = jax.random.split(rng)
+        images, labels = batch["images"], batch["labels"]
+        # The attention of the model being trained, on the unmixed batch: eval mode, no gradient.
+        plain_out, _ = model.apply(jax.lax.stop_gradient(params), images, train=False)
+        received = mixing.received_attention(plain_out.attention)
+        m = mixing.smmix(
+            images,
+            labels,
+            received,
+            k_mix,
+            patch=patch,
+            num_classes=num_classes,
+            smoothing=s,
+            min_ratio=mc.min_side_ratio,
+            max_ratio=mc.max_side_ratio,
+        )
+        regions = jnp.stack([m.target_mask, m.source_mask], axis=1) if use_fine else None
+        out, token_logits = forward(params, m.images, k_drop, regions)
+        cls = soft_cross_entropy(out.logits, m.targets)
+        fine = (
+            0.5
+            * (
+                soft_cross_entropy(token_logits[:, 0], m.target_targets)
+                + soft_cross_entropy(token_logits[:, 1], m.source_targets)
+            )
+            if use_fine
+            else None
+        )
+        con = consistency_kl(out.logits, plain_out.logits, m.lam) if use_con else None
+        loss = cls
+        if use_fine:
+            loss = loss + mc.fine_weight * fine
+        if use_con:
+            loss = loss + mc.consistency_weight * con
+        return loss, metrics(out.logits, labels, cls, fine, con, jnp.ones_like(cls))
+
+    def switch(first: LossFn, second: LossFn, prob: float) -> LossFn:
+        """`first` with probability `prob` per batch, else `second` (lax.cond: one runs)."""
+
+        def loss_fn(params, batch, rng):
+            k_switch, k = jax.random.split(rng)
+            # One draw for the whole global batch (device 0's): a device-varying predicate of
+            # lax.cond inside shard_map corrupted memory on the multi-device CPU backend (jax
+            # 0.10.2), and a shared switch is the same per-batch rule for the global batch.
+            u = jax.lax.all_gather(jax.random.uniform(k_switch), DATA_AXIS)[0]
+            return jax.lax.cond(u < prob, first, second, params, batch, k)
+
+        return loss_fn
+
+    if kind == "none":
+        return plain
+    if kind == "mixup":
+        return mixup_loss
+    if kind == "cutmix":
+        return cutmix_loss
+    if kind == "mixup_cutmix":
+        return switch(cutmix_loss, mixup_loss, mc.cutmix_switch_prob)
+    if kind == "smmix_only":
+        return smmix_loss
+    return switch(smmix_loss, mixup_loss, mc.switch_prob)
+
+
+def make_predict(model: SMMixViT) -> Callable[[Any, jax.Array], jax.Array]:
+    """Jitted `(params, images [B, H, W, C]) -> class-token logits [B, K]` (eval mode)."""
+
+    @jax.jit
+    def predict(params, images):
+        return model.apply(params, images, train=False)[0].logits
+
+    return predict
+
+
+def evaluate_top1(
+    predict: Callable, params: Any, images: np.ndarray, labels: np.ndarray, batch_size: int
+) -> float:
+    """Top-1 accuracy of `params` on in-memory images [N, H, W, C] (batches padded to one
+    compiled shape)."""
+    correct, n = 0, len(labels)
+    for start in range(0, n, batch_size):
+        x = images[start : start + batch_size]
+        pad = batch_size - len(x)
+        if pad:
+            x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
+        pred = np.asarray(jnp.argmax(predict(params, x), -1))[: batch_size - pad]
+        correct += int((pred == labels[start : start + batch_size]).sum())
+    return correct / n

@@ -13,7 +13,11 @@ OP_SUITES = {
 }
 
 # The op suites plus the papers' device checks.
-GPU_CHECK_SUITES = {**OP_SUITES, "bifeat": "experiments.bench.bifeat"}
+GPU_CHECK_SUITES = {
+    **OP_SUITES,
+    "bifeat": "experiments.bench.bifeat",
+    "kge": "experiments.bench.kge",
+}
 
 
 def load_suites(names: list[str], suites: dict[str, str]) -> dict[str, ModuleType]:

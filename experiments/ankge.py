@@ -1,0 +1,10 @@
+"""AnKGE binary.
+
+python -m experiments.ankge --config=experiments/configs/ankge.py:tiny --workdir=DIR
+"""
+
+from experiments.lib.app import run
+from research.ankge.train import train_and_evaluate
+
+if __name__ == "__main__":
+    run(train_and_evaluate)

@@ -1,0 +1,278 @@
+"""Knowledge-graph embedding scorers (TransE, RotatE, HAKE, PairRE) as pure functions of tables.
+
+Every model splits its distance `d(h, r, t)` (score = gamma - d, as in the RotatE / AnKGE code)
+into a query part computed once per `(h, r)` and a cheap per-tail part, so a batch of queries is
+scored against many tails by broadcasting without materialising more than the fused reduction:
+
+    q = model.query(params, h_emb, r_emb)        # leaves [..., 1, D] (or [..., D])
+    d = model.match(params, q, model.tail(t_emb))  # tails [..., N, D] -> [..., N]
+
+`h_emb, r_emb, t_emb` are rows of the tables (`params["entity"]`, `params["relation"]`), possibly
+already transformed (AnKGE feeds analogy-function outputs). Shapes broadcast like numpy.
+
+Formulas (official code, `embedding_range = (gamma + 2) / dim`):
+  TransE   d = ||h + r - t||_1
+  RotatE   h, t in C^dim as [re | im]; r is a phase, theta = r / (range / pi);
+           d = sum_k |h_k e^{i theta_k} - t_k|
+  HAKE     h = [phase | modulus], r = [phase | modulus | bias], with |r_m| and bias clamped to
+           <= 1 and >= -|r_m|; d = w_p sum_k |sin((h_p + r_p - t_p) / 2)|
+           + w_m ||h_m (|r_m| + b) - t_m (1 - b)||_2 (phases scaled by pi / range, learnable w)
+  PairRE   d = ||h/|h| * r_h - t/|t| * r_t||_1, r = [r_h | r_t]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+MODELS = ("transe", "rotate", "hake", "pairre")
+PI = 3.14159265358979323846
+Params = dict[str, jax.Array]
+
+
+def _l2_normalize(x: jax.Array) -> jax.Array:
+    # torch.nn.functional.normalize: x / max(||x||_2, 1e-12)
+    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def transe_distance(h: jax.Array, r: jax.Array, t: jax.Array) -> jax.Array:
+    """`||h + r - t||_1` over the last axis. h, r, t: [..., dim] (broadcast)."""
+    return jnp.sum(jnp.abs((h + r) - t), axis=-1)
+
+
+def rotate_distance(h: jax.Array, r: jax.Array, t: jax.Array, embedding_range: float) -> jax.Array:
+    """RotatE: h, t [..., 2 dim] as [re | im], r [..., dim] phases -> [...]."""
+    return _rotate_match(_rotate_query(h, r, embedding_range), t)
+
+
+def hake_distance(
+    h: jax.Array,
+    r: jax.Array,
+    t: jax.Array,
+    embedding_range: float,
+    phase_weight: jax.Array | float,
+    modulus_weight: jax.Array | float,
+) -> jax.Array:
+    """HAKE: h, t [..., 2 dim] as [phase | modulus]; r [..., 3 dim] as [phase | modulus | bias]."""
+    q = _hake_query(h, r, embedding_range)
+    return _hake_match(q, _hake_tail(t, embedding_range), phase_weight, modulus_weight)
+
+
+def pairre_distance(h: jax.Array, r: jax.Array, t: jax.Array) -> jax.Array:
+    """PairRE: h, t [..., dim] (L2-normalised here), r [..., 2 dim] as [r_h | r_t]."""
+    return _pairre_match(_pairre_query(h, r), _l2_normalize(t))
+
+
+def _rotate_query(h: jax.Array, r: jax.Array, embedding_range: float) -> dict[str, jax.Array]:
+    re_h, im_h = jnp.split(h, 2, axis=-1)
+    phase = r / (embedding_range / PI)
+    re_r, im_r = jnp.cos(phase), jnp.sin(phase)
+    return {"re": re_h * re_r - im_h * im_r, "im": re_h * im_r + im_h * re_r}
+
+
+def _rotate_match(q: dict[str, jax.Array], t: jax.Array) -> jax.Array:
+    re_t, im_t = jnp.split(t, 2, axis=-1)
+    re, im = q["re"] - re_t, q["im"] - im_t
+    return jnp.sum(jnp.sqrt(re * re + im * im), axis=-1)
+
+
+def _hake_query(h: jax.Array, r: jax.Array, embedding_range: float) -> dict[str, jax.Array]:
+    phase_h, mod_h = jnp.split(h, 2, axis=-1)
+    phase_r, mod_r, bias_r = jnp.split(r, 3, axis=-1)
+    scale = embedding_range / PI
+    mod_r = jnp.abs(mod_r)
+    bias_r = jnp.minimum(bias_r, 1.0)
+    bias_r = jnp.where(bias_r < -mod_r, -mod_r, bias_r)
+    return {
+        "phase": phase_h / scale + phase_r / scale,
+        "mod": mod_h * (mod_r + bias_r),
+        "tail_factor": 1.0 - bias_r,
+    }
+
+
+def _hake_tail(t: jax.Array, embedding_range: float) -> jax.Array:
+    phase_t, mod_t = jnp.split(t, 2, axis=-1)
+    return jnp.concatenate([phase_t / (embedding_range / PI), mod_t], axis=-1)
+
+
+def _hake_match(q, t, phase_weight, modulus_weight) -> jax.Array:
+    phase_t, mod_t = jnp.split(t, 2, axis=-1)
+    phase = jnp.sum(jnp.abs(jnp.sin((q["phase"] - phase_t) / 2)), axis=-1) * phase_weight
+    diff = q["mod"] - mod_t * q["tail_factor"]
+    return phase + jnp.sqrt(jnp.sum(diff * diff, axis=-1)) * modulus_weight
+
+
+def _pairre_query(h: jax.Array, r: jax.Array) -> dict[str, jax.Array]:
+    r_h, r_t = jnp.split(r, 2, axis=-1)
+    return {"hr": _l2_normalize(h) * r_h, "r_t": r_t}
+
+
+def _pairre_match(q: dict[str, jax.Array], t: jax.Array) -> jax.Array:
+    return jnp.sum(jnp.abs(q["hr"] - t * q["r_t"]), axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class KGEModel:
+    """One base model's sizes and hyperparameters; the parameters live in a separate pytree.
+
+    Attributes:
+      name: one of MODELS.
+      num_entities: E.
+      num_relations: relation embeddings (2R when reverse triples are used).
+      dim: the `hidden_dim` of the official code (complex dimension for RotatE).
+      gamma: the margin in `score = gamma - d`.
+    """
+
+    name: str
+    num_entities: int
+    num_relations: int
+    dim: int
+    gamma: float
+    epsilon: float = 2.0
+
+    def __post_init__(self):
+        if self.name not in MODELS:
+            raise ValueError(f"unknown KGE model {self.name!r}; expected one of {MODELS}")
+        if self.dim < 1 or self.num_entities < 1 or self.num_relations < 1:
+            raise ValueError(f"KGEModel sizes must be positive, got {self}")
+
+    @property
+    def embedding_range(self) -> float:
+        return (self.gamma + self.epsilon) / self.dim
+
+    @property
+    def entity_dim(self) -> int:
+        return {"transe": 1, "rotate": 2, "hake": 2, "pairre": 1}[self.name] * self.dim
+
+    @property
+    def relation_dim(self) -> int:
+        return {"transe": 1, "rotate": 1, "hake": 3, "pairre": 2}[self.name] * self.dim
+
+    def init(self, key: jax.Array) -> Params:
+        """Official initialisation: uniform(-range, range); HAKE moduli 1, biases 0."""
+        ke, kr = jax.random.split(key)
+        a = self.embedding_range
+        params = {
+            "entity": jax.random.uniform(
+                ke, (self.num_entities, self.entity_dim), jnp.float32, -a, a
+            ),
+            "relation": jax.random.uniform(
+                kr, (self.num_relations, self.relation_dim), jnp.float32, -a, a
+            ),
+        }
+        if self.name == "hake":
+            d = self.dim
+            rel = params["relation"]
+            params["relation"] = rel.at[:, d : 2 * d].set(1.0).at[:, 2 * d :].set(0.0)
+            params["phase_weight"] = jnp.full((), 0.5 * a, jnp.float32)
+            params["modulus_weight"] = jnp.full((), 1.0, jnp.float32)
+        return params
+
+    def query(self, params: Params, h: jax.Array, r: jax.Array) -> Any:
+        """The per-(h, r) part of the distance (a pytree broadcastable against `tail(t)`)."""
+        if self.name == "transe":
+            return {"hr": h + r}
+        if self.name == "rotate":
+            return _rotate_query(h, r, self.embedding_range)
+        if self.name == "hake":
+            return _hake_query(h, r, self.embedding_range)
+        return _pairre_query(h, r)
+
+    def tail(self, t: jax.Array) -> jax.Array:
+        """Tail embeddings as `match` expects them (HAKE phases scaled, PairRE normalised)."""
+        if self.name == "hake":
+            return _hake_tail(t, self.embedding_range)
+        if self.name == "pairre":
+            return _l2_normalize(t)
+        return t
+
+    def match(self, params: Params, q: Any, t: jax.Array) -> jax.Array:
+        """Distance between queries `q` and prepared tails `t` (broadcast), summed over the
+        last axis."""
+        if self.name == "transe":
+            return jnp.sum(jnp.abs(q["hr"] - t), axis=-1)
+        if self.name == "rotate":
+            return _rotate_match(q, t)
+        if self.name == "hake":
+            return _hake_match(q, t, params["phase_weight"], params["modulus_weight"])
+        return _pairre_match(q, t)
+
+    def query_vector(self, params: Params, q: Any) -> jax.Array:
+        """The query as one vector (the official `score_func(h, r)` without a tail; AnKGE's
+        triple-level analogy target): TransE h + r, RotatE [re | im] of h o r, HAKE
+        [w_p |sin(phase / 2)| | w_m modulus part], PairRE h/|h| * r_h."""
+        if self.name == "rotate":
+            return jnp.concatenate([q["re"], q["im"]], axis=-1)
+        if self.name == "hake":
+            phase = jnp.abs(jnp.sin(q["phase"] / 2)) * params["phase_weight"]
+            return jnp.concatenate([phase, q["mod"] * params["modulus_weight"]], axis=-1)
+        return q["hr"]
+
+    def distance(self, params: Params, h: jax.Array, r: jax.Array, t: jax.Array) -> jax.Array:
+        """`d(h, r, t)` for embedding rows (broadcast): [...]."""
+        return self.match(params, self.query(params, h, r), self.tail(t))
+
+    def score(self, params: Params, h: jax.Array, r: jax.Array, t: jax.Array) -> jax.Array:
+        """`gamma - d(h, r, t)`."""
+        return self.gamma - self.distance(params, h, r, t)
+
+    def score_ids(self, params: Params, triples: jax.Array) -> jax.Array:
+        """Scores of id triples [..., 3] -> [...]."""
+        ent, rel = params["entity"], params["relation"]
+        h, r, t = ent[triples[..., 0]], rel[triples[..., 1]], ent[triples[..., 2]]
+        return self.score(params, h, r, t)
+
+    def flops_per_pair(self) -> int:
+        """Rough floating-point operations of one (query, tail) distance (for benchmarks)."""
+        per = {"transe": 3, "rotate": 7, "hake": 9, "pairre": 4}[self.name]
+        return per * self.dim * (2 if self.name == "rotate" else 1)
+
+
+def small_params(params: Params) -> Params:
+    """The parameters `match` reads besides the tables (HAKE's weights)."""
+    return {k: v for k, v in params.items() if k not in ("entity", "relation")}
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def match_tails(model: KGEModel, small: Params, q: Any, tails: jax.Array) -> jax.Array:
+    """Distances of G groups of M queries against N tails per group: q leaves [G, M, D'],
+    prepared tails [G, N, D] -> [G, M, N]. `small` = the non-table parameters (HAKE weights).
+
+    Same values as broadcasting `model.match(q[:, :, None], tails[:, None])`, but the gradient
+    is a loop over the N tails (each step a [G, M, D] block) instead of autodiff of the
+    broadcast: on a CPU, XLA's reductions of [G, M, N, D] gradients over the leading axes are
+    10x slower than the loop, and the loop stores nothing of size G x M x N x D.
+    """
+    out = jax.lax.map(lambda tn: model.match(small, q, tn[:, None, :]), jnp.swapaxes(tails, 0, 1))
+    return jnp.moveaxis(out, 0, -1)
+
+
+def _match_tails_fwd(model, small, q, tails):
+    out = jax.lax.map(lambda tn: model.match(small, q, tn[:, None, :]), jnp.swapaxes(tails, 0, 1))
+    return jnp.moveaxis(out, 0, -1), (small, q, tails)
+
+
+def _match_tails_bwd(model, res, g):
+    small, q, tails = res
+
+    def body(carry, x):
+        tn, gn = x  # [G, D], [G, M]
+        _, vjp = jax.vjp(lambda s, q, tn: model.match(s, q, tn[:, None, :]), small, q, tn)
+        ds, dq, dtn = vjp(gn)
+        return jax.tree.map(jnp.add, carry, (ds, dq)), dtn
+
+    zeros = jax.tree.map(jnp.zeros_like, (small, q))
+    (ds, dq), dt = jax.lax.scan(body, zeros, (jnp.swapaxes(tails, 0, 1), jnp.moveaxis(g, -1, 0)))
+    return ds, dq, jnp.swapaxes(dt, 0, 1)
+
+
+match_tails.defvjp(_match_tails_fwd, _match_tails_bwd)
+
+
+def num_parameters(params: Params) -> int:
+    return int(sum(math.prod(x.shape) for x in jax.tree.leaves(params)))

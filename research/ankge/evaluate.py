@@ -1,0 +1,189 @@
+"""Filtered link-prediction ranking against all entities, chunked and fully on the device.
+
+Each query `(h, r)` with answer `t` (test triples and their reverses `(t, r + R, h)`, i.e. tail
+and head prediction) is scored against every entity. Other true tails (train + valid + test,
+`research.datasets.kg.filter_index`) are removed before ranking: they get score -inf in the
+chunk they fall in (a scatter of the query's padded filter list). **Ties count as the mean rank**:
+
+    rank = 1 + #{e unfiltered : s_e > s_t} + #{e unfiltered, e != t : s_e == s_t} / 2
+
+The answer's own score `s_t` comes from the same scoring function with one tail per query (the
+same elementwise operations and reduction over the embedding axis as the chunks). Queries are
+processed in chunks of `query_chunk`, entities in chunks of `entity_chunk` (`lax.map` over query
+chunks, `lax.scan` over entity chunks): memory is O(query_chunk x entity_chunk) whatever the
+graph size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from models.kge import KGEModel
+from research.datasets.kg import KG, eval_queries, filter_index
+
+# score_fn(args, rows, ent_ids) -> scores (higher is better). `rows` is the per-query pytree
+# (leading axis Qc, e.g. {"hr": [Qc, 2]}); `ent_ids` is either [Ec] int32, a contiguous range of
+# candidate tails shared by all queries (-> [Qc, Ec]), or [Qc, 1], one tail per query (-> [Qc, 1]).
+ScoreFn = Callable[[Any, Any, jax.Array], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunks:
+    """Chunk sizes of the ranking (queries x entities per block)."""
+
+    query: int = 256
+    entity: int = 4096
+
+
+DEFAULT_CHUNKS = Chunks()
+
+
+def _pad_rows(tree: Any, multiple: int) -> tuple[Any, int]:
+    n = len(jax.tree.leaves(tree)[0])
+    pad = (-n) % multiple
+
+    def pad_leaf(x):
+        x = np.asarray(x)
+        fill = -1 if np.issubdtype(x.dtype, np.integer) else 0
+        return np.concatenate([x, np.full((pad,) + x.shape[1:], fill, x.dtype)])
+
+    return jax.tree.map(pad_leaf, tree), n
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _ranks_jit(score_fn, num_entities, qc, ec, args, rows, answers, filt):
+    nq = answers.shape[0] // qc
+    n_ech = -(-num_entities // ec)
+    reshape = lambda x: x.reshape((nq, qc) + x.shape[1:])
+    chunks = (jax.tree.map(reshape, rows), reshape(answers), reshape(filt))
+    row_idx = jnp.arange(qc)[:, None]
+
+    def per_query_chunk(chunk):
+        rows_c, ans_c, filt_c = chunk
+        safe_ans = jnp.clip(ans_c, 0, num_entities - 1)
+        target = score_fn(args, rows_c, safe_ans[:, None])[:, 0]  # [Qc]
+
+        def per_entity_chunk(carry, start):
+            greater, equal = carry
+            ids = start + jnp.arange(ec, dtype=jnp.int32)
+            s = score_fn(args, rows_c, jnp.minimum(ids, num_entities - 1))
+            s = jnp.where(ids[None, :] < num_entities, s, -jnp.inf)  # padding entities
+            local = filt_c - start  # -1 padding of the filter list lands out of range too
+            local = jnp.where((filt_c >= 0) & (local >= 0) & (local < ec), local, ec)
+            s = s.at[row_idx, local].set(-jnp.inf, mode="drop")  # filtered, incl. the answer
+            greater += jnp.sum(s > target[:, None], axis=1, dtype=jnp.int32)
+            equal += jnp.sum(s == target[:, None], axis=1, dtype=jnp.int32)
+            return (greater, equal), None
+
+        zeros = jnp.zeros(qc, jnp.int32)
+        starts = jnp.arange(n_ech, dtype=jnp.int32) * ec
+        (greater, equal), _ = jax.lax.scan(per_entity_chunk, (zeros, zeros), starts)
+        return 1.0 + greater.astype(jnp.float32) + 0.5 * equal.astype(jnp.float32)
+
+    return jax.lax.map(per_query_chunk, chunks).reshape(-1)
+
+
+def filtered_ranks(
+    score_fn: ScoreFn,
+    args: Any,
+    rows: Any,
+    answers: np.ndarray,
+    filter_tails: np.ndarray,
+    num_entities: int,
+    chunks: Chunks = DEFAULT_CHUNKS,
+) -> np.ndarray:
+    """Filtered mean-tie ranks [Q] float32 of `answers` [Q] among all entities.
+
+    Args:
+      score_fn: see `ScoreFn`; must be a hashable function (module-level or a cached partial).
+      args: device pytree passed to `score_fn` (the parameters).
+      rows: per-query pytree with leading axis Q.
+      filter_tails: [Q, K] int32 true tails to skip (padded with -1); must contain the answer.
+    """
+    answers = np.asarray(answers, np.int32)
+    filter_tails = np.asarray(filter_tails, np.int32)
+    if filter_tails.ndim != 2 or len(filter_tails) != len(answers):
+        raise ValueError(
+            f"filter_tails must be [Q={len(answers)}, K], got shape {filter_tails.shape}"
+        )
+    if not np.all((filter_tails == answers[:, None]).any(axis=1)):
+        bad = int(np.argmin((filter_tails == answers[:, None]).any(axis=1)))
+        raise ValueError(f"query {bad}: its answer {answers[bad]} is missing from its filter list")
+    qc = max(1, min(chunks.query, len(answers)))
+    ec = max(1, min(chunks.entity, num_entities))
+    (rows, answers_p, filt), n = _pad_rows((rows, answers, filter_tails), qc)
+    ranks = _ranks_jit(score_fn, num_entities, qc, ec, args, rows, answers_p, filt)
+    return np.asarray(ranks)[:n]
+
+
+def ranking_metrics(ranks: np.ndarray) -> dict[str, float]:
+    """MRR, MR and Hits@1/3/10 of (mean-tie) ranks."""
+    ranks = np.asarray(ranks, np.float64)
+    return {
+        "mrr": float(np.mean(1.0 / ranks)),
+        "mr": float(np.mean(ranks)),
+        "hits@1": float(np.mean(ranks <= 1)),
+        "hits@3": float(np.mean(ranks <= 3)),
+        "hits@10": float(np.mean(ranks <= 10)),
+    }
+
+
+@functools.cache
+def base_score_fn(model: KGEModel) -> ScoreFn:
+    """`ScoreFn` of a base model: rows {"hr": [Qc, 2]} (head, relation ids)."""
+
+    def score(params, rows, ent_ids):
+        hr = rows["hr"]
+        h = params["entity"][jnp.maximum(hr[:, 0], 0)][:, None, :]
+        r = params["relation"][jnp.maximum(hr[:, 1], 0)][:, None, :]
+        q = model.query(params, h, r)
+        cols = ent_ids[None] if ent_ids.ndim == 1 else ent_ids  # [1, Ec] or [Qc, 1]
+        return -model.match(params, q, model.tail(params["entity"][cols]))
+
+    return score
+
+
+@dataclasses.dataclass
+class EvalSet:
+    """The queries of one split with their filter lists (built once, reused every evaluation).
+
+    Attributes:
+      queries: [Q, 3] (h, r, answer) with reverses (Q = 2 x split size).
+      filter_tails: [Q, K] int32.
+    """
+
+    split: str
+    queries: np.ndarray
+    filter_tails: np.ndarray
+
+
+def make_eval_set(kg: KG, split: str) -> EvalSet:
+    queries = eval_queries(kg, split)
+    return EvalSet(split, queries, filter_index(kg, queries).tails)
+
+
+def evaluate_base(
+    model: KGEModel, params: Any, eval_set: EvalSet, chunks: Chunks = DEFAULT_CHUNKS
+) -> dict[str, float]:
+    """Filtered MRR / MR / Hits@k of a base model on both directions, plus `eval_seconds`."""
+    start = time.perf_counter()
+    ranks = filtered_ranks(
+        base_score_fn(model),
+        params,
+        {"hr": eval_set.queries[:, :2]},
+        eval_set.queries[:, 2],
+        eval_set.filter_tails,
+        model.num_entities,
+        chunks,
+    )
+    metrics = ranking_metrics(ranks)
+    metrics["eval_seconds"] = time.perf_counter() - start
+    return metrics

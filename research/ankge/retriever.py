@@ -1,0 +1,221 @@
+"""AnKGE's analogical-object retriever from the frozen base model (official GetNearNeighbor).
+
+For every (reverse-augmented) training triple (h, r, t), with the base distance d:
+  entity level    the `ent_knn` entities e with the smallest d(e, r, t); t itself excluded, h not.
+  relation level  the `rel_knn` relations r' with the smallest d(h, r', t) (r itself included).
+  triple level    the `triple_knn` pairs (e, r') with the smallest d(e, r', t) among the top
+                  `triple_ent_knn` entities of the entity level x the top `triple_rel_knn`
+                  relations of the relation level.
+
+The entity level depends on (r, t) only, so it is computed once per distinct (r, t): a scan over
+entity chunks keeping a running top-k (`lax.top_k`) on the device. For TransE and RotatE,
+d(e, r, t) is a distance between e and one vector per (r, t) (t - r, or t rotated by -r since
+|e^{i theta}| = 1), so the entity chunks are matched against that vector without a per-pair
+rotation; the other models evaluate d(e, r, t) directly. Results are cached in an .npz file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from models.kge import PI, KGEModel, Params
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrievalSizes:
+    ent_knn: int = 1
+    rel_knn: int = 1
+    triple_knn: int = 3
+    triple_ent_knn: int = 1000
+    triple_rel_knn: int = 5
+
+
+@dataclasses.dataclass
+class Retrieval:
+    """Per training triple: entity [N, ent_knn], relation [N, rel_knn], triple_entity and
+    triple_relation [N, triple_knn] int32 ids."""
+
+    entity: np.ndarray
+    relation: np.ndarray
+    triple_entity: np.ndarray
+    triple_relation: np.ndarray
+
+    def save(self, path: str) -> None:
+        np.savez(path, **dataclasses.asdict(self))
+
+    @classmethod
+    def load(cls, path: str) -> Retrieval:
+        with np.load(path) as f:
+            return cls(
+                **{k: f[k] for k in ("entity", "relation", "triple_entity", "triple_relation")}
+            )
+
+
+def _head_distance(model: KGEModel, params: Params, r: jax.Array, t: jax.Array, ids: jax.Array):
+    """d(e, r, t) [P, Ec] for entities `ids` [Ec] as heads and P (r, t) pairs."""
+    ent, rel = params["entity"], params["relation"]
+    cand = ent[ids][None]
+    if model.name == "transe":
+        return model.match(params, {"hr": (ent[t] - rel[r])[:, None]}, cand)
+    if model.name == "rotate":
+        re_t, im_t = jnp.split(ent[t], 2, axis=-1)
+        phase = rel[r] / (model.embedding_range / PI)
+        c, s = jnp.cos(phase), jnp.sin(phase)  # t * e^{-i theta}
+        q = {"re": (re_t * c + im_t * s)[:, None], "im": (im_t * c - re_t * s)[:, None]}
+        return model.match(params, q, cand)
+    return model.distance(params, cand, rel[r][:, None], ent[t][:, None])
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def entity_topk(model: KGEModel, k: int, ec: int, params: Params, r: jax.Array, t: jax.Array):
+    """The k entities e != t with the smallest d(e, r, t), nearest first: ids [P, k] int32 and
+    distances [P, k], for P (r, t) pairs; scans entity chunks of `ec`."""
+    num = model.num_entities
+    p = r.shape[0]
+
+    def body(carry, start):
+        best_d, best_i = carry
+        ids = start + jnp.arange(ec, dtype=jnp.int32)
+        d = _head_distance(model, params, r, t, jnp.minimum(ids, num - 1))
+        d = jnp.where((ids[None] >= num) | (ids[None] == t[:, None]), jnp.inf, d)
+        all_d = jnp.concatenate([best_d, d], axis=1)
+        all_i = jnp.concatenate([best_i, jnp.broadcast_to(ids, (p, ec))], axis=1)
+        neg, pos = jax.lax.top_k(-all_d, k)
+        return (-neg, jnp.take_along_axis(all_i, pos, axis=1)), None
+
+    init = (jnp.full((p, k), jnp.inf), jnp.full((p, k), -1, jnp.int32))
+    starts = jnp.arange(-(-num // ec), dtype=jnp.int32) * ec
+    (dist, ids), _ = jax.lax.scan(body, init, starts)
+    return ids, dist
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def relation_topk(model: KGEModel, k: int, unused: int, params: Params, h, t):
+    """The k relations r' with the smallest d(h, r', t): ids [P, k] int32 (all relations)."""
+    ent, rel = params["entity"], params["relation"]
+    d = model.distance(params, ent[h][:, None], rel[None], ent[t][:, None])  # [P, num_rel]
+    return jax.lax.top_k(-d, k)[1].astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def triple_topk(model: KGEModel, k: int, params: Params, ent_cand, rel_cand, t):
+    """The k (e, r') pairs with the smallest d(e, r', t), e from ent_cand [P, Ke], r' from
+    rel_cand [P, Kr]: (entity ids [P, k], relation ids [P, k])."""
+    ent, rel = params["entity"], params["relation"]
+    tail = ent[t][:, None]
+
+    def per_relation(r_col):  # [P] -> d [P, Ke]
+        return model.distance(params, ent[ent_cand], rel[r_col][:, None], tail)
+
+    d = jax.lax.map(per_relation, rel_cand.T)  # [Kr, P, Ke]
+    d = jnp.moveaxis(d, 0, -1).reshape(ent_cand.shape[0], -1)  # [P, Ke * Kr], e major
+    pos = jax.lax.top_k(-d, k)[1]
+    kr = rel_cand.shape[1]
+    e = jnp.take_along_axis(ent_cand, pos // kr, axis=1)
+    r = jnp.take_along_axis(rel_cand, pos % kr, axis=1)
+    return e, r
+
+
+def _blocks(n: int, size: int):
+    for start in range(0, n, size):
+        yield start, min(n, start + size)
+
+
+def _pad(x: np.ndarray, size: int) -> np.ndarray:
+    return np.concatenate([x, np.repeat(x[-1:], size - len(x), axis=0)]) if len(x) < size else x
+
+
+def retrieve(
+    model: KGEModel,
+    params: Params,
+    triples: np.ndarray,
+    sizes: RetrievalSizes,
+    *,
+    chunk: int = 128,
+    entity_chunk: int = 4096,
+) -> Retrieval:
+    """Runs the three retrieval levels for `triples` [N, 3] (see the module docstring)."""
+    n_ent, n_rel = model.num_entities, model.num_relations
+    ke = max(sizes.ent_knn, sizes.triple_ent_knn)
+    kr = max(sizes.rel_knn, sizes.triple_rel_knn)
+    if ke > n_ent - 1 or kr > n_rel:
+        raise ValueError(
+            f"retrieval sizes {sizes} need {ke} entities (< {n_ent}) and {kr} relations "
+            f"(<= {n_rel}); lower ankge.triple_ent_knn / ankge.triple_rel_knn"
+        )
+    if sizes.triple_knn > sizes.triple_ent_knn * sizes.triple_rel_knn:
+        raise ValueError(f"triple_knn {sizes.triple_knn} exceeds the candidate pairs of {sizes}")
+    params = jax.device_put(params)
+    start = time.perf_counter()
+    rt, inverse = np.unique(triples[:, 1:3], axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    ec = min(entity_chunk, n_ent)
+    ent_top = []
+    for a, b in _blocks(len(rt), chunk):
+        block = _pad(rt[a:b], chunk)
+        ids, _ = entity_topk(
+            model, ke, ec, params, jnp.asarray(block[:, 0]), jnp.asarray(block[:, 1])
+        )
+        ent_top.append(ids[: b - a])
+    ent_top = jnp.concatenate(ent_top)  # [U, ke] on the device
+    logging.info(
+        "retrieval: entity level for %d distinct (r, t) in %.1f s",
+        len(rt),
+        time.perf_counter() - start,
+    )
+    out = {k: [] for k in ("entity", "relation", "triple_entity", "triple_relation")}
+    tchunk = max(1, chunk // 2)
+    for a, b in _blocks(len(triples), tchunk):
+        block = jnp.asarray(_pad(triples[a:b], tchunk))
+        inv = jnp.asarray(_pad(inverse[a:b], tchunk))
+        ents = ent_top[inv]
+        rels = relation_topk(model, kr, 0, params, block[:, 0], block[:, 2])
+        te, tr = triple_topk(
+            model,
+            sizes.triple_knn,
+            params,
+            ents[:, : sizes.triple_ent_knn],
+            rels[:, : sizes.triple_rel_knn],
+            block[:, 2],
+        )
+        m = b - a
+        out["entity"].append(ents[:m, : sizes.ent_knn])
+        out["relation"].append(rels[:m, : sizes.rel_knn])
+        out["triple_entity"].append(te[:m])
+        out["triple_relation"].append(tr[:m])
+    result = Retrieval(**{k: np.asarray(jnp.concatenate(v)) for k, v in out.items()})
+    logging.info("retrieval: %d triples in %.1f s", len(triples), time.perf_counter() - start)
+    return result
+
+
+def cached_retrieve(
+    path: str, model: KGEModel, params: Params, triples: np.ndarray, sizes: RetrievalSizes, **kw
+) -> Retrieval:
+    """`retrieve`, cached at `path` (.npz); a cache whose shapes do not match is an error."""
+    if os.path.exists(path):
+        got = Retrieval.load(path)
+        want = (len(triples), sizes.ent_knn, sizes.rel_knn, sizes.triple_knn)
+        have = (
+            len(got.entity),
+            got.entity.shape[1],
+            got.relation.shape[1],
+            got.triple_entity.shape[1],
+        )
+        if have != want:
+            raise ValueError(
+                f"{path}: cached retrieval has (triples, ent_knn, rel_knn, triple_knn) = {have}, "
+                f"the config wants {want}; delete the file to recompute"
+            )
+        return got
+    result = retrieve(model, params, triples, sizes, **kw)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    result.save(path)
+    return result

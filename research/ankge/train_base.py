@@ -1,0 +1,160 @@
+"""Stage 1: training a base KGE model with self-adversarial negative sampling.
+
+The recipe of the RotatE / AnKGE code: every training triple also appears reversed
+(`research.datasets.kg.add_reverse`), negatives are uniformly corrupted tails drawn on the device
+(`num_negatives` per positive, not filtered against true triples: with tens of thousands of
+entities a drawn negative is a true tail with probability ~1e-4), the loss is
+
+    L = (sum_b w_b * -log sigmoid(s_b) + sum_b w_b * sum_n p_bn * -log sigmoid(-s_bn))
+        / (2 sum_b w_b),   p_bn = softmax_n(alpha_adv * s_bn)  (no gradient through p)
+
+with `w_b = 1 / sqrt(count(h, r) + count(t, r^-1))` (counts over the training triples, starting
+at 4; the RotatE "subsampling weight") when `subsampling` is on, else 1. Adam, learning rate
+x0.1 after half of the steps. `steps_per_call` steps run inside one jitted call (`lax.scan`)
+with the state's buffers donated (`experiments.lib.parallel.make_train_step`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from experiments.lib.parallel import make_train_step
+from models.kge import KGEModel, match_tails, small_params
+from research.datasets.kg import pair_counts, pair_key
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseRecipe:
+    """Hyperparameters of the base-model training (names of the official scripts)."""
+
+    batch_size: int
+    num_negatives: int
+    lr: float
+    alpha_adv: float
+    num_steps: int
+    subsampling: bool = True
+    # 0: every positive draws its own negatives (official). g > 0: each device's batch is split
+    # into g groups whose positives share one draw of num_negatives tails (DGL-KE style "chunked"
+    # negatives): each positive still sees num_negatives uniform negatives, but the gradient
+    # scatters num_negatives rows per group instead of per positive, which is far cheaper.
+    negative_groups: int = 0
+    decay_at: float = 0.5  # fraction of num_steps after which lr is multiplied by decay
+    decay: float = 0.1
+
+
+def subsampling_weights(triples: np.ndarray, num_relations: int, start: int = 4) -> np.ndarray:
+    """RotatE subsampling weights [N] float32 of reverse-augmented triples `triples` [N, 3]
+    (relations 0..num_relations-1 with inverse `(r + R/2) mod R`): `1 / sqrt(cnt(h, r) +
+    cnt(t, r^-1))`, counts over `triples` plus `start`."""
+    half = num_relations // 2
+    keys, counts = pair_counts(triples[:, 0], triples[:, 1], num_relations)
+    inv = (triples[:, 1] + half) % num_relations
+
+    def cnt(a, b):
+        q = pair_key(a, b, num_relations)
+        pos = np.clip(np.searchsorted(keys, q), 0, len(keys) - 1)
+        return np.where(keys[pos] == q, counts[pos], 0) + start
+
+    total = cnt(triples[:, 0], triples[:, 1]) + cnt(triples[:, 2], inv)
+    return (1.0 / np.sqrt(total)).astype(np.float32)
+
+
+def make_optimizer(recipe: BaseRecipe) -> optax.GradientTransformation:
+    boundary = max(1, int(recipe.num_steps * recipe.decay_at))
+    schedule = optax.piecewise_constant_schedule(recipe.lr, {boundary: recipe.decay})
+    return optax.adam(schedule)
+
+
+def self_adversarial_loss(
+    pos_score: jax.Array, neg_score: jax.Array, weight: jax.Array, alpha_adv: float
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """pos_score [B], neg_score [B, N], weight [B] -> (loss, {positive_loss, negative_loss})."""
+    adv = jax.lax.stop_gradient(jax.nn.softmax(alpha_adv * neg_score, axis=-1))
+    neg = -jnp.sum(adv * jax.nn.log_sigmoid(-neg_score), axis=-1)
+    pos = -jax.nn.log_sigmoid(pos_score)
+    wsum = jnp.sum(weight)
+    pos_loss, neg_loss = jnp.sum(weight * pos) / wsum, jnp.sum(weight * neg) / wsum
+    return (pos_loss + neg_loss) / 2, {"positive_loss": pos_loss, "negative_loss": neg_loss}
+
+
+def make_loss_fn(model: KGEModel, recipe: BaseRecipe):
+    """`loss_fn(params, batch, rng)` for `make_train_step`; batch {"triples" [b, 3] int32,
+    "weight" [b] float32}; negatives [b, num_negatives] drawn from `rng` on the device."""
+
+    def loss_fn(params, batch, rng):
+        triples, weight = batch["triples"], batch["weight"]
+        b = triples.shape[0]
+        g = recipe.negative_groups or b
+        if b % g:
+            raise ValueError(
+                f"per-device batch {b} is not divisible by negative_groups={g} (batch_size / "
+                "devices must be a multiple of negative_groups)"
+            )
+        ent, rel = params["entity"], params["relation"]
+        neg = jax.random.randint(rng, (g, recipe.num_negatives), 0, model.num_entities, jnp.int32)
+        q = model.query(params, ent[triples[:, 0]][:, None, :], rel[triples[:, 1]][:, None, :])
+        pos_d = model.match(params, q, model.tail(ent[triples[:, 2]])[:, None, :])[:, 0]
+        grouped = jax.tree.map(lambda x: x.reshape((g, b // g, x.shape[-1])), q)
+        neg_d = match_tails(
+            model, small_params(params), grouped, model.tail(ent[neg])
+        )  # [g, b/g, N]
+        neg_d = neg_d.reshape(b, recipe.num_negatives)
+        return self_adversarial_loss(
+            model.gamma - pos_d, model.gamma - neg_d, weight, recipe.alpha_adv
+        )
+
+    return loss_fn
+
+
+def make_base_step(
+    model: KGEModel, recipe: BaseRecipe, mesh: jax.sharding.Mesh, steps_per_call: int
+):
+    """The jitted data-parallel step (`steps_per_call` optimizer steps per call)."""
+    return make_train_step(
+        make_loss_fn(model, recipe), make_optimizer(recipe), mesh, steps_per_call=steps_per_call
+    )
+
+
+class EpochBatches:
+    """`step -> {"triples": [K, B, 3], "weight": [K, B]}` for the call starting at `step`.
+
+    Epochs are seeded permutations of the training triples (pure in the step, so a resumed run
+    sees the same batches); the last partial batch of an epoch is dropped (as DataLoader
+    drop_last in the official code).
+    """
+
+    def __init__(
+        self,
+        triples: np.ndarray,
+        weights: np.ndarray,
+        batch_size: int,
+        *,
+        seed: int,
+        steps_per_call: int,
+    ):
+        if batch_size > len(triples):
+            raise ValueError(f"batch_size {batch_size} exceeds the {len(triples)} training triples")
+        self.triples, self.weights = triples.astype(np.int32), weights.astype(np.float32)
+        self.batch_size, self.seed, self.k = batch_size, seed, steps_per_call
+        self.steps_per_epoch = len(triples) // batch_size
+        self._perm_epoch, self._perm = -1, None
+
+    def _indices(self, step: int) -> np.ndarray:
+        epoch, i = divmod(step, self.steps_per_epoch)
+        if epoch != self._perm_epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            self._perm, self._perm_epoch = rng.permutation(len(self.triples)), epoch
+        return self._perm[i * self.batch_size : (i + 1) * self.batch_size]
+
+    def __call__(self, step: int) -> dict[str, Any]:
+        idx = np.stack([self._indices(s) for s in range(step, step + self.k)])
+        batch = {"triples": self.triples[idx], "weight": self.weights[idx]}
+        if self.k == 1:
+            batch = {k: v[0] for k, v in batch.items()}
+        return batch

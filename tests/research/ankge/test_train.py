@@ -1,0 +1,85 @@
+"""The `tiny` preset end to end (base model, retrieval, AnKGE), resuming, and the combined
+score: AnKGE differs from the base score exactly where an adaptive weight is non-zero."""
+
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.configs.ankge import get_config
+from experiments.lib.results import read_results
+from research.ankge import analogy, evaluate, retriever
+from research.ankge.train import load_data, make_model, train_and_evaluate
+from research.datasets.kg import add_reverse
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("ankge_tiny"))
+    config = get_config("tiny")
+    return config, workdir, train_and_evaluate(config, workdir)
+
+
+@pytest.mark.slow
+def test_tiny_preset_learns_and_writes_results(tiny_run):
+    config, workdir, metrics = tiny_run
+    kg = load_data(config)
+    chance = np.mean(1.0 / np.arange(1, kg.num_entities + 1))
+    assert metrics["base/mrr"] > 5 * chance
+    assert metrics["ankge/mrr"] > 5 * chance
+    assert metrics["base/train_steps"] == 300 and metrics["ankge/train_steps"] == 100
+    assert read_results(workdir)["ankge/mrr"] == metrics["ankge/mrr"]
+    for name in ("results.md", "training_curve.png", "ankge/retrieval.npz", "base/params.npz"):
+        assert os.path.exists(os.path.join(workdir, name)), name
+    # a second run reads both finished stages back
+    again = train_and_evaluate(config, workdir)
+    assert again["base/mrr"] == metrics["base/mrr"] and again["ankge/mrr"] == metrics["ankge/mrr"]
+
+
+@pytest.mark.slow
+def test_ankge_score_differs_from_base_only_where_weights_are_nonzero(tiny_run):
+    config, workdir, _ = tiny_run
+    kg = load_data(config)
+    model = make_model(config, kg)
+    base = {k: jnp.asarray(v) for k, v in np.load(os.path.join(workdir, "base/params.npz")).items()}
+    ank = {
+        k: jnp.asarray(v)
+        for k, v in np.load(os.path.join(workdir, "ankge/analogy_params.npz")).items()
+    }
+    a = config.ankge
+    sizes = retriever.RetrievalSizes(
+        a.ent_knn, a.rel_knn, a.triple_knn, a.triple_ent_knn, a.triple_rel_knn
+    )
+    train = add_reverse(kg.train, kg.num_relations)
+    weights = analogy.adaptive_weights(train, model.num_entities, model.num_relations, sizes)
+    q = evaluate.make_eval_set(kg, "test").queries
+    wr_ids, wr_val = analogy.relation_weight_lists(weights, q[:, 0], model.num_entities)
+    # every entity of the synthetic graph has in-edges (triple-level weight > 0 everywhere), so
+    # the triple level is switched off here to leave zero weights to check
+    lambdas = (a.ent_lambda, a.rel_lambda, 0.0)
+    args = {"base": base, "ank": ank, "w_ent": weights.ent, "w_tri": weights.triple}
+    rows = {
+        "hr": jnp.asarray(q[:, :2]),
+        "wr_ids": jnp.asarray(wr_ids),
+        "wr_val": jnp.asarray(wr_val),
+    }
+    all_ids = jnp.arange(model.num_entities, dtype=jnp.int32)
+    ank_s = np.asarray(analogy.ankge_score_fn(model, a.beta, lambdas)(args, rows, all_ids))
+    base_s = np.asarray(evaluate.base_score_fn(model)(base, {"hr": rows["hr"]}, all_ids))
+    # the adaptive weights by brute force over the training triples
+    true = {tuple(t) for t in train}
+    w = np.zeros_like(base_s)
+    for i, (h, r, _) in enumerate(q):
+        for e in range(model.num_entities):
+            n_h = sum((x, r, e) in true for x in range(model.num_entities))
+            n_r = sum((h, y, e) in true for y in range(model.num_relations))
+            n_t = len({(x, y) for (x, y, z) in true if z == e})
+            w[i, e] = (
+                lambdas[0] * min(1, n_h / a.ent_knn)
+                + lambdas[1] * min(1, n_r / a.rel_knn)
+                + lambdas[2] * min(1, n_t / a.triple_knn)
+            )
+    assert (w == 0).any() and (w > 0).any()
+    np.testing.assert_array_equal(ank_s[w == 0], base_s[w == 0])
+    assert np.mean(ank_s[w > 0] != base_s[w > 0]) > 0.99

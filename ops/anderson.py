@@ -176,7 +176,8 @@ class AndersonInfo(NamedTuple):
 
     iterations: int32, number of iterations run = calls of the map (and of the energy).
     energy: energy of the returned point (the last accepted one).
-    residual: max |T(x) - x| at the returned point (the plain MM displacement).
+    residual: max |T(x) - x| (or `residual_fn`; with stop_on="step" the step to the next
+      iterate) at the returned point.
     converged: bool, residual < tol was reached.
     accepted: int32, extrapolated (Anderson) points that passed the energy test.
     rejected: int32, extrapolated points that failed it (each costs one iteration).
@@ -211,6 +212,7 @@ class _Carry(NamedTuple):
     trace: jax.Array  # [max_iter]
     cand_trace: jax.Array  # [max_iter]
     done: jax.Array
+    aux: Any  # the caller's state threaded through step_fn (None without)
 
 
 def anderson_mm(
@@ -224,7 +226,10 @@ def anderson_mm(
     regularization: float | None = None,
     use_aa: bool = True,
     safeguard: bool = True,
-) -> tuple[PyTree, AndersonInfo]:
+    residual_fn: Callable[[PyTree, PyTree], jax.Array] | None = None,
+    stop_on: str = "residual",
+    aux: PyTree = None,
+) -> tuple[PyTree, AndersonInfo] | tuple[PyTree, AndersonInfo, PyTree]:
     """Safeguarded Anderson-accelerated majorization-minimization, in one `lax.while_loop`.
 
     Args:
@@ -241,9 +246,21 @@ def anderson_mm(
       use_aa: False runs the plain MM iteration x_{k+1} = T(x_k) through the same loop (the
         baseline, with identical cost accounting).
       safeguard: False accepts every Anderson point ("raw AA"), for comparison only.
+      residual_fn: (x, T(x)) -> scalar (pytrees like x0), the residual compared with `tol`;
+        None -> max |T(x) - x| over all scalars. Registration passes the largest vertex
+        displacement, which is what the authors' stopping rule measures.
+      stop_on: what `residual_fn` (or max |.|) measures at an accepted point x: "residual"
+        compares x with T(x) (the MM residual); "step" compares x with the next iterate, the
+        Anderson point extrapolated from (x, T(x)) (T(x) itself for the plain iteration, where
+        both rules agree), i.e. the change between consecutive iterates, which is the rule of
+        the authors' registration code (AMM_NRR `DoNonRigid`: |curV - prevV| after the AA step).
+      aux: None, or a pytree threaded through every evaluation (accepted or not), e.g. a cache
+        that makes T and E cheaper but must not change them: then step_fn(x, aux) returns
+        (T(x), E(x), new_aux) (fused form, energy_fn None) and the result gains the final aux.
 
     Returns:
-      (x, info): x is the last accepted point (pytree like x0), info an `AndersonInfo`.
+      (x, info): x is the last accepted point (pytree like x0), info an `AndersonInfo`;
+      (x, info, aux) when `aux` is given.
 
     Semantics. Each iteration evaluates exactly one point y, calling T(y) once and E(y) once:
       1. Let E_acc be the energy of the last accepted point x_acc (+inf before the first).
@@ -256,7 +273,8 @@ def anderson_mm(
          which was already computed; it is accepted unconditionally in the next iteration, since
          the MM property gives E(T(x_acc)) <= E(x_acc) without evaluating it now.
       4. Stop when max |T(x_acc) - x_acc| < tol for a freshly accepted x_acc (which for the plain
-         iteration is max |x_{k+1} - x_k|), or after max_iter iterations.
+         iteration is max |x_{k+1} - x_k|; stop_on="step": max |x_next - x_acc| with x_next the
+         next point to evaluate), or after max_iter iterations.
     This is the rule of the authors' C++ code (revert to the MM output, accept the next step
     unconditionally). Resetting at a change of the MM parameters (nu) is the caller's business:
     start a new `anderson_mm` per stage. If step_fn is not a true MM map, the forced acceptance
@@ -264,6 +282,8 @@ def anderson_mm(
     """
     if max_iter < 1:
         raise ValueError(f"anderson_mm: max_iter must be >= 1, got {max_iter}")
+    if stop_on not in ("residual", "step"):
+        raise ValueError(f"anderson_mm: stop_on={stop_on!r}, expected 'residual' or 'step'")
     x0_flat, unravel = ravel_pytree(x0)
     dtype = x0_flat.dtype
     if not jnp.issubdtype(dtype, jnp.floating):
@@ -271,9 +291,15 @@ def anderson_mm(
     if regularization is None:
         regularization = default_regularization(dtype)
 
-    def evaluate(x_flat: jax.Array) -> tuple[jax.Array, jax.Array]:
+    if aux is not None and energy_fn is not None:
+        raise ValueError("anderson_mm: aux needs the fused step_fn (energy_fn=None)")
+
+    def evaluate(x_flat: jax.Array, aux_in: PyTree) -> tuple[jax.Array, jax.Array, PyTree]:
         x = unravel(x_flat)
-        if energy_fn is None:
+        aux_out = None
+        if aux is not None:
+            gx, e, aux_out = step_fn(x, aux_in)
+        elif energy_fn is None:
             gx, e = step_fn(x)
         else:
             gx, e = step_fn(x), energy_fn(x)
@@ -282,9 +308,9 @@ def anderson_mm(
             raise ValueError(
                 f"anderson_mm: step_fn returned {g_flat.shape[0]} scalars for {x_flat.shape[0]}"
             )
-        return g_flat.astype(dtype), jnp.asarray(e)
+        return g_flat.astype(dtype), jnp.asarray(e), aux_out
 
-    e_dtype = jax.eval_shape(evaluate, x0_flat)[1]
+    e_dtype = jax.eval_shape(evaluate, x0_flat, aux)[1]
     if e_dtype.shape != ():
         raise ValueError(f"anderson_mm: the energy must be a scalar, got shape {e_dtype.shape}")
     e_dtype = e_dtype.dtype
@@ -304,23 +330,30 @@ def anderson_mm(
         trace=jnp.full((max_iter,), jnp.nan, e_dtype),
         cand_trace=jnp.full((max_iter,), jnp.nan, e_dtype),
         done=jnp.array(False),
+        aux=aux,
     )
 
     def body(c: _Carry) -> _Carry:
-        gy, ey = evaluate(c.x)
+        gy, ey, aux_y = evaluate(c.x, c.aux)
         if safeguard:
             accept = c.force | (ey <= c.e_acc)
         else:
             accept = jnp.array(True)
 
         # Accepted: y becomes the iterate; extrapolate from (y, T(y)).
-        residual_y = jnp.max(jnp.abs(gy - c.x)) if c.x.size else jnp.zeros((), dtype)
         if use_aa:
             x_aa, aa_acc = _flat_update(c.aa, c.x, gy, regularization)
             extrap_next = aa_acc.count > 1  # at least one difference in the history
         else:
             x_aa, aa_acc = gy, c.aa
             extrap_next = jnp.array(False)
+        moved = gy if stop_on == "residual" else x_aa
+        if residual_fn is not None:
+            residual_y = jnp.asarray(residual_fn(unravel(c.x), unravel(moved)), dtype)
+        elif c.x.size:
+            residual_y = jnp.max(jnp.abs(moved - c.x))
+        else:
+            residual_y = jnp.zeros((), dtype)
         # Rejected: back to T(x_acc), fresh history, accept it unconditionally next time.
         pick = lambda a, r: jnp.where(accept, a, r)
         aa = jax.tree.map(pick, aa_acc, anderson_reset(c.aa))
@@ -345,6 +378,7 @@ def anderson_mm(
             trace=c.trace.at[c.k].set(e_acc),
             cand_trace=c.cand_trace.at[c.k].set(ey.astype(e_dtype)),
             done=converged | (k >= max_iter),
+            aux=aux_y,
         )
 
     out = lax.while_loop(lambda c: ~c.done, body, init)
@@ -361,4 +395,6 @@ def anderson_mm(
         energy_trace=trace,
         candidate_trace=out.cand_trace,
     )
+    if aux is not None:
+        return unravel(out.x_acc), info, out.aux
     return unravel(out.x_acc), info

@@ -19,6 +19,9 @@ Three ways to answer "which of `points` [P, d] is closest to each of `queries` [
   on the host (like a k-d tree), queried under jit; exact by a verified search radius with a
   brute-force fallback (see `grid_nearest`). The only path that can compete with
   `scipy.spatial.cKDTree` on a CPU, since brute force is O(Q P).
+- `grid_nearest_cached`: the grid search for queries that move a little between calls (iterative
+  registration): each query keeps its k nearest points and a distance bound from its last search
+  (`NearestCache`) and only searches the grid again when they no longer prove the answer.
 
 `impl="auto"` is Pallas on a GPU (on an H100 it is exact and 13x faster than the XLA path at 40,000
 x 40,000, d = 3: experiments/bench/gpu_check.py) and XLA elsewhere; the grid needs concrete points,
@@ -33,7 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -464,8 +467,13 @@ def build_grid_index(
     return GridIndex(*jax.device_put((pts, centre, lo)), levels=tuple(levels))
 
 
-def _level_search(level: GridLevel, lo: jax.Array, qc: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Nearest among the 3^d cells around each centred query [n, d] -> (index [n], verified [n])."""
+def _level_search(
+    level: GridLevel, lo: jax.Array, max_d2: jax.Array, qc: jax.Array, num_nearest: int = 0
+) -> tuple[jax.Array, ...]:
+    """Nearest among the 3^d cells around each centred query [n, d] -> (verified [n], index [n]).
+    A query is also settled when every point is provably farther than sqrt(max_d2).
+    num_nearest = k > 0 also returns the k nearest points of the searched cells [n, k] (by
+    distance) and a bound [n]: every other point is at least that far from the query."""
     d = qc.shape[1]
     dims = level.dims
     cell = jnp.clip(jnp.floor((qc - lo) / level.cell), 0, dims - 1).astype(jnp.int32)
@@ -497,50 +505,90 @@ def _level_search(level: GridLevel, lo: jax.Array, qc: jax.Array) -> tuple[jax.A
     col = jnp.min(jnp.where(d2 == low[:, None], k, level.window - 1), axis=1)
     found = jnp.take_along_axis(pos, col[:, None], axis=1)[:, 0]
     index = level.order[jnp.minimum(found, level.order.shape[0] - 1)]
+    if num_nearest:  # the next nearest, one at a time (as the first), then the (k+1)-th distance
+        cols, rest = [col], d2
+        for _ in range(num_nearest - 1):
+            rest = jnp.where(k == cols[-1][:, None], jnp.inf, rest)
+            low_j = jnp.min(rest, axis=1)
+            cols.append(jnp.min(jnp.where(rest == low_j[:, None], k, level.window - 1), axis=1))
+        rest = jnp.where(k == cols[-1][:, None], jnp.inf, rest)
+        beyond = jnp.min(rest, axis=1)  # inf when the cells hold at most num_nearest points
+        near = jnp.take_along_axis(pos, jnp.stack(cols, 1), axis=1)
+        near = level.order[jnp.minimum(near, level.order.shape[0] - 1)]
     # Every point outside the searched cells is at least `radius` away: the distance from the
     # query to the nearest face of the searched block that has cells beyond it.
     below = jnp.where(cell > 1, qc - (lo + (cell - 1).astype(qc.dtype) * level.cell), jnp.inf)
     above = jnp.where(cell + 2 < dims, lo + (cell + 2).astype(qc.dtype) * level.cell - qc, jnp.inf)
     radius = jnp.min(jnp.minimum(below, above), axis=1) - level.tol
-    verified = (ends[:, -1] <= level.window) & (radius > 0) & (low <= radius * radius)
-    return index, verified
+    complete = ends[:, -1] <= level.window
+    verified = complete & (radius > 0) & (low <= radius * radius)
+    # Farther than max_distance from every point (the searched cells and all beyond `radius`):
+    # any of them will do (max_d2 = inf never takes this branch).
+    far = complete & (low > max_d2) & (radius > 0) & (radius * radius > max_d2)
+    if not num_nearest:
+        return verified | far, index
+    bound = jnp.minimum(jnp.sqrt(beyond), radius)
+    return verified | far, index, near, jnp.where(complete, bound, -jnp.inf)
 
 
-def _resolve(pending, queries_c, search, chunk, index):
-    """Runs `search` on the pending queries, `chunk` at a time; keeps the verified answers."""
+def _resolve(pending, queries_c, search, chunk, outputs):
+    """Runs `search` on the pending queries, `chunk` at a time: search(q) -> (settled, *values);
+    writes the settled rows of the values into `outputs` (a tuple of [Q, ...] arrays) and
+    clears them from `pending`. Returns (outputs, pending)."""
     total = queries_c.shape[0]
     num = jnp.sum(pending, dtype=jnp.int32)
     rows = jnp.nonzero(pending, size=total, fill_value=0)[0].astype(jnp.int32)
     rows = jnp.concatenate([rows, jnp.zeros((chunk,), jnp.int32)])
 
     def body(i, state):
-        index, pending = state
+        outputs, pending = state
         r = lax.dynamic_slice(rows, (i * chunk,), (chunk,))
-        found, verified = search(queries_c[r])
-        target = jnp.where((i * chunk + jnp.arange(chunk) < num) & verified, r, total)
-        return index.at[target].set(found, mode="drop"), pending.at[target].set(False, mode="drop")
+        settled, *values = search(queries_c[r])
+        target = jnp.where((i * chunk + jnp.arange(chunk) < num) & settled, r, total)
+        outputs = tuple(
+            o.at[target].set(v, mode="drop") for o, v in zip(outputs, values, strict=True)
+        )
+        return outputs, pending.at[target].set(False, mode="drop")
 
-    return lax.fori_loop(0, (num + chunk - 1) // chunk, body, (index, pending))
+    return lax.fori_loop(0, (num + chunk - 1) // chunk, body, (outputs, pending))
+
+
+def _search_all(
+    index: GridIndex, queries_c, pending, outputs, max_d2, k: int = 0, chunks=None, brute_chunk=128
+):
+    """The pending queries through every level, then brute force (k > 0: with candidates)."""
+    for i, level in enumerate(index.levels):
+        search = functools.partial(_level_search, level, index.lo, max_d2, num_nearest=k)
+        chunk = level.chunk if chunks is None else chunks[i]
+        outputs, pending = _resolve(pending, queries_c, search, chunk, outputs)
+    points_c = index.points - index.centre
+    num_points = points_c.shape[0]
+
+    def brute(q):
+        settled = jnp.ones(q.shape[:1], bool)
+        if not k:
+            return settled, _xla_nearest(q, points_c, NearestTiles(brute_chunk, 512))
+        kk = min(k + 1, num_points)
+        near, d2 = _xla_k_nearest(q, points_c, kk, NearestTiles(brute_chunk, 512))
+        bound = jnp.sqrt(d2[:, k]) if kk > k else jnp.full(q.shape[:1], jnp.inf, q.dtype)
+        near = jnp.pad(near[:, :k], ((0, 0), (0, k - min(kk, k))), mode="edge")
+        return settled, near[:, 0], near, bound
+
+    outputs, _ = _resolve(pending, queries_c, brute, brute_chunk, outputs)
+    return outputs
 
 
 @jax.jit
-def _grid_nearest(index: GridIndex, queries: jax.Array) -> jax.Array:
+def _grid_nearest(index: GridIndex, queries: jax.Array, max_d2: jax.Array) -> jax.Array:
     queries_c = queries - index.centre
     found = jnp.zeros(queries.shape[:1], jnp.int32)
     pending = jnp.ones(queries.shape[:1], bool)
-    for level in index.levels:
-        search = functools.partial(_level_search, level, index.lo)
-        found, pending = _resolve(pending, queries_c, search, level.chunk, found)
-    points_c = index.points - index.centre
-
-    def brute(q):
-        return _xla_nearest(q, points_c, NearestTiles(128, 512)), jnp.ones(q.shape[:1], bool)
-
-    found, _ = _resolve(pending, queries_c, brute, 128, found)
-    return found
+    return _search_all(index, queries_c, pending, (found,), max_d2)[0]
 
 
-def grid_nearest(index: GridIndex, queries: jax.Array) -> tuple[jax.Array, jax.Array]:
+def grid_nearest(
+    index: GridIndex, queries: jax.Array, *, max_distance: Any = None
+) -> tuple[jax.Array, jax.Array]:
     """Exact nearest neighbour of `queries` [Q, d] among `index.points`, under jit.
 
     Level by level (cell side h, 2h, ...), a query is compared with every point in the 3^d cells
@@ -548,13 +596,100 @@ def grid_nearest(index: GridIndex, queries: jax.Array) -> tuple[jax.Array, jax.A
     face of the searched block beyond which cells exist (less a rounding slack). Queries that no
     level verifies are brute-forced, so the result is always exact; the speed depends on how many
     queries the fine levels verify (roughly uniform density, queries near the points).
+    max_distance (scalar, may be traced; None = no limit): like cKDTree's distance_upper_bound,
+    a query farther than it from every point gets some point farther than it (not necessarily
+    the nearest), which spares the coarse levels and the brute force for far queries.
     Returns (index int32 [Q], sq_dist [Q]).
     """
     _check_inputs("grid_nearest", queries, index.points)
     if queries.shape[0] == 0:
         return jnp.zeros((0,), jnp.int32), jnp.zeros((0,), queries.dtype)
-    found = _grid_nearest(index, queries)
+    dtype = jnp.result_type(queries)
+    if max_distance is None:
+        max_d2 = jnp.asarray(jnp.inf, dtype)
+    else:
+        max_d2 = jnp.square(jnp.asarray(max_distance, dtype))
+    found = _grid_nearest(index, queries, max_d2)
     return found, _exact_sq_dist(queries, index.points, found)
+
+
+class NearestCache(NamedTuple):
+    """Candidates per query for `grid_nearest_cached`, for queries that move a little per call
+    (an iterative registration's closest points). A pytree of arrays.
+
+    queries: [Q, d] where each query was when its candidates were collected.
+    candidates: [Q, k] int32 indices into the index's points: the k nearest there.
+    bound: [Q] every point not among the candidates was at least this far from `queries`
+      (-inf: no candidates yet).
+    """
+
+    queries: jax.Array
+    candidates: jax.Array
+    bound: jax.Array
+
+
+def nearest_cache_init(num_queries: int, d: int, k: int = 8, dtype: Any = jnp.float32):
+    """An empty `NearestCache` (every query searches the grid on the first call)."""
+    if k < 1:
+        raise ValueError(f"nearest_cache_init: k={k} must be >= 1")
+    return NearestCache(
+        queries=jnp.zeros((num_queries, d), dtype),
+        candidates=jnp.zeros((num_queries, k), jnp.int32),
+        bound=jnp.full((num_queries,), -jnp.inf, dtype),
+    )
+
+
+@jax.jit
+def _grid_nearest_cached(index: GridIndex, queries, cache: NearestCache, max_d2):
+    # A query that moved by delta from where its candidates were collected is at least
+    # bound - delta from every other point: if its nearest candidate is closer, it is the nearest.
+    delta = jnp.sqrt(jnp.sum((queries - cache.queries) ** 2, axis=-1))
+    cand_d2 = jnp.sum((queries[:, None, :] - index.points[cache.candidates]) ** 2, axis=-1)
+    low = jnp.min(cand_d2, axis=1)
+    k = cache.candidates.shape[1]
+    col = jnp.min(jnp.where(cand_d2 == low[:, None], jnp.arange(k), k - 1), axis=1)
+    found = jnp.take_along_axis(cache.candidates, col[:, None], axis=1)[:, 0]
+    margin = cache.bound - delta - index.levels[0].tol
+    ok = (margin > 0) & ((low <= margin * margin) | ((low > max_d2) & (margin * margin > max_d2)))
+    # The others search the grid, collecting new candidates where they are now. Small chunks:
+    # usually few queries are pending.
+    chunks = [int(np.clip((1 << 14) // level.window, 16, 512)) for level in index.levels]
+    outputs = (found, cache.candidates, cache.bound)
+    found, candidates, bound = _search_all(
+        index, queries - index.centre, ~ok, outputs, max_d2, k=k, chunks=chunks, brute_chunk=32
+    )
+    new_queries = jnp.where(ok[:, None], cache.queries, queries)
+    return found, NearestCache(new_queries, candidates, bound)
+
+
+def grid_nearest_cached(
+    index: GridIndex, queries: jax.Array, cache: NearestCache, *, max_distance: Any = None
+) -> tuple[jax.Array, jax.Array, NearestCache]:
+    """`grid_nearest` for queries that move a little between calls, with the same (exact) result.
+
+    Each query first checks its cached candidates: if it moved by delta since they were
+    collected and its nearest candidate is within bound - delta (less a rounding slack), that
+    candidate is the nearest point. Only the other queries search the grid, which also collects
+    their k nearest points and a new bound (the (k+1)-th distance, or the searched cells'
+    radius). Start from `nearest_cache_init(Q, d, k)`; pass the returned cache to the next call
+    (any cache returned for the same index and Q queries is valid, whatever the queries were).
+    Returns (index int32 [Q], sq_dist [Q], cache).
+    """
+    _check_inputs("grid_nearest_cached", queries, index.points)
+    q_shape = jnp.shape(queries)
+    if cache.queries.shape != q_shape or cache.candidates.shape[0] != q_shape[0]:
+        raise ValueError(
+            f"grid_nearest_cached: cache for queries {cache.queries.shape}, got {q_shape}"
+        )
+    if q_shape[0] == 0:
+        return jnp.zeros((0,), jnp.int32), jnp.zeros((0,), queries.dtype), cache
+    dtype = jnp.result_type(queries)
+    if max_distance is None:
+        max_d2 = jnp.asarray(jnp.inf, dtype)
+    else:
+        max_d2 = jnp.square(jnp.asarray(max_distance, dtype))
+    found, cache = _grid_nearest_cached(index, queries, cache, max_d2)
+    return found, _exact_sq_dist(queries, index.points, found), cache
 
 
 # ----------------------------------------------------------------------------------------------

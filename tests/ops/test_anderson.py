@@ -302,6 +302,39 @@ def test_driver_under_jit_and_vmap_with_float64():
     assert jnp.zeros(1).dtype == jnp.float32
 
 
+def test_stop_on_step_measures_consecutive_iterates():
+    """stop_on="step": the stopping residual is max |x_next - x_acc| (x_next the Anderson point);
+    the plain iteration is unchanged (x_next = T(x_acc))."""
+    step, energy, x0 = _least_squares_mm(n=30, rho=0.9, seed=4)
+    fused = lambda x: (step(x), energy(x))
+    iterations = {}
+    for use_aa in (False, True):
+        kw = dict(max_iter=300, tol=1e-4, use_aa=use_aa)
+        x_r, i_r = anderson_mm(fused, None, x0, **kw)
+        x_s, i_s = anderson_mm(fused, None, x0, stop_on="step", **kw)
+        assert bool(i_s.converged) and float(i_s.residual) < 1e-4
+        if not use_aa:
+            np.testing.assert_array_equal(np.asarray(x_r), np.asarray(x_s))
+            assert int(i_r.iterations) == int(i_s.iterations)
+        iterations[use_aa] = int(i_s.iterations)
+    assert iterations[True] < iterations[False]
+    # One iteration fewer: no accepted point had a step below tol yet.
+    _, i_prev = anderson_mm(fused, None, x0, max_iter=iterations[True] - 1, tol=0.0, stop_on="step")
+    assert float(i_prev.residual) >= 1e-4
+
+
+def test_aux_is_threaded_through_every_evaluation():
+    """aux: step_fn(x, aux) -> (T(x), E(x), aux); same iterates, final aux returned."""
+    step, energy, x0 = _least_squares_mm(n=30, rho=0.9, seed=6)
+    x1, i1 = anderson_mm(lambda x: (step(x), energy(x)), None, x0, max_iter=50, tol=1e-5)
+    counted = lambda x, calls: (step(x), energy(x), calls + 1)
+    x2, i2, calls = anderson_mm(counted, None, x0, max_iter=50, tol=1e-5, aux=jnp.int32(0))
+    np.testing.assert_array_equal(np.asarray(x1), np.asarray(x2))
+    assert int(calls) == int(i2.iterations) == int(i1.iterations)
+    with pytest.raises(ValueError, match="aux"):
+        anderson_mm(counted, energy, x0, max_iter=3, aux=jnp.int32(0))
+
+
 def test_errors():
     with pytest.raises(ValueError, match="m must be >= 1"):
         anderson_init(jnp.zeros(3), 0)
@@ -312,3 +345,5 @@ def test_errors():
         anderson_mm(lambda x: x, lambda x: 0.0, jnp.zeros(3, jnp.int32), max_iter=3)
     with pytest.raises(ValueError, match="scalar"):
         anderson_mm(lambda x: x, lambda x: x, jnp.zeros(3), max_iter=3)
+    with pytest.raises(ValueError, match="stop_on"):
+        anderson_mm(lambda x: x, lambda x: 0.0, jnp.zeros(3), max_iter=3, stop_on="energy")

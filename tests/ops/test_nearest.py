@@ -156,6 +156,49 @@ def test_grid_levels_and_fallback():
         _check(q[:50], pts, found, sq_dist, rtol=2e-5)
 
 
+def test_grid_nearest_cached_moving_queries():
+    """grid_nearest_cached over a sequence of small moves equals the exact search every call,
+    refreshes only the queries whose candidates no longer prove the answer, and honours
+    max_distance; tiny point sets (k > P) and k = 1 work."""
+    rng = np.random.default_rng(5)
+    p = rng.standard_normal((3000, 3))
+    p = (p / np.linalg.norm(p, axis=1, keepdims=True)).astype(np.float32)  # a sphere
+    dirs = rng.standard_normal((500, 3))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    radii = np.concatenate([1 + 0.02 * rng.standard_normal(400), rng.uniform(1.5, 30, 100)])
+    q = (dirs * radii[:, None]).astype(np.float32)
+    index = nn.build_grid_index(p)
+    step = jax.jit(nn.grid_nearest_cached)
+    cache = nn.nearest_cache_init(len(q), 3, 4)
+    refreshed = []
+    for _ in range(5):
+        found, sq_dist, new = step(index, jnp.asarray(q), cache)
+        _check(q, p, found, sq_dist, rtol=2e-5)
+        moved = np.asarray(new.queries) != np.asarray(cache.queries)
+        refreshed.append(int(np.sum(np.any(moved, 1))))
+        cache = new
+        q = q + (0.002 * rng.standard_normal(q.shape)).astype(np.float32)
+    assert refreshed[0] == len(q) and 0 < max(refreshed[1:]) < len(q) // 2
+    # max_distance: exact within the limit, some point beyond it elsewhere (as grid_nearest).
+    limit = 0.5
+    found, sq_dist, _ = nn.grid_nearest_cached(index, jnp.asarray(q), cache, max_distance=limit)
+    exact_d, exact_i = cKDTree(p).query(q)
+    within, beyond = exact_d < limit * (1 - 1e-5), exact_d > limit * (1 + 1e-5)
+    assert within.any() and beyond.any()
+    np.testing.assert_array_equal(np.asarray(found)[within], exact_i[within])
+    assert np.all(np.sqrt(np.asarray(sq_dist))[beyond] > limit)
+    for pts, k in ((p[:3], 8), (p[:50], 1)):
+        small = nn.build_grid_index(pts)
+        cache = nn.nearest_cache_init(len(q), 3, k)
+        for _ in range(2):
+            found, sq_dist, cache = nn.grid_nearest_cached(small, jnp.asarray(q), cache)
+            _check(q, pts, found, sq_dist, rtol=2e-5)
+    with pytest.raises(ValueError, match="cache for queries"):
+        nn.grid_nearest_cached(index, jnp.asarray(q[:10]), cache)
+    with pytest.raises(ValueError, match="k=0"):
+        nn.nearest_cache_init(10, 3, 0)
+
+
 @pytest.mark.parametrize(
     "shape,k,dtype,small_tiles",
     [

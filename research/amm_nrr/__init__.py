@@ -1,0 +1,1 @@
+"""AMM-NRR: robust non-rigid registration by Anderson-accelerated majorization-minimization."""

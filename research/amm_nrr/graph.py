@@ -1,0 +1,210 @@
+"""The deformation graph of the registration, built on the host with numpy / scipy.
+
+Everything here is in the normalised frame (`normalise`): both meshes centred on, and divided
+by the diagonal of, their joint bounding box, as the official code does.
+
+Coverage distance. The official code measures node coverage with exact local geodesics (VTP). We
+use shortest paths (Dijkstra, `scipy.sparse.csgraph`) along mesh edges plus one diagonal across
+each pair of adjacent triangles (see `_edge_graph`), which approximates the geodesic distance to a
+few percent; point clouds (no faces) use Euclidean distance (`scipy.spatial.cKDTree`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse import csgraph
+from scipy.spatial import cKDTree
+
+from research.datasets.meshes import Mesh
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalisation:
+    """x_normalised = (x - centre) / scale, scale = joint bounding-box diagonal."""
+
+    centre: np.ndarray  # [3]
+    scale: float
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return (np.asarray(x, np.float64) - self.centre) / self.scale
+
+    def undo(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x, np.float64) * self.scale + self.centre
+
+
+def normalise(source: np.ndarray, target: np.ndarray) -> Normalisation:
+    """The joint bounding box of source [n, 3] and target [m, 3]: centre and diagonal."""
+    both = np.concatenate([np.asarray(source, np.float64), np.asarray(target, np.float64)])
+    lo, hi = both.min(0), both.max(0)
+    scale = float(np.linalg.norm(hi - lo))
+    if not scale > 0:
+        raise ValueError("normalise: source and target together span a single point")
+    return Normalisation((lo + hi) / 2, scale)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeformationGraph:
+    """Nodes, vertex-node weights and node edges (numpy, normalised frame).
+
+    node_index: [r] int64 source vertices that are nodes, in sampling order.
+    nodes: [r, 3] their positions p_j.
+    pair_vertex, pair_node: [nnz] int64 (vertex i, node j) pairs with w_ij > 0, sorted by vertex.
+    pair_weight: [nnz] w_ij = (1 - (d_ij / R)^2)^3, normalised to sum 1 per vertex.
+    edge_from, edge_to: [e] int64 directed node edges (i -> j), both directions stored.
+    edge_scale: [e] 1 / ||p_i - p_j||, normalised to mean 1 (the regulariser's row scaling).
+    radius: R in normalised units; mean_edge: l, the source's mean edge length (normalised).
+    """
+
+    node_index: np.ndarray
+    nodes: np.ndarray
+    pair_vertex: np.ndarray
+    pair_node: np.ndarray
+    pair_weight: np.ndarray
+    edge_from: np.ndarray
+    edge_to: np.ndarray
+    edge_scale: np.ndarray
+    radius: float
+    mean_edge: float
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.nodes.shape[0])
+
+
+def mean_edge_length(mesh: Mesh, vertices: np.ndarray | None = None) -> float:
+    """Mean length of the mesh's unique edges (vertices default to the mesh's)."""
+    v = mesh.vertices if vertices is None else vertices
+    e = mesh.edges()
+    if len(e) == 0:
+        raise ValueError("mean_edge_length: the mesh has no faces (a point cloud has no edges)")
+    return float(np.linalg.norm(v[e[:, 0]] - v[e[:, 1]], axis=1).mean())
+
+
+def _edge_graph(mesh: Mesh, vertices: np.ndarray) -> sp.csr_matrix:
+    """[n, n] symmetric graph for the geodesic approximation: the mesh edges plus, for each interior
+    edge, the "diagonal" between the two opposite vertices of its triangles, all with Euclidean
+    lengths. The diagonals let shortest paths cut across triangle pairs, which brings graph
+    distances much closer to geodesics than edges alone (d1 at radius 8: 285 nodes with edges only,
+    210 with diagonals, 199 with the official exact geodesics; d2 at radius 5: 290, 246, 266)."""
+    n = vertices.shape[0]
+    f = np.asarray(mesh.faces, np.int64)
+    e = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
+    opposite = np.concatenate([f[:, 2], f[:, 0], f[:, 1]])
+    key = e[:, 0] * n + e[:, 1]
+    order = np.argsort(key, kind="stable")
+    twin = np.flatnonzero(key[order][1:] == key[order][:-1])  # edges shared by two triangles
+    diag = np.stack([opposite[order][twin], opposite[order][twin + 1]], 1)
+    pairs = np.concatenate([mesh.edges(), np.sort(diag, axis=1)])
+    pairs = np.unique(pairs[pairs[:, 0] != pairs[:, 1]], axis=0)
+    length = np.linalg.norm(vertices[pairs[:, 0]] - vertices[pairs[:, 1]], axis=1)
+    g = sp.coo_matrix((length, (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    return (g + g.T).tocsr()
+
+
+def _check_isolated(mesh: Mesh) -> None:
+    """The official code's known failure: a vertex in no face can never be covered by a node
+    geodesically, so it fails with an unhelpful message. Report the vertices instead."""
+    used = np.zeros(mesh.vertices.shape[0], bool)
+    used[np.asarray(mesh.faces).ravel()] = True
+    if not used.all():
+        bad = np.flatnonzero(~used)
+        raise ValueError(
+            f"deformation graph: the source mesh has {bad.size} isolated vertices (in no face), "
+            f"e.g. indices {bad[:10].tolist()}; geodesic coverage cannot reach them. Remove them "
+            "from the source mesh (or register it as a point cloud, with Euclidean coverage)."
+        )
+
+
+def build_graph(
+    mesh: Mesh, vertices: np.ndarray, radius_factor: float, *, coverage: str = "auto"
+) -> DeformationGraph:
+    """Samples the deformation graph of `mesh` with normalised `vertices` [n, 3].
+
+    R = radius_factor x mean edge length (for a point cloud: mean distance to the nearest other
+    point). Greedy sampling over vertices sorted by x: a vertex not yet within R of a node
+    becomes a node. coverage: "geodesic" (Dijkstra along edges; meshes only), "euclidean", or
+    "auto" (geodesic for meshes, Euclidean for point clouds).
+    """
+    v = np.asarray(vertices, np.float64)
+    n = v.shape[0]
+    if coverage == "auto":
+        coverage = "euclidean" if mesh.is_point_cloud else "geodesic"
+    if coverage not in ("geodesic", "euclidean"):
+        raise ValueError(f"build_graph: coverage={coverage!r}, expected geodesic or euclidean")
+    if not radius_factor > 0:
+        raise ValueError(f"build_graph: radius factor {radius_factor} must be > 0")
+    if mesh.is_point_cloud:
+        if coverage == "geodesic":
+            raise ValueError("build_graph: geodesic coverage needs faces; the source has none")
+        d, _ = cKDTree(v).query(v, k=2)
+        mean_edge = float(d[:, 1].mean())
+    else:
+        mean_edge = mean_edge_length(mesh, v)
+    radius = radius_factor * mean_edge
+
+    order = np.lexsort((np.arange(n), v[:, 0]))  # by x, ties by index
+    covered = np.zeros(n, bool)
+    nodes, rows_v, rows_d = [], [], []
+    if coverage == "geodesic":
+        _check_isolated(mesh)
+        graph = _edge_graph(mesh, v)
+        for i in order:
+            if covered[i]:
+                continue
+            dist = csgraph.dijkstra(graph, indices=int(i), limit=radius)
+            reach = np.flatnonzero(dist < radius)
+            nodes.append(i)
+            rows_v.append(reach)
+            rows_d.append(dist[reach])
+            covered[reach] = True
+    else:
+        tree = cKDTree(v)
+        for i in order:
+            if covered[i]:
+                continue
+            reach = np.asarray(tree.query_ball_point(v[i], radius), np.int64)
+            nodes.append(i)
+            rows_v.append(reach)
+            rows_d.append(np.linalg.norm(v[reach] - v[i], axis=1))
+            covered[reach] = True
+    node_index = np.asarray(nodes, np.int64)
+    r = node_index.size
+    pv = np.concatenate(rows_v)
+    pn = np.repeat(np.arange(r), [len(x) for x in rows_v])
+    pd = np.concatenate(rows_d)
+    w = (1.0 - (pd / radius) ** 2) ** 3
+    keep = w > 0
+    pv, pn, w = pv[keep], pn[keep], w[keep]
+    total = np.bincount(pv, weights=w, minlength=n)
+    if np.any(total <= 0):  # only reachable through rounding at d == R
+        bad = np.flatnonzero(total <= 0)
+        raise ValueError(
+            f"deformation graph: {bad.size} vertices are covered by no node with radius "
+            f"{radius_factor} x mean edge length, e.g. {bad[:10].tolist()}; increase the radius"
+        )
+    srt = np.lexsort((pn, pv))
+    pv, pn, w = pv[srt], pn[srt], w[srt] / total[pv[srt]]
+
+    # Node neighbours: nodes that cover a common vertex.
+    cover = sp.csr_matrix((np.ones_like(w), (pv, pn)), shape=(n, r))
+    share = (cover.T @ cover).tocoo()
+    off = share.row != share.col
+    ef, et = share.row[off].astype(np.int64), share.col[off].astype(np.int64)
+    p = v[node_index]
+    inv_len = 1.0 / np.linalg.norm(p[ef] - p[et], axis=1)
+    edge_scale = inv_len / inv_len.mean() if inv_len.size else inv_len
+    return DeformationGraph(
+        node_index=node_index,
+        nodes=p,
+        pair_vertex=pv,
+        pair_node=pn,
+        pair_weight=w,
+        edge_from=ef,
+        edge_to=et,
+        edge_scale=edge_scale,
+        radius=float(radius),
+        mean_edge=float(mean_edge),
+    )

@@ -1,0 +1,157 @@
+"""Triangle meshes and point clouds: OBJ / PLY (ASCII and binary) I/O and synthetic surfaces.
+
+Reading and writing go through trimesh with `process=False`, so vertices keep their order and
+count (no merging, no removal of unreferenced vertices): registration results are compared
+vertex by vertex. A file with vertices but no faces loads as a point cloud (`faces=None`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import trimesh
+
+_FORMATS = (".obj", ".ply")
+
+
+@dataclasses.dataclass(frozen=True)
+class Mesh:
+    """vertices: [n, 3] float64; faces: [f, 3] int64 vertex indices, or None for a point cloud."""
+
+    vertices: np.ndarray
+    faces: np.ndarray | None = None
+
+    def __post_init__(self):
+        v = np.asarray(self.vertices)
+        if v.ndim != 2 or v.shape[1] != 3 or v.shape[0] == 0:
+            raise ValueError(f"Mesh: vertices must be [n, 3] with n >= 1, got {v.shape}")
+        if self.faces is not None:
+            f = np.asarray(self.faces)
+            if f.ndim != 2 or f.shape[1] != 3:
+                raise ValueError(f"Mesh: faces must be [f, 3] triangles, got {f.shape}")
+            if f.size and (f.min() < 0 or f.max() >= v.shape[0]):
+                raise ValueError(
+                    f"Mesh: face indices span [{f.min()}, {f.max()}], outside [0, {v.shape[0]})"
+                )
+
+    @property
+    def is_point_cloud(self) -> bool:
+        return self.faces is None or len(self.faces) == 0
+
+    def edges(self) -> np.ndarray:
+        """[e, 2] int64 unique undirected edges (i < j) of the faces; empty for a point cloud."""
+        if self.is_point_cloud:
+            return np.zeros((0, 2), np.int64)
+        f = np.asarray(self.faces, np.int64)
+        e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
+        e.sort(axis=1)
+        return np.unique(e, axis=0)
+
+
+def _check_format(path: str) -> str:
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in _FORMATS:
+        raise ValueError(f"{path}: unsupported mesh format {ext!r}; expected one of {_FORMATS}")
+    return ext
+
+
+def load_mesh(path: str) -> Mesh:
+    """Reads an OBJ or PLY (ASCII or binary) triangle mesh or point cloud, vertex order kept."""
+    ext = _check_format(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: mesh file not found")
+    try:
+        loaded = trimesh.load(path, process=False, maintain_order=True, force=None)
+    except Exception as err:  # noqa: BLE001 - re-raised with the file name
+        raise ValueError(f"{path}: cannot parse as {ext[1:].upper()}: {err}") from err
+    if isinstance(loaded, trimesh.Scene):
+        geoms = list(loaded.geometry.values())
+        if len(geoms) != 1:
+            raise ValueError(f"{path}: expected one mesh or point cloud, found {len(geoms)}")
+        loaded = geoms[0]
+    vertices = np.asarray(getattr(loaded, "vertices", np.zeros((0, 3))), np.float64)
+    if vertices.ndim != 2 or vertices.shape[0] == 0:
+        raise ValueError(f"{path}: no vertices found")
+    faces = getattr(loaded, "faces", None)
+    faces = None if faces is None or len(faces) == 0 else np.asarray(faces, np.int64)
+    try:
+        return Mesh(vertices, faces)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
+
+
+def save_mesh(path: str, mesh: Mesh, *, binary: bool = False) -> str:
+    """Writes `mesh` as OBJ (always ASCII) or PLY (`binary` selects binary little-endian)."""
+    ext = _check_format(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if mesh.is_point_cloud:
+        geom = trimesh.PointCloud(np.asarray(mesh.vertices, np.float64))
+    else:
+        geom = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
+    if ext == ".ply":
+        data = trimesh.exchange.ply.export_ply(geom, encoding="binary" if binary else "ascii")
+    else:
+        if binary:
+            raise ValueError(f"{path}: OBJ is a text format; binary=True applies to PLY only")
+        # Full precision (trimesh's default of 8 digits would round the vertices).
+        data = trimesh.exchange.obj.export_obj(geom, digits=17, include_normals=False)
+    mode = "wb" if isinstance(data, bytes) else "w"
+    with open(path, mode) as f:
+        f.write(data)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Synthetic surfaces.
+
+
+def grid_surface(n: int = 24, *, size: float = 1.0, bump: float = 0.15) -> Mesh:
+    """A bumpy height-field square: (n + 1)^2 vertices, 2 n^2 triangles, regular edges."""
+    if n < 2:
+        raise ValueError(f"grid_surface: n={n} must be >= 2")
+    s = np.linspace(0.0, size, n + 1)
+    x, y = np.meshgrid(s, s, indexing="ij")
+    z = bump * size * np.sin(2.0 * np.pi * x / size) * np.cos(np.pi * y / size)
+    vertices = np.stack([x, y, z], -1).reshape(-1, 3)
+    idx = np.arange((n + 1) ** 2).reshape(n + 1, n + 1)
+    a, b, c, d = idx[:-1, :-1], idx[1:, :-1], idx[1:, 1:], idx[:-1, 1:]
+    faces = np.concatenate(
+        [np.stack([a, b, c], -1).reshape(-1, 3), np.stack([a, c, d], -1).reshape(-1, 3)]
+    )
+    return Mesh(vertices, faces)
+
+
+def smooth_deformation(
+    rng: np.random.Generator,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    *,
+    amplitude: float,
+    num_waves: int = 4,
+):
+    """A random smooth deformation of the box [lo, hi] (3-vectors): a small random rotation plus
+    `num_waves` low-frequency sine displacement fields, of size `amplitude` x the box diagonal.
+    Returns f: points [k, 3] -> deformed points [k, 3] (the same field for any points, so a
+    source and a denser target can share it)."""
+    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+    diag = max(float(np.linalg.norm(hi - lo)), 1e-12)
+    freqs = rng.normal(size=(num_waves, 3)) * 1.5
+    phases = rng.uniform(0, 2 * np.pi, size=num_waves)
+    dirs = rng.normal(size=(num_waves, 3))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    angle = rng.normal() * 0.1
+    axis = rng.normal(size=3)
+    axis /= np.linalg.norm(axis)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    rot = np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
+    centre = (lo + hi) / 2
+
+    def field(points: np.ndarray) -> np.ndarray:
+        pts = np.asarray(points, np.float64)
+        u = (pts - lo) / diag
+        disp = np.sin(u @ freqs.T * np.pi + phases) @ dirs * (amplitude * diag / num_waves)
+        return (pts - centre) @ rot.T + centre + disp
+
+    return field

@@ -1,0 +1,137 @@
+"""Energy terms vs finite differences, the MM surrogate's majorization, the assembled system and
+the block-tridiagonal solve, on small random problems in float64."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from research.amm_nrr import energy as E
+from research.amm_nrr.graph import build_graph, normalise
+from research.datasets.meshes import grid_surface
+
+NU_A, NU_R = 0.02, 0.05
+
+
+@pytest.fixture(scope="module")
+def setup():
+    with jax.enable_x64(True):
+        mesh = grid_surface(8)
+        v = normalise(mesh.vertices, mesh.vertices).apply(mesh.vertices)
+        graph = build_graph(mesh, v, 2.5)
+        rng = np.random.default_rng(0)
+        landmarks = (np.array([3, 40]), v[[3, 40]] + 0.01)
+        problem = E.make_problem(
+            v,
+            graph,
+            alpha=100.0,
+            beta=10.0,
+            dtype=jnp.float64,
+            landmarks=landmarks,
+            landmark_weight=0.5,
+        )
+        closest = jnp.asarray(v + 0.02 * rng.normal(size=v.shape))
+        yield problem, v.shape[0], closest, rng
+
+
+def _random_x(problem, rng, scale=0.05):
+    return problem.x0 + scale * jnp.asarray(rng.normal(size=problem.x0.shape))
+
+
+def _terms(problem, n, closest, robust):
+    """Each term as a function of X (fixed closest points for the data term)."""
+    return {
+        "data": lambda x: E.data_energy(E.deform(problem, x, n), closest, NU_A, robust),
+        "reg": lambda x: E.reg_energy(problem, x, NU_R, robust),
+        "rot": lambda x: E.rot_energy(problem, x),
+        "landmarks": lambda x: E.landmark_energy(problem, E.deform(problem, x, n)),
+    }
+
+
+@pytest.mark.parametrize("robust", [True, False])
+def test_terms_match_finite_differences(setup, robust):
+    problem, n, closest, rng = setup
+    with jax.enable_x64(True):
+        x = _random_x(problem, rng)
+        direction = jnp.asarray(rng.normal(size=x.shape))
+        for name, fn in _terms(problem, n, closest, robust).items():
+            eps = 1e-6
+            fd = (fn(x + eps * direction) - fn(x - eps * direction)) / (2 * eps)
+            ad = jnp.vdot(jax.grad(fn)(x), direction)
+            np.testing.assert_allclose(fd, ad, rtol=1e-6, atol=1e-9, err_msg=name)
+
+
+def test_rho_is_scaled_welsch():
+    with jax.enable_x64(True):
+        x2 = jnp.linspace(0.0, 0.01, 7)
+        nu = 0.03
+        np.testing.assert_allclose(
+            E.rho(x2, nu), 2 * nu**2 * (1 - np.exp(-np.asarray(x2) / (2 * nu**2))), rtol=1e-12
+        )
+        # d rho / d x2 is the MM weight.
+        grad = jax.vmap(jax.grad(lambda t: E.rho(t, nu)))(x2)
+        np.testing.assert_allclose(grad, E.mm_weight(x2, nu), rtol=1e-12)
+
+
+@pytest.mark.parametrize("robust", [True, False])
+def test_surrogate_majorizes_and_touches(setup, robust):
+    """E(X) <= S(X; X0) for random X, equality and equal gradients at X0."""
+    problem, n, closest, rng = setup
+    with jax.enable_x64(True):
+        x0 = _random_x(problem, rng)
+        d0 = E.deform(problem, x0, n)
+        s = E.make_surrogate(problem, x0, d0, closest, NU_A, NU_R, robust)
+
+        def energy(x):
+            return sum(fn(x) for fn in _terms(problem, n, closest, robust).values())
+
+        def surrogate(x):  # with the constants that make it touch E at X0
+            return E.surrogate_energy(problem, s, x, n) + (
+                energy(x0) - E.surrogate_energy(problem, s, x0, n)
+            )
+
+        np.testing.assert_allclose(surrogate(x0), energy(x0), rtol=1e-12)
+        np.testing.assert_allclose(jax.grad(surrogate)(x0), jax.grad(energy)(x0), atol=1e-9)
+        for scale in (1e-3, 1e-2, 0.1, 1.0):
+            x = x0 + scale * jnp.asarray(rng.normal(size=x0.shape))
+            assert energy(x) <= surrogate(x) + 1e-12, scale
+
+
+def test_assembled_system_is_the_surrogate(setup):
+    """tr(X^T H X) - 2 tr(X^T b) has the surrogate's gradient and Hessian; the minimiser of the
+    block-tridiagonal solve equals the dense solve."""
+    problem, n, closest, rng = setup
+    with jax.enable_x64(True):
+        x0 = _random_x(problem, rng)
+        s = E.make_surrogate(problem, x0, E.deform(problem, x0, n), closest, NU_A, NU_R)
+        blocks, rhs = E.assemble(problem, s, n)
+        h, b = E.dense_system(problem, blocks, rhs)
+        np.testing.assert_allclose(h, h.T, atol=1e-12)
+        assert np.linalg.eigvalsh(np.asarray(h)).min() > 0
+        x = _random_x(problem, rng)
+        grad = jax.grad(lambda y: E.surrogate_energy(problem, s, y, n))(x)
+        np.testing.assert_allclose(
+            grad.reshape(-1, 3), 2 * (h @ x.reshape(-1, 3) - b), rtol=1e-9, atol=1e-9
+        )
+        dense = np.linalg.solve(np.asarray(h), np.asarray(b))
+        banded = E.minimise_surrogate(problem, s, n)
+        np.testing.assert_allclose(banded.reshape(-1, 3), dense, rtol=1e-8, atol=1e-10)
+        # The minimiser does not raise the surrogate, hence (MM) not the energy either.
+        assert E.surrogate_energy(problem, s, banded, n) <= E.surrogate_energy(problem, s, x0, n)
+
+
+def test_rotation_projection_is_orthonormal():
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(1)
+        x = jnp.asarray(rng.normal(size=(6, 4, 3)))
+        r = np.asarray(E.project_rotations(x))
+        np.testing.assert_allclose(
+            r @ np.swapaxes(r, 1, 2), np.broadcast_to(np.eye(3), r.shape), atol=1e-12
+        )
+        np.testing.assert_allclose(np.linalg.det(r), 1.0, atol=1e-12)
+        # It is the closest rotation: no random rotation is closer.
+        for _ in range(20):
+            q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+            q *= np.linalg.det(q)
+            dist_r = np.linalg.norm(np.asarray(x[0, :3]) - r[0])
+            assert dist_r <= np.linalg.norm(np.asarray(x[0, :3]) - q) + 1e-12

@@ -105,7 +105,7 @@ def train_throughput(
     step = train_base.make_base_step(model, recipe, mesh, steps_per_call)
     train = add_reverse(kg.train, kg.num_relations)
     weights = train_base.subsampling_weights(train, model.num_relations)
-    batches = train_base.EpochBatches(train, weights, batch, seed=0, steps_per_call=steps_per_call)
+    batches = train_base.base_batches(train, weights, batch, seed=0, steps_per_call=steps_per_call)
     key = jax.random.PRNGKey(0)
     state = TrainState.create(model.init(key), train_base.make_optimizer(recipe), key)
     state = replicate(state, mesh)  # as train_loop: the warm-up call compiles the timed one

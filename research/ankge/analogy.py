@@ -38,6 +38,7 @@ from experiments.lib.parallel import data_mesh, make_train_step
 from experiments.lib.train_state import TrainState
 from models.kge import KGEModel, Params
 from research.ankge import evaluate, retriever
+from research.datasets.batching import EpochBatches
 from research.datasets.kg import KG, add_reverse, pair_counts
 
 LEVELS = ("ent", "rel", "triple")
@@ -313,17 +314,7 @@ def train_ankge(
         "triple_relation": found.triple_relation,
     }
     batch_size = min(a.batch_size, len(train) // mesh.size * mesh.size)
-    steps_per_epoch = len(train) // batch_size
-
-    def batch_fn(step: int) -> dict[str, np.ndarray]:
-        idx = []
-        for s in range(step, step + k):
-            epoch, i = divmod(s, steps_per_epoch)
-            perm = np.random.default_rng([config.seed, 7, epoch]).permutation(len(train))
-            idx.append(perm[i * batch_size : (i + 1) * batch_size])
-        idx = np.stack(idx)
-        batch = {name: v[idx] for name, v in table.items()}
-        return batch if k > 1 else {n: v[0] for n, v in batch.items()}
+    batch_fn = EpochBatches(table, batch_size, seed=(config.seed, 7), steps_per_call=k)
 
     start = time.perf_counter()
     state = train_loop(

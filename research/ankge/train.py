@@ -104,7 +104,7 @@ def train_base_model(
         if recipe.subsampling
         else np.ones(len(train), np.float32)
     )
-    batches = train_base.EpochBatches(
+    batches = train_base.base_batches(
         train, weights, recipe.batch_size, seed=config.seed, steps_per_call=k
     )
     step_fn = train_base.make_base_step(model, recipe, mesh, k)

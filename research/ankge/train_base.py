@@ -17,7 +17,6 @@ with the state's buffers donated (`experiments.lib.parallel.make_train_step`).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +25,7 @@ import optax
 
 from experiments.lib.parallel import make_train_step
 from models.kge import KGEModel, match_tails, small_params
+from research.datasets.batching import EpochBatches
 from research.datasets.kg import pair_counts, pair_key
 
 
@@ -121,40 +121,10 @@ def make_base_step(
     )
 
 
-class EpochBatches:
-    """`step -> {"triples": [K, B, 3], "weight": [K, B]}` for the call starting at `step`.
-
-    Epochs are seeded permutations of the training triples (pure in the step, so a resumed run
-    sees the same batches); the last partial batch of an epoch is dropped (as DataLoader
-    drop_last in the official code).
-    """
-
-    def __init__(
-        self,
-        triples: np.ndarray,
-        weights: np.ndarray,
-        batch_size: int,
-        *,
-        seed: int,
-        steps_per_call: int,
-    ):
-        if batch_size > len(triples):
-            raise ValueError(f"batch_size {batch_size} exceeds the {len(triples)} training triples")
-        self.triples, self.weights = triples.astype(np.int32), weights.astype(np.float32)
-        self.batch_size, self.seed, self.k = batch_size, seed, steps_per_call
-        self.steps_per_epoch = len(triples) // batch_size
-        self._perm_epoch, self._perm = -1, None
-
-    def _indices(self, step: int) -> np.ndarray:
-        epoch, i = divmod(step, self.steps_per_epoch)
-        if epoch != self._perm_epoch:
-            rng = np.random.default_rng([self.seed, epoch])
-            self._perm, self._perm_epoch = rng.permutation(len(self.triples)), epoch
-        return self._perm[i * self.batch_size : (i + 1) * self.batch_size]
-
-    def __call__(self, step: int) -> dict[str, Any]:
-        idx = np.stack([self._indices(s) for s in range(step, step + self.k)])
-        batch = {"triples": self.triples[idx], "weight": self.weights[idx]}
-        if self.k == 1:
-            batch = {k: v[0] for k, v in batch.items()}
-        return batch
+def base_batches(
+    triples: np.ndarray, weights: np.ndarray, batch_size: int, *, seed: int, steps_per_call: int
+) -> EpochBatches:
+    """`step -> {"triples": [K, B, 3] int32, "weight": [K, B] float32}` for the call starting at
+    `step` (epoch-shuffled, last partial batch dropped; see research/datasets/batching.py)."""
+    tables = {"triples": triples.astype(np.int32), "weight": weights.astype(np.float32)}
+    return EpochBatches(tables, batch_size, seed=seed, steps_per_call=steps_per_call)

@@ -401,16 +401,3 @@ def normalize(images: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...
     return ((images - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).astype(
         np.float32
     )
-
-
-def epoch_order(num_examples: int, batch_size: int, step: int, *, seed: int) -> np.ndarray:
-    """The example indices [batch_size] of training step `step`: each epoch a fresh permutation
-    seeded by (seed, epoch), the last incomplete batch dropped (a pure function of `step`)."""
-    per_epoch = num_examples // batch_size
-    if per_epoch == 0:
-        raise ValueError(
-            f"{num_examples} training examples are fewer than one batch ({batch_size})"
-        )
-    epoch, i = divmod(step, per_epoch)
-    perm = np.random.default_rng([seed, epoch]).permutation(num_examples)
-    return perm[i * batch_size : (i + 1) * batch_size]

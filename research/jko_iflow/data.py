@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from research.datasets import densities
+from research.datasets.batching import EpochBatches
 from research.datasets.paths import resolve_data_dir
 
 
@@ -52,34 +53,17 @@ def epoch_batches(
     extra: dict[str, float] | None = None,
 ) -> Callable[[int], dict[str, np.ndarray]]:
     """`step -> batch` drawing `x` [N, d] without replacement in a new random order each epoch
-    (a shuffled data loader), a pure function of `step` so that resumed runs see the same data.
+    (`research.datasets.batching.EpochBatches`), a pure function of `step`.
 
     The batch is {"x": [B, d]} (or [steps_per_call, B, d]); each `extra[name] = value` adds a
     constant per-sample leaf [B] (or [steps_per_call, B]).
     """
-    n = len(x)
-    if n < batch_size:
-        raise ValueError(f"{n} training samples are fewer than one batch of {batch_size}")
-    per_epoch = n // batch_size
-    cache: dict[int, np.ndarray] = {}
-
-    def order(epoch: int) -> np.ndarray:
-        if epoch not in cache:
-            cache.clear()
-            cache[epoch] = np.random.default_rng([seed, epoch]).permutation(n)
-        return cache[epoch]
-
-    def one(step: int) -> np.ndarray:
-        epoch, i = divmod(step, per_epoch)
-        return x[order(epoch)[i * batch_size : (i + 1) * batch_size]]
+    batches = EpochBatches({"x": x}, batch_size, seed=seed, steps_per_call=steps_per_call)
 
     def batch_fn(step: int) -> dict[str, np.ndarray]:
-        xs = np.stack([one(s) for s in range(step, step + steps_per_call)])
-        out = {"x": xs}
+        out = batches(step)
         for name, value in (extra or {}).items():
-            out[name] = np.full(xs.shape[:2], value, np.float32)
-        if steps_per_call == 1:
-            out = {k: v[0] for k, v in out.items()}
+            out[name] = np.full(out["x"].shape[:-1], value, np.float32)
         return out
 
     return batch_fn

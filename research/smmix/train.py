@@ -28,6 +28,7 @@ from experiments.lib.parallel import data_mesh, make_train_step
 from experiments.lib.prefetch import Prefetcher
 from experiments.lib.train_state import TrainState
 from research.datasets import images as img
+from research.datasets.batching import epoch_indices
 from research.datasets.paths import resolve_data_dir
 from research.smmix import plots, report, steps
 
@@ -99,7 +100,7 @@ def make_batch_fn(config: Config, data: ImageData, seed: int):
     n = len(data.train_labels)
 
     def one(step: int) -> tuple[np.ndarray, np.ndarray]:
-        idx = img.epoch_order(n, t.batch_size, step, seed=seed)
+        idx = epoch_indices(n, t.batch_size, step, seed=seed)
         rng = np.random.default_rng([seed, step, 1])
         if data.train_x is None:
             x = data.train_folder.load(

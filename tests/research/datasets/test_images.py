@@ -105,13 +105,3 @@ def test_augmentations_are_seeded_and_shape_preserving():
         assert out.shape == (16, 12, 12, 1) and np.isfinite(out).all(), name
     with pytest.raises(ValueError, match="unknown RandAugment ops"):
         img.rand_augment(x, rng, ops=("blur",))
-
-
-def test_epoch_order_visits_every_example_once_per_epoch():
-    seen = np.concatenate([img.epoch_order(10, 3, s, seed=0) for s in range(3)])
-    assert len(set(seen.tolist())) == 9  # 3 batches of 3, the last incomplete batch dropped
-    np.testing.assert_array_equal(
-        img.epoch_order(10, 3, 4, seed=0), img.epoch_order(10, 3, 4, seed=0)
-    )
-    with pytest.raises(ValueError, match="fewer than one batch"):
-        img.epoch_order(2, 3, 0, seed=0)

@@ -39,6 +39,7 @@ def base() -> ml_collections.ConfigDict:
     c.max_iter = 100  # per nu stage
     c.tol = 1e-5  # max vertex displacement, normalised units
     c.robust = True  # False: the least-squares (l2) variant
+    c.alignment = "point"  # or "plane": point-to-plane along the target's vertex normals
     c.dtype = "float32"
     c.coverage = "auto"  # geodesic (meshes) / euclidean (point clouds)
     c.landmarks = ""  # file of `source_index target_index` lines, for the explicit pair

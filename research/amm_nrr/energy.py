@@ -18,6 +18,20 @@ Energy  E(X) = sum_i rho_a(|v_i' - c(v_i')|)                        (alignment, 
 The surrogate at X0 fixes the closest points, the two Welsch weights and the rotations at X0;
 it is a quadratic tr(X^T H X) - 2 tr(X^T b) + const, minimised by H X = b (H: [4r, 4r] SPD,
 solved by `linalg.banded_solve`).
+
+Point-to-plane alignment (an option; the official code has point-to-point only, `PlaneAlignment`)
+uses rho_a((n_c . (v_i' - c))^2 + eps |v_i' - c|^2), n_c the target normal at the closest point
+c; the small point-to-point part (eps = 0.1 by default, as in hybrid non-rigid ICP) pins the
+tangential motion of nodes whose vertices see nearly parallel normals. The plane residual mixes
+the three coordinate columns of X, so the surrogate becomes one quadratic in Y = vec(X)
+([r, 12], Y_j[3a + c] = X_j[a, c]) with 12 x 12 node blocks: the data part
+sum_i w_i (g_ij g_ik^T) (x) (n_i n_i^T) (g_ij = w_ij [v_i - p_j, 1]), every other term's 4 x 4
+block B as B (x) I_3. Closest points beyond the Welsch cutoff are rejected (weight 0), so a node
+without graph neighbours whose vertices are all rejected would leave H singular: the
+point-to-plane surrogate adds the proximal term PROXIMAL |X - X0|^2 (zero with zero gradient at
+X0, so still a majorizer). The closest point is still the nearest target vertex, which does not
+minimise the point-to-plane residual, so E(T(X)) <= E(X) is no longer guaranteed for plain MM (as
+in point-to-plane ICP); the Anderson safeguard compares true energies either way.
 """
 
 from __future__ import annotations
@@ -200,11 +214,44 @@ def project_rotations(x: jax.Array) -> jax.Array:
     return u @ vt
 
 
-def data_energy(
-    deformed: jax.Array, closest: jax.Array, nu_a: jax.Array | float, robust: bool = True
+class PlaneAlignment(NamedTuple):
+    """Point-to-plane alignment, a pytree. normals: [n, 3] unit target normals at each vertex's
+    closest point (in `solver`, the target's [m, 3] vertex normals, gathered per iteration);
+    point_weight: eps of the added eps |v_i' - c_i|^2 (keeps H definite where a node's vertices
+    see nearly parallel normals, or none); max_distance: closest points farther than it are
+    rejected (None: none)."""
+
+    normals: jax.Array
+    point_weight: jax.Array | float
+    max_distance: jax.Array | float | None = None
+
+
+def data_residual2(
+    deformed: jax.Array, closest: jax.Array, plane: PlaneAlignment | None = None
 ) -> jax.Array:
-    """sum_i rho_a(|v_i' - c_i|^2) for deformed [n, 3] and closest target points [n, 3]."""
-    return jnp.sum(rho(jnp.sum((deformed - closest) ** 2, -1), nu_a, robust))
+    """[n] squared alignment residuals: |v_i' - c_i|^2, or with `plane`
+    (n_i . (v_i' - c_i))^2 + eps |v_i' - c_i|^2, inf for a closest point beyond max_distance
+    (rho at its cap, weight 0: like point-to-plane ICP's maximum correspondence distance)."""
+    diff = deformed - closest
+    point2 = jnp.sum(diff**2, -1)
+    if plane is None:
+        return point2
+    r2 = jnp.sum(diff * plane.normals, -1) ** 2 + plane.point_weight * point2
+    if plane.max_distance is None:
+        return r2
+    return jnp.where(point2 > plane.max_distance**2, jnp.inf, r2)
+
+
+def data_energy(
+    deformed: jax.Array,
+    closest: jax.Array,
+    nu_a: jax.Array | float,
+    robust: bool = True,
+    plane: PlaneAlignment | None = None,
+) -> jax.Array:
+    """sum_i rho_a(residual_i^2) for deformed [n, 3] and closest target points [n, 3]
+    (`data_residual2`)."""
+    return jnp.sum(rho(data_residual2(deformed, closest, plane), nu_a, robust))
 
 
 def reg_energy(
@@ -230,14 +277,23 @@ def landmark_energy(problem: Problem, deformed: jax.Array) -> jax.Array:
 # The MM surrogate: H X = b.
 
 
+# Weight of the proximal term |X - X0|^2 of the point-to-plane surrogate (module docstring);
+# data weights are O(1) per vertex, so it only matters where nothing else constrains a node.
+PROXIMAL = 1e-6
+
+
 class Surrogate(NamedTuple):
     """What the surrogate at X0 fixes: closest points [n, 3], data weights [n], edge weights [e],
-    rotation targets [r, 3, 3] (R_j^T)."""
+    rotation targets [r, 3, 3] (R_j^T), and for point-to-plane the `PlaneAlignment` at the
+    closest points (no max_distance: rejected vertices have weight 0) and X0 [r, 4, 3] for the
+    proximal term (both None: point-to-point)."""
 
     closest: jax.Array
     data_weight: jax.Array
     edge_weight: jax.Array
     rotations: jax.Array
+    plane: PlaneAlignment | None = None
+    anchor: jax.Array | None = None
 
 
 def make_surrogate(
@@ -248,36 +304,54 @@ def make_surrogate(
     nu_a: jax.Array | float,
     nu_r: jax.Array | float,
     robust: bool = True,
+    plane: PlaneAlignment | None = None,
 ) -> Surrogate:
-    """The surrogate's fixed parts at X0 (deformed0 = deform(X0), closest = c(deformed0))."""
-    d2 = jnp.sum((deformed0 - closest) ** 2, -1)
+    """The surrogate's fixed parts at X0 (deformed0 = deform(X0), closest = c(deformed0);
+    plane: point-to-plane at the closest points)."""
+    d2 = data_residual2(deformed0, closest, plane)
     e2 = jnp.sum(edge_residuals(problem, x0) ** 2, -1)
     return Surrogate(
-        closest, mm_weight(d2, nu_a, robust), mm_weight(e2, nu_r, robust), project_rotations(x0)
+        closest,
+        mm_weight(d2, nu_a, robust),
+        mm_weight(e2, nu_r, robust),
+        project_rotations(x0),
+        None if plane is None else plane._replace(max_distance=None),
+        None if plane is None else x0,
     )
 
 
 def surrogate_energy(problem: Problem, s: Surrogate, x: jax.Array, num_vertices: int) -> jax.Array:
     """The quadratic part of the surrogate at X (constants dropped): for tests and diagnostics."""
     deformed = deform(problem, x, num_vertices)
-    data = jnp.sum(s.data_weight * jnp.sum((deformed - s.closest) ** 2, -1))
+    data = jnp.sum(s.data_weight * data_residual2(deformed, s.closest, s.plane))
     reg = problem.alpha * jnp.sum(s.edge_weight * jnp.sum(edge_residuals(problem, x) ** 2, -1))
     rot = problem.beta * jnp.sum((x[:, :3, :] - s.rotations) ** 2)
-    return data + reg + rot + landmark_energy(problem, deformed)
+    prox = 0.0 if s.anchor is None else PROXIMAL * jnp.sum((x - s.anchor) ** 2)
+    return data + reg + rot + landmark_energy(problem, deformed) + prox
 
 
 def assemble(problem: Problem, s: Surrogate, num_vertices: int) -> tuple[jax.Array, jax.Array]:
-    """The surrogate tr(X^T H X) - 2 tr(X^T b) + const as H's distinct node blocks [nb, 4, 4]
-    (block (block_row, block_col)) and b [r, 4, 3]: gathers and segment sums over the fixed
-    pair structure, no dense [n, 4r] matrix.
+    """The surrogate tr(X^T H X) - 2 tr(X^T b) + const as H's distinct node blocks and b:
+    point-to-point: blocks [nb, 4, 4] (block (block_row, block_col)), b [r, 4, 3];
+    point-to-plane (s.plane set): blocks [nb, 12, 12], b [r, 12, 1] in Y = vec(X).
+    Gathers and segment sums over the fixed pair structure, no dense [n, 4r] matrix.
     """
     r = problem.x0.shape[0]
     nb = problem.block_row.shape[0]
     dtype = problem.pair_vec.dtype
-    # Alignment (+ landmarks): per-vertex weight and weighted target.
+    plane = s.plane
+    # Per-vertex |v_i' - q_i|^2 terms (point-to-point alignment or point-to-plane's eps part,
+    # landmarks): weight and weighted target; point-to-plane adds w (n . c) n to the target.
     weight = s.data_weight
     target = s.data_weight[:, None] * s.closest
-    if problem.landmark_vertex.shape[0]:
+    if plane is not None:
+        weight = plane.point_weight * weight
+        target = (
+            plane.point_weight * target
+            + (s.data_weight * jnp.sum(s.closest * plane.normals, -1))[:, None] * plane.normals
+        )
+    num_landmarks = problem.landmark_vertex.shape[0]
+    if num_landmarks:
         gamma = problem.landmark_weight
         weight = weight.at[problem.landmark_vertex].add(gamma)
         target = target.at[problem.landmark_vertex].add(gamma * problem.landmark_target)
@@ -302,19 +376,40 @@ def assemble(problem: Problem, s: Surrogate, num_vertices: int) -> tuple[jax.Arr
     rot = jnp.zeros((4, 4), dtype).at[:3, :3].set(jnp.eye(3, dtype=dtype)) * problem.beta
     blocks = blocks.at[problem.diag_block].add(rot)
     rhs = rhs.at[:, :3, :].add(problem.beta * s.rotations)
-    return blocks, rhs
+    if plane is None:
+        return blocks, rhs
+    blocks = blocks.at[problem.diag_block].add(PROXIMAL * jnp.eye(4, dtype=dtype))
+    rhs = rhs + PROXIMAL * s.anchor
+    # Point-to-plane: n_i . v_i' = sum_j (g_ij (x) n_i) . Y_j, so the data block (j, k) is
+    # sum_i w_i (g_ij g_ik^T) (x) (n_i n_i^T): segment sums of the 6 distinct entries of
+    # w n n^T (96 numbers per vertex-node pair rather than 144), expanded per block.
+    nx, ny, nz = plane.normals[:, 0], plane.normals[:, 1], plane.normals[:, 2]
+    wnn = s.data_weight[:, None] * jnp.stack(
+        [nx * nx, ny * ny, nz * nz, nx * ny, nx * nz, ny * nz], 1
+    )
+    data6 = jax.ops.segment_sum(
+        problem.pp_geo[:, :, :, None] * wnn[problem.pp_vertex][:, None, None, :],
+        problem.pp_block,
+        nb,
+    )  # [nb, 4, 4, 6]
+    nn = data6[..., jnp.array([[0, 3, 4], [3, 1, 5], [4, 5, 2]])]  # [nb, 4, 4, 3, 3]
+    eye = jnp.eye(3, dtype=dtype)
+    coupled = (nn + blocks[:, :, :, None, None] * eye).transpose(0, 1, 3, 2, 4)
+    return coupled.reshape(nb, 12, 12), rhs.reshape(r, 12, 1)
 
 
 def dense_system(
     problem: Problem, blocks: jax.Array, rhs: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
-    """H [4r, 4r] and b [4r, 3] as dense arrays (tests and small problems)."""
-    r = problem.x0.shape[0]
-    h = jnp.zeros((r, r, 4, 4), blocks.dtype).at[problem.block_row, problem.block_col].set(blocks)
-    return h.transpose(0, 2, 1, 3).reshape(4 * r, 4 * r), rhs.reshape(4 * r, 3)
+    """H [s r, s r] and b [s r, 3 or 1] as dense arrays from `assemble`'s blocks [nb, s, s] and
+    rhs [r, s, c] (tests and small problems)."""
+    r, size = problem.x0.shape[0], blocks.shape[-1]
+    h = jnp.zeros((r, r, size, size), blocks.dtype)
+    h = h.at[problem.block_row, problem.block_col].set(blocks)
+    return h.transpose(0, 2, 1, 3).reshape(size * r, size * r), rhs.reshape(size * r, -1)
 
 
 def minimise_surrogate(problem: Problem, s: Surrogate, num_vertices: int) -> jax.Array:
     """argmin_X of the surrogate, [r, 4, 3] (block-tridiagonal Cholesky, `linalg`)."""
     blocks, rhs = assemble(problem, s, num_vertices)
-    return banded_solve(problem.layout, blocks, rhs)
+    return banded_solve(problem.layout, blocks, rhs).reshape(problem.x0.shape)

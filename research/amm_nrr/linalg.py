@@ -1,4 +1,5 @@
-"""The 4r x 4r SPD solve, as a block-tridiagonal Cholesky after a bandwidth-reducing node order.
+"""The 4r x 4r SPD solve (or the coupled 12r x 12r one of point-to-plane alignment), as a
+block-tridiagonal Cholesky after a bandwidth-reducing node order.
 
 H couples node j only with the nodes it shares a vertex with, so it is ~2-3% dense. A dense
 Cholesky of 4r ~ 800-1000 costs 0.2-0.3 GFLOP per iteration (30-40 ms on this 2-core CPU, more
@@ -23,18 +24,23 @@ from scipy.sparse.csgraph import reverse_cuthill_mckee
 
 
 class Layout(NamedTuple):
-    """Where H's node blocks go in the block-tridiagonal buffers (int32 arrays).
+    """Where H's node blocks go in the block-tridiagonal buffers (int32 arrays), for any node
+    block size s (4: one 4 x 4 block per node pair, the three coordinates solved together;
+    12: the coupled point-to-plane system).
 
     position: [r] node -> its row in the permuted order (padded to K * bsn nodes).
-    block_index: [nb * 16] flat index of each entry of each node block into the buffer
-      concat(diag [K, Bs, Bs], sub [K - 1, Bs, Bs]) (sub[k] = H[k + 1, k]), or -1 when the block
-      lies above the diagonal (it is the transpose of a stored one) -> dropped.
-    pad_diag: [K, Bs] 1 on padded rows (identity there), else 0; its shape gives K and Bs.
+    block_slot: [nb] the super-block holding each node block in concat(diag [K], sub [K - 1])
+      (sub[k] = H[k + 1, k]), or -1 when the block lies above the diagonal (it is the transpose
+      of a stored one) -> dropped.
+    block_row, block_col: [nb] the block's node offsets within its super-block.
+    pad_nodes: [K, bsn] 1 on padding nodes (identity there), else 0; its shape gives K and bsn.
     """
 
     position: jax.Array
-    block_index: jax.Array
-    pad_diag: jax.Array
+    block_slot: jax.Array
+    block_row: jax.Array
+    block_col: jax.Array
+    pad_nodes: jax.Array
 
 
 def make_layout(
@@ -53,49 +59,46 @@ def make_layout(
     pj, pk = pos[block_row], pos[block_col]
     bsn = int(max(np.abs(pj - pk).max(initial=0), 1))
     k = -(-r // bsn)
-    bs = 4 * bsn
     sj, sk = pj // bsn, pk // bsn
     if np.any(np.abs(sj - sk) > 1):
         raise AssertionError("make_layout: a block outside the three block diagonals")
-    a = np.arange(4)
-    row = (pj % bsn)[:, None, None] * 4 + a[None, :, None]  # [nb, 4, 1]
-    col = (pk % bsn)[:, None, None] * 4 + a[None, None, :]  # [nb, 1, 4]
-    diag_idx = (sj[:, None, None] * bs + row) * bs + col
-    sub_idx = k * bs * bs + (sk[:, None, None] * bs + row) * bs + col
-    idx = np.where(
-        (sj == sk)[:, None, None], diag_idx, np.where((sj == sk + 1)[:, None, None], sub_idx, -1)
-    )
-    pad = np.zeros(k * bs)
-    pad[4 * r :] = 1.0
-    pad = pad.reshape(k, bs)
+    slot = np.where(sj == sk, sj, np.where(sj == sk + 1, k + sk, -1))
+    pad = np.zeros(k * bsn)
+    pad[r:] = 1.0
+    i32 = lambda x: jnp.asarray(x, jnp.int32)
     layout = Layout(
-        position=jnp.asarray(pos, jnp.int32),
-        block_index=jnp.asarray(idx.reshape(-1), jnp.int32),
-        pad_diag=jnp.asarray(pad, np.float32),
+        position=i32(pos),
+        block_slot=i32(slot),
+        block_row=i32(pj % bsn),
+        block_col=i32(pk % bsn),
+        pad_nodes=jnp.asarray(pad.reshape(k, bsn), np.float32),
     )
     return layout, k, bsn
 
 
 def banded_solve(layout: Layout, blocks: jax.Array, rhs: jax.Array) -> jax.Array:
-    """Solves H X = b for H given by its node blocks [nb, 4, 4] and b: [r, 4, 3] -> X [r, 4, 3].
+    """Solves H X = b for H given by its node blocks [nb, s, s] and b: [r, s, c] -> X [r, s, c].
 
     Symmetric Jacobi scaling first (the affine rows of H are ~R^2 smaller than the translation
     rows; the scaling keeps a float32 Cholesky accurate).
     """
     dtype = blocks.dtype
-    nk, bs = layout.pad_diag.shape
-    size = nk * bs * bs + (nk - 1) * bs * bs
-    keep = layout.block_index >= 0
-    buf = (
-        jnp.zeros((size,), dtype)
-        .at[jnp.where(keep, layout.block_index, size)]
-        .set(blocks.reshape(-1), mode="drop")
-    )
+    s = blocks.shape[-1]
+    nk, bsn = layout.pad_nodes.shape
+    bs = bsn * s
+    size = (2 * nk - 1) * bs * bs
+    a = jnp.arange(s)
+    row = (layout.block_row * s)[:, None, None] + a[None, :, None]  # [nb, s, 1]
+    col = (layout.block_col * s)[:, None, None] + a[None, None, :]  # [nb, 1, s]
+    index = (layout.block_slot[:, None, None] * bs + row) * bs + col
+    index = jnp.where(layout.block_slot[:, None, None] >= 0, index, size)
+    buf = jnp.zeros((size,), dtype).at[index.reshape(-1)].set(blocks.reshape(-1), mode="drop")
     diag = buf[: nk * bs * bs].reshape(nk, bs, bs)
     sub = buf[nk * bs * bs :].reshape(nk - 1, bs, bs)
-    pad = layout.pad_diag.astype(dtype)
+    pad = jnp.repeat(layout.pad_nodes.astype(dtype), s, axis=1)  # [nk, bs]
     diag = diag + pad[:, :, None] * jnp.eye(bs, dtype=dtype)
-    b = jnp.zeros((nk * bs // 4, 4, 3), dtype).at[layout.position].set(rhs).reshape(nk, bs, 3)
+    b = jnp.zeros((nk * bsn,) + rhs.shape[1:], dtype).at[layout.position].set(rhs)
+    b = b.reshape(nk, bs, rhs.shape[-1])
 
     d = lax.rsqrt(jnp.diagonal(diag, axis1=1, axis2=2))  # [nk, bs]
     diag = diag * d[:, :, None] * d[:, None, :]
@@ -133,4 +136,4 @@ def banded_solve(layout: Layout, blocks: jax.Array, rhs: jax.Array) -> jax.Array
 
     _, xs = lax.scan(backward, xl, (cs[:-1], ms, ys[:-1]), reverse=True)
     x = jnp.concatenate([xs, xl[None]]) * d[:, :, None]
-    return x.reshape(-1, 4, 3)[layout.position]
+    return x.reshape((nk * bsn,) + rhs.shape[1:])[layout.position]

@@ -31,14 +31,17 @@ from ops.nearest import (
 )
 from research.amm_nrr import energy as E
 from research.amm_nrr.graph import build_graph, normalise
-from research.datasets.meshes import Mesh
+from research.datasets.meshes import Mesh, vertex_normals
 
 
 @dataclasses.dataclass(frozen=True)
 class Options:
     """radius: node radius / mean edge length; alpha, beta: the official CLI weights.
     robust=False is the least-squares ("l2") variant. max_iter is per stage; tol is on the
-    largest vertex displacement (normalised units). dtype: "float32" or "float64"."""
+    largest vertex displacement (normalised units). dtype: "float32" or "float64".
+    alignment: "point" (point-to-point, the official code) or "plane" (point-to-plane along the
+    target's vertex normals, `meshes.vertex_normals`, plus plane_point_weight x point-to-point;
+    a coupled 12r x 12r solve)."""
 
     radius: float = 5.0
     alpha: float = 100.0
@@ -51,6 +54,8 @@ class Options:
     dtype: str = "float32"
     coverage: str = "auto"
     landmark_weight: float = 1.0
+    alignment: str = "point"
+    plane_point_weight: float = 0.1
 
 
 def cutoff(dtype) -> float:
@@ -62,7 +67,7 @@ def cutoff(dtype) -> float:
     return float(np.sqrt(2.0 * np.log(2.0 / np.finfo(dtype).eps)))
 
 
-def _energy_and_surrogate(problem, index, x, nu_a, nu_r, n, robust, cache=None):
+def _energy_and_surrogate(problem, index, x, nu_a, nu_r, n, robust, cache=None, plane=None):
     deformed = E.deform(problem, x, n)
     far = cutoff(deformed.dtype) * nu_a if robust else None
     if cache is None:
@@ -70,9 +75,13 @@ def _energy_and_surrogate(problem, index, x, nu_a, nu_r, n, robust, cache=None):
     else:
         found, _, cache = grid_nearest_cached(index, deformed, cache, max_distance=far)
     closest = index.points[found]
-    s = E.make_surrogate(problem, x, deformed, closest, nu_a, nu_r, robust)
+    if plane is not None:
+        # A vertex with no target point within `far` is rejected: its closest point is not
+        # searched exactly, and a far point can have a small plane residual.
+        plane = plane._replace(normals=plane.normals[found], max_distance=far)
+    s = E.make_surrogate(problem, x, deformed, closest, nu_a, nu_r, robust, plane)
     energy = (
-        E.data_energy(deformed, closest, nu_a, robust)
+        E.data_energy(deformed, closest, nu_a, robust, plane)
         + E.reg_energy(problem, x, nu_r, robust)
         + E.rot_energy(problem, x)
         + E.landmark_energy(problem, deformed)
@@ -80,19 +89,24 @@ def _energy_and_surrogate(problem, index, x, nu_a, nu_r, n, robust, cache=None):
     return energy, s, cache
 
 
-def mm_step(problem, index, x, nu_a, nu_r, n: int, robust: bool = True, cache=None):
+def mm_step(problem, index, x, nu_a, nu_r, n: int, robust: bool = True, cache=None, plane=None):
     """The MM map: (T(X), E(X)) with T(X) the minimiser of the surrogate at X ([r, 4, 3]).
     With a `NearestCache` (closest points by `grid_nearest_cached`, the same points):
-    (T(X), E(X), new cache)."""
-    energy, s, new_cache = _energy_and_surrogate(problem, index, x, nu_a, nu_r, n, robust, cache)
+    (T(X), E(X), new cache). plane: `E.PlaneAlignment` with the target's [m, 3] vertex normals
+    (point-to-plane) or None."""
+    energy, s, new_cache = _energy_and_surrogate(
+        problem, index, x, nu_a, nu_r, n, robust, cache, plane
+    )
     if cache is None:
         return E.minimise_surrogate(problem, s, n), energy
     return E.minimise_surrogate(problem, s, n), energy, new_cache
 
 
-def true_energy(problem, index, x, nu_a, nu_r, n: int, robust: bool = True) -> jax.Array:
+def true_energy(
+    problem, index, x, nu_a, nu_r, n: int, robust: bool = True, plane=None
+) -> jax.Array:
     """E(X) with fresh closest points."""
-    return _energy_and_surrogate(problem, index, x, nu_a, nu_r, n, robust)[0]
+    return _energy_and_surrogate(problem, index, x, nu_a, nu_r, n, robust, plane=plane)[0]
 
 
 @functools.partial(jax.jit, static_argnames=("n", "use_aa", "history", "max_iter", "tol"))
@@ -103,6 +117,7 @@ def run_stage(
     nu_a: jax.Array,
     nu_r: jax.Array,
     cache: NearestCache,
+    plane: E.PlaneAlignment | None = None,
     *,
     n: int,
     use_aa: bool,
@@ -112,6 +127,7 @@ def run_stage(
 ):
     """One nu stage: anderson_mm (or plain MM) from x [r, 4, 3]; returns (x, AndersonInfo,
     cache). `cache` (closest-point candidates of the source vertices) carries across stages.
+    plane: point-to-plane alignment (the target's [m, 3] vertex normals), None for point-to-point.
     The least-squares variant runs through the same function with huge nu (`L2_NU`).
 
     Stopping rule of the official code (AMM_NRR `DoNonRigid`): the largest vertex displacement
@@ -123,7 +139,7 @@ def run_stage(
         return jnp.sqrt(jnp.max(jnp.sum(moved**2, -1)))
 
     return anderson_mm(
-        lambda x_, cache_: mm_step(problem, index, x_, nu_a, nu_r, n, cache=cache_),
+        lambda x_, cache_: mm_step(problem, index, x_, nu_a, nu_r, n, cache=cache_, plane=plane),
         None,
         x,
         m=history,
@@ -209,6 +225,8 @@ def register(
     """
     if options.dtype not in ("float32", "float64"):
         raise ValueError(f"Options.dtype={options.dtype!r}: expected float32 or float64")
+    if options.alignment not in ("point", "plane"):
+        raise ValueError(f"Options.alignment={options.alignment!r}: expected point or plane")
     dtype = jnp.dtype(options.dtype)
     if dtype == jnp.float64 and not jax.config.jax_enable_x64:
         raise ValueError("Options.dtype=float64 needs jax x64 (`with jax.enable_x64(True):`)")
@@ -232,14 +250,20 @@ def register(
         landmark_weight=options.landmark_weight,
     )
     index = build_grid_index(np.asarray(tgt, dtype))
+    plane = None
+    if options.alignment == "plane":  # the normalisation is a uniform scaling: normals unchanged
+        plane = E.PlaneAlignment(
+            jnp.asarray(vertex_normals(target), dtype),
+            jnp.asarray(options.plane_point_weight, dtype),
+        )
     n = src.shape[0]
     setup = time.perf_counter() - t0
 
     with threadpool_limits(limits=1, user_api="blas"):
-        return _solve(problem, index, src, graph, norm, options, setup, n, dtype)
+        return _solve(problem, index, plane, src, graph, norm, options, setup, n, dtype)
 
 
-def _solve(problem, index, src, graph, norm, options, setup, n, dtype) -> Result:
+def _solve(problem, index, plane, src, graph, norm, options, setup, n, dtype) -> Result:
     # Runs with single-threaded BLAS: jaxlib's LAPACK calls (Cholesky, triangular solves on
     # <= 100 x 100 blocks) go to scipy's OpenBLAS, whose threads spin against XLA's own on a
     # 2-core CPU; measured 0.1 ms vs 12-16 ms for one 96 x 96 solve under load.
@@ -255,7 +279,7 @@ def _solve(problem, index, src, graph, norm, options, setup, n, dtype) -> Result
         max_iter=options.max_iter,
         tol=options.tol,
     )
-    stage_fn = _compiled(run_stage, (problem, index, problem.x0, nu0, nu0, cache), static)
+    stage_fn = _compiled(run_stage, (problem, index, problem.x0, nu0, nu0, cache, plane), static)
     compile_seconds = time.perf_counter() - t0
 
     t0, c0 = time.perf_counter(), time.process_time()
@@ -267,7 +291,7 @@ def _solve(problem, index, src, graph, norm, options, setup, n, dtype) -> Result
     for k, (nu_a, nu_r) in enumerate(schedule):
         start = time.perf_counter() - t0
         nus = jnp.asarray(nu_a, dtype), jnp.asarray(nu_r, dtype)
-        x, info, cache = stage_fn(problem, index, x, *nus, cache)
+        x, info, cache = stage_fn(problem, index, x, *nus, cache, plane)
         info = jax.device_get(info)
         end = time.perf_counter() - t0
         it = int(info.iterations)

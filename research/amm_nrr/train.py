@@ -71,6 +71,7 @@ def options_from(config: Config, radius: float, use_aa: bool) -> solver.Options:
         dtype=config.dtype,
         coverage=config.coverage,
         landmark_weight=config.landmark_weight,
+        alignment=config.alignment,
     )
 
 
@@ -147,7 +148,8 @@ def run_pair(config: Config, pair: Pair, use_aa: bool, workdir: str) -> tuple[di
         landmarks=pair.landmarks,
     )
     scale = normalise(pair.source.vertices, pair.target.vertices).scale
-    run = f"{pair.name}_{'aa' if use_aa else 'mm'}"
+    suffix = "_plane" if config.alignment == "plane" else ""
+    run = f"{pair.name}_{'aa' if use_aa else 'mm'}{suffix}"
     out = os.path.join(workdir, run)
     save_mesh(os.path.join(out, "deformed" + pair.ext), Mesh(res.deformed, pair.source.faces))
     with open(os.path.join(out, "log.json"), "w") as f:

@@ -50,6 +50,33 @@ class Mesh:
         return np.unique(e, axis=0)
 
 
+def vertex_normals(mesh: Mesh, *, neighbours: int = 10) -> np.ndarray:
+    """[n, 3] unit vertex normals: area-weighted face normals of a mesh; for a point cloud (or a
+    mesh vertex that no face touches) the smallest principal axis of its `neighbours` nearest
+    points. Orientation is arbitrary for point clouds (point-to-plane residuals do not care)."""
+    v = np.asarray(mesh.vertices, np.float64)
+    normals = np.zeros_like(v)
+    if not mesh.is_point_cloud:
+        f = np.asarray(mesh.faces, np.int64)
+        area_normal = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])  # 2 x area
+        for corner in range(3):
+            np.add.at(normals, f[:, corner], area_normal)
+    length = np.linalg.norm(normals, axis=1)
+    missing = np.flatnonzero(length == 0)
+    if missing.size:
+        from scipy.spatial import cKDTree
+
+        k = min(neighbours, v.shape[0])
+        if k < 3:
+            raise ValueError(f"vertex_normals: need >= 3 points for a normal, got {v.shape[0]}")
+        _, idx = cKDTree(v).query(v[missing], k=k)
+        local = v[idx] - v[idx].mean(1, keepdims=True)  # [m, k, 3]
+        _, eigvec = np.linalg.eigh(np.einsum("mki,mkj->mij", local, local))
+        normals[missing] = eigvec[:, :, 0]  # eigenvalues ascending
+        length[missing] = 1.0
+    return normals / length[:, None]
+
+
 def _check_format(path: str) -> str:
     ext = os.path.splitext(path)[1].lower()
     if ext not in _FORMATS:

@@ -1,5 +1,6 @@
 """Energy terms vs finite differences, the MM surrogate's majorization, the assembled system and
-the block-tridiagonal solve, on small random problems in float64."""
+the block-tridiagonal solve, on small random problems in float64, for point-to-point and
+point-to-plane alignment."""
 
 import jax
 import jax.numpy as jnp
@@ -31,30 +32,41 @@ def setup():
             landmark_weight=0.5,
         )
         closest = jnp.asarray(v + 0.02 * rng.normal(size=v.shape))
-        yield problem, v.shape[0], closest, rng
+        normals = rng.normal(size=v.shape)
+        normals = jnp.asarray(normals / np.linalg.norm(normals, axis=1, keepdims=True))
+        yield problem, v.shape[0], closest, normals, rng
+
+
+ALIGNMENTS = ["point", "plane"]
+
+
+def _plane(setup, alignment):
+    return E.PlaneAlignment(setup[3], 0.1) if alignment == "plane" else None
 
 
 def _random_x(problem, rng, scale=0.05):
     return problem.x0 + scale * jnp.asarray(rng.normal(size=problem.x0.shape))
 
 
-def _terms(problem, n, closest, robust):
-    """Each term as a function of X (fixed closest points for the data term)."""
+def _terms(problem, n, closest, robust, plane=None):
+    """Each term as a function of X (fixed closest points and normals for the data term)."""
     return {
-        "data": lambda x: E.data_energy(E.deform(problem, x, n), closest, NU_A, robust),
+        "data": lambda x: E.data_energy(E.deform(problem, x, n), closest, NU_A, robust, plane),
         "reg": lambda x: E.reg_energy(problem, x, NU_R, robust),
         "rot": lambda x: E.rot_energy(problem, x),
         "landmarks": lambda x: E.landmark_energy(problem, E.deform(problem, x, n)),
     }
 
 
+@pytest.mark.parametrize("alignment", ALIGNMENTS)
 @pytest.mark.parametrize("robust", [True, False])
-def test_terms_match_finite_differences(setup, robust):
-    problem, n, closest, rng = setup
+def test_terms_match_finite_differences(setup, robust, alignment):
+    problem, n, closest, _, rng = setup
     with jax.enable_x64(True):
         x = _random_x(problem, rng)
         direction = jnp.asarray(rng.normal(size=x.shape))
-        for name, fn in _terms(problem, n, closest, robust).items():
+        terms = _terms(problem, n, closest, robust, _plane(setup, alignment))
+        for name, fn in terms.items():
             eps = 1e-6
             fd = (fn(x + eps * direction) - fn(x - eps * direction)) / (2 * eps)
             ad = jnp.vdot(jax.grad(fn)(x), direction)
@@ -73,17 +85,20 @@ def test_rho_is_scaled_welsch():
         np.testing.assert_allclose(grad, E.mm_weight(x2, nu), rtol=1e-12)
 
 
+@pytest.mark.parametrize("alignment", ALIGNMENTS)
 @pytest.mark.parametrize("robust", [True, False])
-def test_surrogate_majorizes_and_touches(setup, robust):
-    """E(X) <= S(X; X0) for random X, equality and equal gradients at X0."""
-    problem, n, closest, rng = setup
+def test_surrogate_majorizes_and_touches(setup, robust, alignment):
+    """E(X) <= S(X; X0) for random X, equality and equal gradients at X0 (closest points and
+    normals fixed)."""
+    problem, n, closest, _, rng = setup
+    plane = _plane(setup, alignment)
     with jax.enable_x64(True):
         x0 = _random_x(problem, rng)
         d0 = E.deform(problem, x0, n)
-        s = E.make_surrogate(problem, x0, d0, closest, NU_A, NU_R, robust)
+        s = E.make_surrogate(problem, x0, d0, closest, NU_A, NU_R, robust, plane)
 
         def energy(x):
-            return sum(fn(x) for fn in _terms(problem, n, closest, robust).values())
+            return sum(fn(x) for fn in _terms(problem, n, closest, robust, plane).values())
 
         def surrogate(x):  # with the constants that make it touch E at X0
             return E.surrogate_energy(problem, s, x, n) + (
@@ -97,25 +112,29 @@ def test_surrogate_majorizes_and_touches(setup, robust):
             assert energy(x) <= surrogate(x) + 1e-12, scale
 
 
-def test_assembled_system_is_the_surrogate(setup):
+@pytest.mark.parametrize("alignment", ALIGNMENTS)
+def test_assembled_system_is_the_surrogate(setup, alignment):
     """tr(X^T H X) - 2 tr(X^T b) has the surrogate's gradient and Hessian; the minimiser of the
-    block-tridiagonal solve equals the dense solve."""
-    problem, n, closest, rng = setup
+    block-tridiagonal solve equals the dense solve. Point-to-plane: H is 12r x 12r in vec(X)."""
+    problem, n, closest, _, rng = setup
+    plane = _plane(setup, alignment)
     with jax.enable_x64(True):
         x0 = _random_x(problem, rng)
-        s = E.make_surrogate(problem, x0, E.deform(problem, x0, n), closest, NU_A, NU_R)
+        d0 = E.deform(problem, x0, n)
+        s = E.make_surrogate(problem, x0, d0, closest, NU_A, NU_R, plane=plane)
         blocks, rhs = E.assemble(problem, s, n)
         h, b = E.dense_system(problem, blocks, rhs)
+        r = problem.x0.shape[0]
+        assert h.shape == ((4 * r,) * 2 if plane is None else (12 * r,) * 2)
         np.testing.assert_allclose(h, h.T, atol=1e-12)
         assert np.linalg.eigvalsh(np.asarray(h)).min() > 0
         x = _random_x(problem, rng)
         grad = jax.grad(lambda y: E.surrogate_energy(problem, s, y, n))(x)
-        np.testing.assert_allclose(
-            grad.reshape(-1, 3), 2 * (h @ x.reshape(-1, 3) - b), rtol=1e-9, atol=1e-9
-        )
+        flat = lambda y: y.reshape(b.shape[0], -1)  # [4r, 3], or vec(X) [12r, 1]
+        np.testing.assert_allclose(flat(grad), 2 * (h @ flat(x) - b), rtol=1e-9, atol=1e-9)
         dense = np.linalg.solve(np.asarray(h), np.asarray(b))
         banded = E.minimise_surrogate(problem, s, n)
-        np.testing.assert_allclose(banded.reshape(-1, 3), dense, rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(flat(banded), dense, rtol=1e-8, atol=1e-10)
         # The minimiser does not raise the surrogate, hence (MM) not the energy either.
         assert E.surrogate_energy(problem, s, banded, n) <= E.surrogate_energy(problem, s, x0, n)
 
@@ -135,3 +154,22 @@ def test_rotation_projection_is_orthonormal():
             q *= np.linalg.det(q)
             dist_r = np.linalg.norm(np.asarray(x[0, :3]) - r[0])
             assert dist_r <= np.linalg.norm(np.asarray(x[0, :3]) - q) + 1e-12
+
+
+def test_point_to_plane_residual():
+    """(n . d)^2 + eps |d|^2, and max_distance gates pairs by their point distance: beyond it
+    the term is at its cap 2 nu^2 with MM weight 0, whatever the plane residual."""
+    with jax.enable_x64(True):
+        deformed = jnp.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+        closest = jnp.array([[0.01, 0.0, 0.002], [1.0, 0.0, 0.002]])  # in-plane offset 0.01 / 1
+        normals = jnp.array([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+        eps = 0.1
+        plane = E.PlaneAlignment(normals, eps, max_distance=0.5)
+        r2 = E.data_residual2(deformed, closest, plane)
+        near = 0.002**2 + eps * (0.01**2 + 0.002**2)
+        np.testing.assert_allclose(r2[0], near, rtol=1e-12)
+        assert np.isinf(r2[1])
+        np.testing.assert_allclose(E.rho(r2, NU_A), [E.rho(near, NU_A), 2 * NU_A**2])
+        np.testing.assert_allclose(E.mm_weight(r2, NU_A)[1], 0.0)
+        ungated = E.data_residual2(deformed, closest, plane._replace(max_distance=None))
+        np.testing.assert_allclose(ungated[1], 0.002**2 + eps * (1.0 + 0.002**2), rtol=1e-12)

@@ -1,12 +1,14 @@
 """The registration on a synthetic pair: sub-noise RMSE, the safeguard keeps the accepted energy
 non-increasing, the tiny preset end to end, and anderson_mm's residual_fn."""
 
+import dataclasses
 import json
 import os
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy.spatial import cKDTree
 
 from experiments.configs.amm_nrr import get_config
 from ops.anderson import anderson_mm
@@ -80,6 +82,27 @@ def test_plain_mm_and_aa_agree_on_the_fit():
         energies = [r["accepted_energy"] for r in res.log if r["stage"] == 0]
         assert np.all(np.diff(energies) <= 1e-6 * abs(energies[0]))
     assert abs(fits[True] - fits[False]) < 0.25 * fits[False]
+
+
+def test_point_to_plane_registers_the_tiny_pair():
+    """alignment="plane" (coupled 12r x 12r solve) brings the source onto the target surface:
+    mean distance to a dense sample of the true deformed surface below a third of the source's
+    (measured: 0.0055 -> 0.0014, under the target's noise of 0.0028 per coordinate)."""
+    config = get_config("tiny")
+    s = config.synthetic
+    kw = dict(grid=s.grid, amplitude=s.amplitude)
+    pair = robustness.make_pair(np.random.default_rng(1), density=1, noise=s.noise, **kw)
+    # The same seed draws the same deformation field: a dense, noise-free sample of the surface.
+    surface = robustness.make_pair(np.random.default_rng(1), density=32, **kw).target.vertices
+    tree = cKDTree(surface)
+    options = dataclasses.replace(train.options_from(config, s.radius, True), alignment="plane")
+    res = solver.register(pair.source, pair.target, options)
+    before = tree.query(pair.source.vertices)[0].mean()
+    after = tree.query(res.deformed)[0].mean()
+    assert after < before / 3, (before, after)
+    assert res.stages[-1]["converged"]
+    with pytest.raises(ValueError, match="alignment"):
+        solver.register(pair.source, pair.target, solver.Options(alignment="normal"))
 
 
 def test_anderson_mm_residual_fn():

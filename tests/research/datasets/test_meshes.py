@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from research.datasets.meshes import Mesh, grid_surface, load_mesh, save_mesh, smooth_deformation
+from research.datasets.meshes import (
+    Mesh,
+    grid_surface,
+    load_mesh,
+    save_mesh,
+    smooth_deformation,
+    vertex_normals,
+)
 
 
 @pytest.mark.parametrize(
@@ -48,3 +55,23 @@ def test_smooth_deformation_is_a_shared_field():
     idx = np.arange(81).reshape(9, 9)[::2, ::2].ravel()
     np.testing.assert_allclose(field(coarse.vertices), field(fine.vertices)[idx], atol=1e-12)
     assert np.abs(field(coarse.vertices) - coarse.vertices).max() > 1e-3
+
+
+def test_vertex_normals_of_a_mesh_and_a_point_cloud():
+    """Unit normals of z = f(x, y) are +-(-f_x, -f_y, 1) / |.|: area-weighted face normals of the
+    mesh, and principal axes of neighbourhoods for the same vertices as a point cloud."""
+    n, bump = 40, 0.05
+    mesh = grid_surface(n, bump=bump)
+    x, y = mesh.vertices[:, 0], mesh.vertices[:, 1]
+    fx = bump * 2 * np.pi * np.cos(2 * np.pi * x) * np.cos(np.pi * y)
+    fy = -bump * np.pi * np.sin(2 * np.pi * x) * np.sin(np.pi * y)
+    exact = np.stack([-fx, -fy, np.ones_like(x)], 1)
+    exact /= np.linalg.norm(exact, axis=1, keepdims=True)
+    interior = (x > 0.05) & (x < 0.95) & (y > 0.05) & (y < 0.95)
+    for surface in (mesh, Mesh(mesh.vertices)):
+        normals = vertex_normals(surface)
+        np.testing.assert_allclose(np.linalg.norm(normals, axis=1), 1.0, rtol=1e-12)
+        cosine = np.abs(np.sum(normals * exact, 1))[interior]
+        assert cosine.min() > 0.995, cosine.min()
+    with pytest.raises(ValueError, match=">= 3 points"):
+        vertex_normals(Mesh(np.zeros((2, 3))))

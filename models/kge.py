@@ -274,5 +274,62 @@ def _match_tails_bwd(model, res, g):
 match_tails.defvjp(_match_tails_fwd, _match_tails_bwd)
 
 
+def _columns(model: KGEModel, q: Any, t: jax.Array) -> tuple[tuple, tuple]:
+    """Per-coordinate columns: (query parts [K, Q] each, tail parts [K, E] each), K coordinates;
+    q leaves [Q, D'], prepared tails t [E, D]."""
+    half = lambda x: (x[:, : x.shape[1] // 2].T, x[:, x.shape[1] // 2 :].T)
+    if model.name == "transe":
+        return (q["hr"].T,), (t.T,)
+    if model.name == "rotate":
+        return (q["re"].T, q["im"].T), half(t)
+    if model.name == "hake":
+        return (q["phase"].T, q["mod"].T, q["tail_factor"].T), half(t)
+    return (q["hr"].T, q["r_t"].T), (t.T,)
+
+
+def _coordinate_terms(model: KGEModel, qk: tuple, tk: tuple) -> tuple:
+    """The summands of coordinate k (broadcast [Q, 1] x [1, E], or [Q] x [Q]): one per sum."""
+    if model.name == "transe":
+        return (jnp.abs(qk[0] - tk[0]),)
+    if model.name == "rotate":
+        re, im = qk[0] - tk[0], qk[1] - tk[1]
+        return (jnp.sqrt(re * re + im * im),)
+    if model.name == "hake":
+        diff = qk[1] - tk[1] * qk[2]
+        return jnp.abs(jnp.sin((qk[0] - tk[0]) / 2)), diff * diff
+    return (jnp.abs(qk[0] - tk[0] * qk[1]),)
+
+
+def pairwise_match(
+    model: KGEModel, small: Params, q: Any, tails: jax.Array, *, paired: bool = False
+) -> jax.Array:
+    """`model.match` of Q queries against E prepared tails, [Q, E], as a `lax.scan` over the
+    embedding coordinates that adds one [Q, E] block of summands per coordinate.
+
+    q: leaves [Q, D'] (`model.query` of [Q, .] rows); tails: [E, D] (`model.tail`). paired=True:
+    tails [Q, D], one per query -> [Q, 1], with the same additions in the same order (so a
+    query's answer scored alone equals its entry in a block, bit for bit, which tie counting
+    needs). On XLA:CPU the broadcast [Q, E, D] reduction vectorises badly: this is ~5x faster
+    (TransE and RotatE, Q = 256, E = 4096, D = 500-1000). Same values as `match` up to the
+    summation order.
+    """
+    qcols, tcols = _columns(model, q, tails)
+    row = lambda x: x[:, None]  # [Q] -> [Q, 1]
+    col = row if paired else (lambda x: x[None, :])  # [E] -> [1, E]
+    shape = (qcols[0].shape[1], 1 if paired else tails.shape[0])
+
+    def body(sums, cols):
+        qk, tk = cols
+        terms = _coordinate_terms(model, tuple(map(row, qk)), tuple(map(col, tk)))
+        return tuple(acc + term for acc, term in zip(sums, terms, strict=True)), None
+
+    num_sums = 2 if model.name == "hake" else 1
+    zeros = tuple(jnp.zeros(shape, tails.dtype) for _ in range(num_sums))
+    sums, _ = jax.lax.scan(body, zeros, (qcols, tcols))
+    if model.name == "hake":
+        return sums[0] * small["phase_weight"] + jnp.sqrt(sums[1]) * small["modulus_weight"]
+    return sums[0]
+
+
 def num_parameters(params: Params) -> int:
     return int(sum(math.prod(x.shape) for x in jax.tree.leaves(params)))

@@ -11,7 +11,8 @@ The entity level depends on (r, t) only, so it is computed once per distinct (r,
 entity chunks keeping a running top-k (`lax.top_k`) on the device. For TransE and RotatE,
 d(e, r, t) is a distance between e and one vector per (r, t) (t - r, or t rotated by -r since
 |e^{i theta}| = 1), so the entity chunks are matched against that vector without a per-pair
-rotation; the other models evaluate d(e, r, t) directly. Results are cached in an .npz file.
+rotation (`models.kge.pairwise_match`, a scan over the embedding coordinates); the other models
+evaluate d(e, r, t) directly. Results are cached in an .npz file.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from models.kge import PI, KGEModel, Params
+from models.kge import PI, KGEModel, Params, pairwise_match, small_params
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,16 +63,16 @@ class Retrieval:
 def _head_distance(model: KGEModel, params: Params, r: jax.Array, t: jax.Array, ids: jax.Array):
     """d(e, r, t) [P, Ec] for entities `ids` [Ec] as heads and P (r, t) pairs."""
     ent, rel = params["entity"], params["relation"]
-    cand = ent[ids][None]
+    small = small_params(params)
     if model.name == "transe":
-        return model.match(params, {"hr": (ent[t] - rel[r])[:, None]}, cand)
+        return pairwise_match(model, small, {"hr": ent[t] - rel[r]}, ent[ids])
     if model.name == "rotate":
         re_t, im_t = jnp.split(ent[t], 2, axis=-1)
         phase = rel[r] / (model.embedding_range / PI)
         c, s = jnp.cos(phase), jnp.sin(phase)  # t * e^{-i theta}
-        q = {"re": (re_t * c + im_t * s)[:, None], "im": (im_t * c - re_t * s)[:, None]}
-        return model.match(params, q, cand)
-    return model.distance(params, cand, rel[r][:, None], ent[t][:, None])
+        q = {"re": re_t * c + im_t * s, "im": im_t * c - re_t * s}
+        return pairwise_match(model, small, q, ent[ids])
+    return model.distance(params, ent[ids][None], rel[r][:, None], ent[t][:, None])
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))

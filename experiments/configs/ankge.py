@@ -6,7 +6,8 @@ Presets:
   tiny                 seconds: synthetic KG with planted analogies, RotatE dim 16, for tests.
   wn18rr_rotate_small  CPU, <= 30 min: RotatE on WN18RR (`--config.data_dir`), dim 200, batch
                        1024, 256 negatives shared by 4 groups per batch, lr 2e-3, 1,600 steps;
-                       then AnKGE with the official WN18RR RotatE settings (1,000 steps).
+                       then AnKGE with the official WN18RR RotatE settings (1,000 steps),
+                       lambdas chosen on validation (`ankge.lambda_grid`).
   small                alias of wn18rr_rotate_small.
   wn18rr_rotate        official: dim 500, gamma 6, 1024 negatives, batch 512, lr 5e-5,
                        alpha_adv 0.5, 80,000 steps (GPU; `paper` is an alias).
@@ -76,6 +77,10 @@ def base() -> ml_collections.ConfigDict:
     c.ankge.ent_lambda = 0.1
     c.ankge.rel_lambda = 0.05
     c.ankge.triple_lambda = 0.1
+    # lambdas chosen on validation: "v1,v2,..." (each level) or "e..;r..;t.." (per level); the
+    # Cartesian product plus (0, 0, 0) (the base) and the lambdas above; "" = use those lambdas
+    c.ankge.lambda_grid = ""
+    c.ankge.lambda_valid_queries = 0  # valid queries (with reverses) for the grid; 0: all
     c.ankge.per_sample_level_weights = True  # False: the official batch-mean product
     c.ankge.regularization = 0.0
     c.ankge.retrieval_chunk = 128  # training triples per retrieval block
@@ -127,6 +132,7 @@ def wn18rr_rotate_small() -> ml_collections.ConfigDict:
     c.steps_per_call, c.checkpoint_every, c.log_every = 50, 400, 100
     c.eval.valid_queries = 1000
     c.ankge.num_steps = 1000
+    c.ankge.lambda_grid = "0,0.01,0.03,0.1,0.3,1"  # 217 triples on all 6,068 valid queries
     return c
 
 

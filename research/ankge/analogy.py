@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import os
 import time
 from typing import Any
@@ -191,30 +192,76 @@ def _relation_weights(ids: jax.Array, vals: jax.Array, cols: jax.Array) -> jax.A
 
 
 @functools.cache
-def ankge_score_fn(model: KGEModel, beta: float, lambdas: tuple[float, float, float]):
-    """`evaluate.ScoreFn` of AnKGE. args: {"base", "ank", "w_ent", "w_tri"}; rows: {"hr",
-    "wr_ids", "wr_val"} (see `relation_weight_lists`). Levels with lambda 0 are skipped."""
+def ankge_components_fn(
+    model: KGEModel, beta: float, levels: tuple[bool, bool, bool] = (True, True, True)
+):
+    """`evaluate.ComponentsFn` of AnKGE: (-d, a_ent (-d_ent), a_rel (-d_rel), a_tri (-d_tri)),
+    with only the levels flagged in `levels` (in order). args: {"base", "ank", "w_ent",
+    "w_tri"}; rows: {"hr", "wr_ids", "wr_val"} (see `relation_weight_lists`)."""
 
-    def score(args, rows, ent_ids):
+    def components(args, rows, ent_ids):
         base, ank = args["base"], args["ank"]
         h, r = jnp.maximum(rows["hr"][:, 0], 0), jnp.maximum(rows["hr"][:, 1], 0)
-        he, re_ = base["entity"][h][:, None], base["relation"][r][:, None]
-        ae, ar = f_ent(base, ank, h, r, beta)[:, None], f_rel(base, ank, r)[:, None]
+        he, re_ = base["entity"][h], base["relation"][r]
+        ae, ar = f_ent(base, ank, h, r, beta), f_rel(base, ank, r)
         cols = ent_ids[None] if ent_ids.ndim == 1 else ent_ids  # [1, Ec] or [Qc, 1]
-        tails = model.tail(base["entity"][cols])
-        d = lambda a, b: model.match(base, model.query(base, a, b), tails)
-        s = -d(he, re_)
-        lam_e, lam_r, lam_t = lambdas
-        if lam_e:
-            s = s + lam_e * args["w_ent"][r[:, None], cols] * -d(ae, re_)
-        if lam_r:
-            w_rel = _relation_weights(rows["wr_ids"], rows["wr_val"], cols)
-            s = s + lam_r * w_rel * -d(he, ar)
-        if lam_t:
-            s = s + lam_t * args["w_tri"][cols] * -d(ae, ar)
-        return s
+        d = lambda a, b: evaluate.candidate_distances(model, base, model.query(base, a, b), ent_ids)
+        out = [-d(he, re_)]
+        if levels[0]:
+            out.append(args["w_ent"][r[:, None], cols] * -d(ae, re_))
+        if levels[1]:
+            out.append(_relation_weights(rows["wr_ids"], rows["wr_val"], cols) * -d(he, ar))
+        if levels[2]:
+            out.append(args["w_tri"][cols] * -d(ae, ar))
+        return tuple(out)
+
+    return components
+
+
+@functools.cache
+def ankge_score_fn(model: KGEModel, beta: float, lambdas: tuple[float, float, float]):
+    """`evaluate.ScoreFn` of AnKGE, `s = -d + sum_l lambda_l a_l (-d_l)` (added left to
+    right, `evaluate.combine`); levels with lambda 0 are skipped. args / rows as
+    `ankge_components_fn`."""
+    levels = tuple(bool(x) for x in lambdas)
+    components = ankge_components_fn(model, beta, levels)
+    used = [float(x) for x in lambdas if x]
+
+    def score(args, rows, ent_ids):
+        return evaluate.combine(components(args, rows, ent_ids), used)
 
     return score
+
+
+def _ankge_inputs(model, base, ank, weights, queries):
+    wr_ids, wr_val = relation_weight_lists(weights, queries[:, 0], model.num_entities)
+    args = {"base": base, "ank": ank, "w_ent": weights.ent, "w_tri": weights.triple}
+    return jax.device_put(args), {"hr": queries[:, :2], "wr_ids": wr_ids, "wr_val": wr_val}
+
+
+def ankge_ranks(
+    model: KGEModel,
+    base: Params,
+    ank: Params,
+    weights: AdaptiveWeights,
+    eval_set: evaluate.EvalSet,
+    *,
+    beta: float,
+    lambdas: tuple[float, float, float],
+    chunks: evaluate.Chunks = evaluate.DEFAULT_CHUNKS,
+) -> np.ndarray:
+    """Filtered mean-tie ranks [Q] of the AnKGE score with `lambdas` (ent, rel, triple)."""
+    q = eval_set.queries
+    args, rows = _ankge_inputs(model, base, ank, weights, q)
+    return evaluate.filtered_ranks(
+        ankge_score_fn(model, float(beta), tuple(float(x) for x in lambdas)),
+        args,
+        rows,
+        q[:, 2],
+        eval_set.filter_tails,
+        model.num_entities,
+        chunks,
+    )
 
 
 def evaluate_ankge(
@@ -228,51 +275,106 @@ def evaluate_ankge(
     lambdas: tuple[float, float, float],
     chunks: evaluate.Chunks = evaluate.DEFAULT_CHUNKS,
 ) -> dict[str, float]:
+    """MRR / MR / Hits@k of `ankge_ranks`, plus `eval_seconds`."""
     start = time.perf_counter()
-    q = eval_set.queries
-    wr_ids, wr_val = relation_weight_lists(weights, q[:, 0], model.num_entities)
-    args = {"base": base, "ank": ank, "w_ent": weights.ent, "w_tri": weights.triple}
-    ranks = evaluate.filtered_ranks(
-        ankge_score_fn(model, float(beta), tuple(float(x) for x in lambdas)),
-        jax.device_put(args),
-        {"hr": q[:, :2], "wr_ids": wr_ids, "wr_val": wr_val},
-        q[:, 2],
-        eval_set.filter_tails,
-        model.num_entities,
-        chunks,
+    ranks = ankge_ranks(
+        model, base, ank, weights, eval_set, beta=beta, lambdas=lambdas, chunks=chunks
     )
     metrics = evaluate.ranking_metrics(ranks)
     metrics["eval_seconds"] = time.perf_counter() - start
     return metrics
 
 
-def train_ankge(
-    config: ml_collections.ConfigDict, kg: KG, model: KGEModel, base: Params, workdir: str
-) -> dict[str, Any]:
-    """Stage 2: retrieval (cached), analogy-function training, test evaluation; returns test
-    metrics plus timings. A finished stage is read back from workdir/result.json."""
-    import json
+def ankge_grid_ranks(
+    model: KGEModel,
+    base: Params,
+    ank: Params,
+    weights: AdaptiveWeights,
+    eval_set: evaluate.EvalSet,
+    *,
+    beta: float,
+    lambda_grid: np.ndarray,
+    chunks: evaluate.Chunks = evaluate.DEFAULT_CHUNKS,
+) -> np.ndarray:
+    """Ranks [G, Q] of the AnKGE score for every row of `lambda_grid` [G, 3] in one ranking
+    pass (`evaluate.filtered_grid_ranks`: the base distance and the three level terms are
+    computed once per chunk); row g equals `ankge_ranks(..., lambdas=lambda_grid[g])`."""
+    q = eval_set.queries
+    args, rows = _ankge_inputs(model, base, ank, weights, q)
+    grid = np.asarray(lambda_grid, np.float32)
+    if grid.ndim != 2 or grid.shape[1] != len(LEVELS):
+        raise ValueError(f"lambda_grid must be [G, {len(LEVELS)}], got shape {grid.shape}")
+    return evaluate.filtered_grid_ranks(
+        ankge_components_fn(model, float(beta)),
+        args,
+        rows,
+        q[:, 2],
+        eval_set.filter_tails,
+        model.num_entities,
+        grid,
+        chunks,
+    )
 
-    result_path = os.path.join(workdir, "result.json")
-    if os.path.exists(result_path):
-        with open(result_path) as f:
-            return json.load(f)
+
+def parse_lambda_grid(
+    spec: str, include: tuple[tuple[float, float, float], ...] = ((0.0, 0.0, 0.0),)
+) -> list[tuple[float, float, float]]:
+    """Lambda triples (ent, rel, triple) of a grid spec: "v1,v2,..." (the same values for the
+    three levels) or "e1,e2;r1,r2;t1,t2" (per level); their Cartesian product, after the
+    triples of `include` (the base (0, 0, 0) by default), without duplicates, in that order."""
+    parts = spec.split(";")
+    if len(parts) == 1:
+        parts = parts * len(LEVELS)
+    if len(parts) != len(LEVELS):
+        raise ValueError(f"lambda grid {spec!r}: one list, or one per level (ent;rel;triple)")
+    try:
+        values = [[float(v) for v in p.split(",") if v.strip()] for p in parts]
+    except ValueError as e:
+        raise ValueError(f"lambda grid {spec!r}: {e}") from None
+    if not all(values):
+        raise ValueError(f"lambda grid {spec!r}: a level has no values")
+    out: list[tuple[float, float, float]] = []
+    for t in list(include) + list(itertools.product(*values)):
+        t = tuple(float(x) for x in t)
+        if t not in out:
+            out.append(t)
+    return out
+
+
+def select_lambdas(
+    model: KGEModel,
+    base: Params,
+    ank: Params,
+    weights: AdaptiveWeights,
+    eval_set: evaluate.EvalSet,
+    grid: list[tuple[float, float, float]],
+    *,
+    beta: float,
+    chunks: evaluate.Chunks = evaluate.DEFAULT_CHUNKS,
+) -> tuple[tuple[float, float, float], list[dict[str, Any]]]:
+    """The triple of `grid` with the best MRR on `eval_set` (the first one on ties) and every
+    triple's metrics (`lambdas`, mrr, mr, hits@1/3/10)."""
+    ranks = ankge_grid_ranks(
+        model, base, ank, weights, eval_set, beta=beta, lambda_grid=np.array(grid), chunks=chunks
+    )
+    table = [
+        {"lambdas": list(t), **evaluate.ranking_metrics(r)}
+        for t, r in zip(grid, ranks, strict=True)
+    ]
+    best = int(np.argmax([row["mrr"] for row in table]))
+    return grid[best], table
+
+
+def _train_analogy(
+    config: ml_collections.ConfigDict,
+    model: KGEModel,
+    base: Params,
+    train: np.ndarray,
+    found: retriever.Retrieval,
+    workdir: str,
+) -> tuple[Params, int]:
+    """Trains the analogy functions (checkpointed in workdir); returns them and the steps."""
     a = config.ankge
-    sizes = retriever.RetrievalSizes(
-        a.ent_knn, a.rel_knn, a.triple_knn, a.triple_ent_knn, a.triple_rel_knn
-    )
-    train = add_reverse(kg.train, kg.num_relations)
-    start = time.perf_counter()
-    found = retriever.cached_retrieve(
-        os.path.join(workdir, "retrieval.npz"),
-        model,
-        base,
-        train,
-        sizes,
-        chunk=a.retrieval_chunk,
-        entity_chunk=config.eval.entity_chunk,
-    )
-    retrieval_seconds = time.perf_counter() - start
     k = a.steps_per_call
     num_steps = -(-a.num_steps // k) * k
 
@@ -315,8 +417,6 @@ def train_ankge(
     }
     batch_size = min(a.batch_size, len(train) // mesh.size * mesh.size)
     batch_fn = EpochBatches(table, batch_size, seed=(config.seed, 7), steps_per_call=k)
-
-    start = time.perf_counter()
     state = train_loop(
         workdir=workdir,
         state=state,
@@ -330,24 +430,130 @@ def train_ankge(
         steps_per_call=k,
         desc="ankge",
     )
-    train_seconds = time.perf_counter() - start
-    ank = jax.device_get(state.params["ank"])
-    np.savez(os.path.join(workdir, "analogy_params.npz"), **ank)
+    return jax.device_get(state.params["ank"]), num_steps
+
+
+def _selection_settings(a: ml_collections.ConfigDict) -> dict[str, Any]:
+    """What decides the lambdas of the test evaluation (a result with other settings is
+    re-evaluated)."""
+    if a.lambda_grid:
+        return {"lambda_grid": a.lambda_grid, "lambda_valid_queries": a.lambda_valid_queries}
+    return {"lambda_grid": "", "lambdas": [a.ent_lambda, a.rel_lambda, a.triple_lambda]}
+
+
+def train_ankge(
+    config: ml_collections.ConfigDict, kg: KG, model: KGEModel, base: Params, workdir: str
+) -> dict[str, Any]:
+    """Stage 2: retrieval (cached), analogy-function training, lambdas (configured, or chosen
+    on validation when `ankge.lambda_grid` is set), test evaluation; returns test metrics plus
+    `lambdas`, timings and, with a grid, `valid_mrr` (of the chosen triple), `valid_mrr_base`,
+    `valid_mrr_configured` (the configured lambdas') and `lambda_grid_size`; the grid's
+    validation metrics go to workdir/lambda_grid.json.
+
+    A finished stage is read back from workdir/result.json when its lambda settings are the
+    config's; otherwise trained parameters (workdir/analogy_params.npz) are reused and only
+    the lambda selection and test evaluation run again."""
+    import json
+
+    a = config.ankge
+    settings = _selection_settings(a)
+    result_path = os.path.join(workdir, "result.json")
+    previous = None
+    if os.path.exists(result_path):
+        with open(result_path) as f:
+            previous = json.load(f)
+        defaults = {
+            "lambda_grid": "",
+            "lambda_valid_queries": 0,
+            "lambdas": settings.get("lambdas"),
+        }
+        if all(previous.get(k, defaults[k]) == v for k, v in settings.items()):
+            return previous
+        logging.info("AnKGE lambda settings changed (%s): re-evaluating", settings)
+    sizes = retriever.RetrievalSizes(
+        a.ent_knn, a.rel_knn, a.triple_knn, a.triple_ent_knn, a.triple_rel_knn
+    )
+    train = add_reverse(kg.train, kg.num_relations)
+    ank_path = os.path.join(workdir, "analogy_params.npz")
+    metrics: dict[str, Any] = {}
+    if os.path.exists(ank_path):  # trained before: reuse the parameters and the timings
+        logging.info("reusing the trained analogy functions of %s", ank_path)
+        ank = {k: jnp.asarray(v) for k, v in np.load(ank_path).items()}
+        for k in ("retrieval_seconds", "train_seconds", "train_steps"):
+            if previous is not None and k in previous:
+                metrics[k] = previous[k]
+    else:
+        start = time.perf_counter()
+        found = retriever.cached_retrieve(
+            os.path.join(workdir, "retrieval.npz"),
+            model,
+            base,
+            train,
+            sizes,
+            chunk=a.retrieval_chunk,
+            entity_chunk=config.eval.entity_chunk,
+        )
+        metrics["retrieval_seconds"] = time.perf_counter() - start
+        start = time.perf_counter()
+        ank, num_steps = _train_analogy(config, model, base, train, found, workdir)
+        metrics["train_seconds"] = time.perf_counter() - start
+        metrics["train_steps"] = num_steps
+        np.savez(ank_path, **ank)
     weights = adaptive_weights(train, model.num_entities, model.num_relations, sizes)
     chunks = evaluate.Chunks(config.eval.query_chunk, config.eval.entity_chunk)
-    metrics = evaluate_ankge(
+    configured = (float(a.ent_lambda), float(a.rel_lambda), float(a.triple_lambda))
+    lambdas = configured
+    if a.lambda_grid:
+        grid = parse_lambda_grid(a.lambda_grid, include=((0.0, 0.0, 0.0), configured))
+        valid = evaluate.subset(
+            evaluate.make_eval_set(kg, "valid"), a.lambda_valid_queries, config.seed
+        )
+        start = time.perf_counter()
+        lambdas, table = select_lambdas(
+            model, base, ank, weights, valid, grid, beta=a.beta, chunks=chunks
+        )
+        grid_seconds = time.perf_counter() - start
+        by_triple = {tuple(row["lambdas"]): row for row in table}
+        metrics.update(
+            valid_mrr=by_triple[lambdas]["mrr"],
+            valid_mrr_base=by_triple[(0.0, 0.0, 0.0)]["mrr"],
+            valid_mrr_configured=by_triple[configured]["mrr"],
+            lambda_grid_size=len(grid),
+            lambda_grid_seconds=grid_seconds,
+        )
+        with open(os.path.join(workdir, "lambda_grid.json"), "w") as f:
+            json.dump(
+                {
+                    "split": "valid",
+                    "queries": len(valid.queries),
+                    "seed": config.seed,
+                    "lambda_grid": a.lambda_grid,
+                    "best": list(lambdas),
+                    "seconds": grid_seconds,
+                    "table": table,
+                },
+                f,
+                indent=1,
+            )
+        logging.info(
+            "lambdas chosen on %d valid queries: %s (valid MRR %.4f; base %.4f, configured %.4f)",
+            len(valid.queries),
+            lambdas,
+            metrics["valid_mrr"],
+            metrics["valid_mrr_base"],
+            metrics["valid_mrr_configured"],
+        )
+    test = evaluate_ankge(
         model,
         base,
         ank,
         weights,
         evaluate.make_eval_set(kg, "test"),
         beta=a.beta,
-        lambdas=(a.ent_lambda, a.rel_lambda, a.triple_lambda),
+        lambdas=lambdas,
         chunks=chunks,
     )
-    metrics.update(
-        retrieval_seconds=retrieval_seconds, train_seconds=train_seconds, train_steps=num_steps
-    )
+    metrics = {**test, **metrics, **settings, "lambdas": list(lambdas)}
     logging.info("AnKGE test: %s", metrics)
     with open(result_path, "w") as f:
         json.dump(metrics, f, indent=1, sort_keys=True)

@@ -12,6 +12,11 @@ same elementwise operations and reduction over the embedding axis as the chunks)
 processed in chunks of `query_chunk`, entities in chunks of `entity_chunk` (`lax.map` over query
 chunks, `lax.scan` over entity chunks): memory is O(query_chunk x entity_chunk) whatever the
 graph size.
+
+`filtered_grid_ranks` ranks G scores that are weighted sums of the same components
+`c_0 + w_1 c_1 + ... + w_L c_L` (AnKGE's base distance and level terms, one weight vector per
+lambda triple) in one pass: the components are computed once per block, the G scores formed
+and counted one after the other; memory O(query_chunk x entity_chunk x (L + 1)).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models.kge import KGEModel
+from models.kge import KGEModel, Params, pairwise_match, small_params
 from research.datasets.kg import KG, eval_queries, filter_index
 
 # score_fn(args, rows, ent_ids) -> scores (higher is better). `rows` is the per-query pytree
@@ -91,6 +96,123 @@ def _ranks_jit(score_fn, num_entities, qc, ec, args, rows, answers, filt):
     return jax.lax.map(per_query_chunk, chunks).reshape(-1)
 
 
+# components_fn(args, rows, ent_ids) -> (c_0, c_1, ..., c_L), each broadcastable to the
+# [Qc, Ec] (or [Qc, 1]) scores of a `ScoreFn`; the score of a weight vector w [L] is
+# `combine(components, w)` = c_0 + w_1 c_1 + ... + w_L c_L, added left to right.
+ComponentsFn = Callable[[Any, Any, jax.Array], tuple[jax.Array, ...]]
+
+
+def combine(components: tuple[jax.Array, ...], weights: Any) -> jax.Array:
+    """`c_0 + w[0] * c_1 + w[1] * c_2 + ...`, left to right. A weight given as a Python number
+    0 skips its term (same value: adding `0 * c` of a finite `c` changes nothing)."""
+    s = components[0]
+    for i, c in enumerate(components[1:]):
+        w = weights[i]
+        if isinstance(w, (int, float)) and w == 0:
+            continue
+        s = s + w * c
+    return s
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _grid_ranks_jit(components_fn, num_entities, qc, ec, args, rows, answers, filt, weights):
+    nq = answers.shape[0] // qc
+    n_ech = -(-num_entities // ec)
+    n_grid = weights.shape[0]
+    reshape = lambda x: x.reshape((nq, qc) + x.shape[1:])
+    chunks = (jax.tree.map(reshape, rows), reshape(answers), reshape(filt))
+    row_idx = jnp.arange(qc)[:, None]
+
+    def per_query_chunk(chunk):
+        rows_c, ans_c, filt_c = chunk
+        safe_ans = jnp.clip(ans_c, 0, num_entities - 1)
+        target_c = tuple(
+            jnp.broadcast_to(c, (qc, 1))[:, 0]
+            for c in components_fn(args, rows_c, safe_ans[:, None])
+        )
+        target = jax.vmap(lambda w: combine(target_c, w))(weights)  # [G, Qc]
+
+        def per_entity_chunk(carry, start):
+            greater, equal = carry  # [G, Qc]
+            ids = start + jnp.arange(ec, dtype=jnp.int32)
+            comps = components_fn(args, rows_c, jnp.minimum(ids, num_entities - 1))
+            comps = tuple(jnp.broadcast_to(c, (qc, ec)) for c in comps)
+            # padding and filtered entities (incl. the answer): -inf in c_0, hence in every
+            # combination (the other components are finite)
+            c0 = jnp.where(ids[None, :] < num_entities, comps[0], -jnp.inf)
+            local = filt_c - start
+            local = jnp.where((filt_c >= 0) & (local >= 0) & (local < ec), local, ec)
+            c0 = c0.at[row_idx, local].set(-jnp.inf, mode="drop")
+            comps = (c0,) + comps[1:]
+
+            def per_weight(_, xs):  # one [Qc, Ec] score block at a time
+                w, t = xs
+                s = combine(comps, w)
+                return None, (
+                    jnp.sum(s > t[:, None], axis=1, dtype=jnp.int32),
+                    jnp.sum(s == t[:, None], axis=1, dtype=jnp.int32),
+                )
+
+            _, (g, e) = jax.lax.scan(per_weight, None, (weights, target))
+            return (greater + g, equal + e), None
+
+        zeros = jnp.zeros((n_grid, qc), jnp.int32)
+        starts = jnp.arange(n_ech, dtype=jnp.int32) * ec
+        (greater, equal), _ = jax.lax.scan(per_entity_chunk, (zeros, zeros), starts)
+        return 1.0 + greater.astype(jnp.float32) + 0.5 * equal.astype(jnp.float32)  # [G, Qc]
+
+    ranks = jax.lax.map(per_query_chunk, chunks)  # [nq, G, Qc]
+    return jnp.moveaxis(ranks, 1, 0).reshape(n_grid, -1)
+
+
+def _check_filter(answers: np.ndarray, filter_tails: np.ndarray) -> None:
+    if filter_tails.ndim != 2 or len(filter_tails) != len(answers):
+        raise ValueError(
+            f"filter_tails must be [Q={len(answers)}, K], got shape {filter_tails.shape}"
+        )
+    if not np.all((filter_tails == answers[:, None]).any(axis=1)):
+        bad = int(np.argmin((filter_tails == answers[:, None]).any(axis=1)))
+        raise ValueError(f"query {bad}: its answer {answers[bad]} is missing from its filter list")
+
+
+def filtered_grid_ranks(
+    components_fn: ComponentsFn,
+    args: Any,
+    rows: Any,
+    answers: np.ndarray,
+    filter_tails: np.ndarray,
+    num_entities: int,
+    weights: np.ndarray,
+    chunks: Chunks = DEFAULT_CHUNKS,
+) -> np.ndarray:
+    """Filtered mean-tie ranks [G, Q] float32 of `answers` under each of the G scores
+    `combine(components, weights[g])`, in one ranking pass.
+
+    The components are computed once per (query chunk, entity chunk); the G scores are then
+    formed and counted one after the other (`lax.scan`), so memory is O(query_chunk x
+    entity_chunk x (L + 1)) whatever G. Ranks equal those of `filtered_ranks` with a score
+    function that returns `combine(components, weights[g])` (same operations, same order).
+
+    Args:
+      components_fn: see `ComponentsFn`; must be hashable (module-level or cached).
+      weights: [G, L] float32, one weight vector per score.
+      Others: as `filtered_ranks`.
+    """
+    answers = np.asarray(answers, np.int32)
+    filter_tails = np.asarray(filter_tails, np.int32)
+    weights = np.asarray(weights, np.float32)
+    if weights.ndim != 2 or len(weights) == 0:
+        raise ValueError(f"weights must be [G >= 1, L], got shape {weights.shape}")
+    _check_filter(answers, filter_tails)
+    qc = max(1, min(chunks.query, len(answers)))
+    ec = max(1, min(chunks.entity, num_entities))
+    (rows, answers_p, filt), n = _pad_rows((rows, answers, filter_tails), qc)
+    ranks = _grid_ranks_jit(
+        components_fn, num_entities, qc, ec, args, rows, answers_p, filt, weights
+    )
+    return np.asarray(ranks)[:, :n]
+
+
 def filtered_ranks(
     score_fn: ScoreFn,
     args: Any,
@@ -110,13 +232,7 @@ def filtered_ranks(
     """
     answers = np.asarray(answers, np.int32)
     filter_tails = np.asarray(filter_tails, np.int32)
-    if filter_tails.ndim != 2 or len(filter_tails) != len(answers):
-        raise ValueError(
-            f"filter_tails must be [Q={len(answers)}, K], got shape {filter_tails.shape}"
-        )
-    if not np.all((filter_tails == answers[:, None]).any(axis=1)):
-        bad = int(np.argmin((filter_tails == answers[:, None]).any(axis=1)))
-        raise ValueError(f"query {bad}: its answer {answers[bad]} is missing from its filter list")
+    _check_filter(answers, filter_tails)
     qc = max(1, min(chunks.query, len(answers)))
     ec = max(1, min(chunks.entity, num_entities))
     (rows, answers_p, filt), n = _pad_rows((rows, answers, filter_tails), qc)
@@ -136,17 +252,24 @@ def ranking_metrics(ranks: np.ndarray) -> dict[str, float]:
     }
 
 
+def candidate_distances(model: KGEModel, params: Params, q: Any, ent_ids: jax.Array) -> jax.Array:
+    """d(query, entity) for a `ScoreFn`'s candidates: ent_ids [Ec] shared by the queries ->
+    [Qc, Ec], or [Qc, 1], one per query -> [Qc, 1]; q leaves [Qc, D'] (`model.query`). A scan
+    over the embedding coordinates (`models.kge.pairwise_match`): both forms add the same terms
+    in the same order, so an answer scored alone ties exactly with its copy in a block."""
+    tails = model.tail(params["entity"][ent_ids.reshape(-1)])
+    return pairwise_match(model, small_params(params), q, tails, paired=ent_ids.ndim == 2)
+
+
 @functools.cache
 def base_score_fn(model: KGEModel) -> ScoreFn:
     """`ScoreFn` of a base model: rows {"hr": [Qc, 2]} (head, relation ids)."""
 
     def score(params, rows, ent_ids):
         hr = rows["hr"]
-        h = params["entity"][jnp.maximum(hr[:, 0], 0)][:, None, :]
-        r = params["relation"][jnp.maximum(hr[:, 1], 0)][:, None, :]
-        q = model.query(params, h, r)
-        cols = ent_ids[None] if ent_ids.ndim == 1 else ent_ids  # [1, Ec] or [Qc, 1]
-        return -model.match(params, q, model.tail(params["entity"][cols]))
+        h = params["entity"][jnp.maximum(hr[:, 0], 0)]
+        r = params["relation"][jnp.maximum(hr[:, 1], 0)]
+        return -candidate_distances(model, params, model.query(params, h, r), ent_ids)
 
     return score
 
@@ -168,6 +291,15 @@ class EvalSet:
 def make_eval_set(kg: KG, split: str) -> EvalSet:
     queries = eval_queries(kg, split)
     return EvalSet(split, queries, filter_index(kg, queries).tails)
+
+
+def subset(eval_set: EvalSet, n: int, seed: int) -> EvalSet:
+    """`n` queries of `eval_set` drawn without replacement with `seed` (kept in order); all of
+    them when `n` is 0 or >= their number."""
+    if not n or n >= len(eval_set.queries):
+        return eval_set
+    idx = np.sort(np.random.default_rng(seed).choice(len(eval_set.queries), n, replace=False))
+    return EvalSet(eval_set.split, eval_set.queries[idx], eval_set.filter_tails[idx])
 
 
 def evaluate_base(

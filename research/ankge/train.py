@@ -78,13 +78,6 @@ def _write_json(path: str, obj: dict[str, Any]) -> None:
         json.dump(obj, f, indent=1, sort_keys=True)
 
 
-def _subset(eval_set: evaluate.EvalSet, n: int, seed: int) -> evaluate.EvalSet:
-    if not n or n >= len(eval_set.queries):
-        return eval_set
-    idx = np.sort(np.random.default_rng(seed).choice(len(eval_set.queries), n, replace=False))
-    return evaluate.EvalSet(eval_set.split, eval_set.queries[idx], eval_set.filter_tails[idx])
-
-
 def train_base_model(
     config: Config, kg: KG, model: KGEModel, workdir: str
 ) -> tuple[dict[str, Any], dict[str, float]]:
@@ -113,7 +106,9 @@ def train_base_model(
         model.init(key), train_base.make_optimizer(recipe), jax.random.fold_in(key, 1)
     )
     chunks = evaluate.Chunks(config.eval.query_chunk, config.eval.entity_chunk)
-    valid = _subset(evaluate.make_eval_set(kg, "valid"), config.eval.valid_queries, config.seed)
+    valid = evaluate.subset(
+        evaluate.make_eval_set(kg, "valid"), config.eval.valid_queries, config.seed
+    )
     eval_fn = lambda s: {
         f"valid_{k}": v
         for k, v in evaluate.evaluate_base(model, s.params, valid, chunks).items()
@@ -181,6 +176,18 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, float]:
         f"({kg.summary()}). Filtered ranking against all entities on test and reversed test "
         "(tail and head prediction), ties counted as the mean rank."
     )
+    if "ankge/lambdas" in metrics:
+        lam = ", ".join(f"{x:g}" for x in metrics["ankge/lambdas"])
+        notes += f" AnKGE lambdas (ent, rel, triple) = ({lam})"
+        if "ankge/valid_mrr" in metrics:
+            notes += (
+                f", chosen on validation among {metrics['ankge/lambda_grid_size']} triples "
+                f"(`ankge/lambda_grid.json`): valid MRR {metrics['ankge/valid_mrr']:.4f}, base "
+                f"(0, 0, 0) {metrics['ankge/valid_mrr_base']:.4f}, configured lambdas "
+                f"{metrics['ankge/valid_mrr_configured']:.4f}."
+            )
+        else:
+            notes += " (configured)."
     results.write_results(
         workdir, metrics, title="AnKGE", tables={"Test (filtered)": rows}, plots=plots, notes=notes
     )

@@ -1,7 +1,9 @@
 """The `tiny` preset end to end (base model, retrieval, AnKGE), resuming, and the combined
 score: AnKGE differs from the base score exactly where an adaptive weight is non-zero."""
 
+import json
 import os
+import shutil
 
 import jax.numpy as jnp
 import numpy as np
@@ -83,3 +85,46 @@ def test_ankge_score_differs_from_base_only_where_weights_are_nonzero(tiny_run):
     assert (w == 0).any() and (w > 0).any()
     np.testing.assert_array_equal(ank_s[w == 0], base_s[w == 0])
     assert np.mean(ank_s[w > 0] != base_s[w > 0]) > 0.99
+
+
+@pytest.mark.slow
+def test_lambdas_chosen_on_valid_reuse_the_trained_stage(tiny_run, tmp_path):
+    config, workdir, metrics = tiny_run
+    workdir = str(shutil.copytree(workdir, tmp_path / "run"))
+    config = config.copy_and_resolve_references()
+    config.ankge.lambda_grid = "0,0.1;0,0.05;0.1"
+    got = train_and_evaluate(config, workdir)  # only the lambdas and the test evaluation rerun
+    assert got["base/mrr"] == metrics["base/mrr"]
+    assert got["ankge/train_seconds"] == metrics["ankge/train_seconds"]
+    with open(os.path.join(workdir, "ankge/lambda_grid.json")) as f:
+        table = json.load(f)["table"]
+    # (0, 0, 0) first, then the configured lambdas, then the grid less the configured triple
+    assert got["ankge/lambda_grid_size"] == len(table) == 2 + 4 - 1
+    assert table[0]["lambdas"] == [0, 0, 0] and table[1]["lambdas"] == [0.1, 0.05, 0.1]
+    best = max(table, key=lambda row: row["mrr"])
+    assert got["ankge/lambdas"] == best["lambdas"] and got["ankge/valid_mrr"] == best["mrr"]
+    assert got["ankge/valid_mrr_base"] == table[0]["mrr"]
+    assert got["ankge/valid_mrr_configured"] == table[1]["mrr"]
+    # the test metrics are those of the chosen lambdas
+    kg = load_data(config)
+    model = make_model(config, kg)
+    load = lambda name: {k: jnp.asarray(v) for k, v in np.load(os.path.join(workdir, name)).items()}
+    a = config.ankge
+    sizes = retriever.RetrievalSizes(
+        a.ent_knn, a.rel_knn, a.triple_knn, a.triple_ent_knn, a.triple_rel_knn
+    )
+    train = add_reverse(kg.train, kg.num_relations)
+    want = analogy.evaluate_ankge(
+        model,
+        load("base/params.npz"),
+        load("ankge/analogy_params.npz"),
+        analogy.adaptive_weights(train, model.num_entities, model.num_relations, sizes),
+        evaluate.make_eval_set(kg, "test"),
+        beta=a.beta,
+        lambdas=tuple(best["lambdas"]),
+        chunks=evaluate.Chunks(config.eval.query_chunk, config.eval.entity_chunk),
+    )
+    assert got["ankge/mrr"] == want["mrr"]
+    # a second run with the same settings reads the result back
+    again = train_and_evaluate(config, workdir)
+    assert again["ankge/mrr"] == got["ankge/mrr"]

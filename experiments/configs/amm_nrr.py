@@ -40,6 +40,7 @@ def base() -> ml_collections.ConfigDict:
     c.tol = 1e-5  # max vertex displacement, normalised units
     c.robust = True  # False: the least-squares (l2) variant
     c.alignment = "point"  # or "plane": point-to-plane along the target's vertex normals
+    c.plane_point_weight = 0.1  # plane: share of point-to-point added to the plane residual
     c.dtype = "float32"
     c.coverage = "auto"  # geodesic (meshes) / euclidean (point clouds)
     c.landmarks = ""  # file of `source_index target_index` lines, for the explicit pair

@@ -72,6 +72,7 @@ def options_from(config: Config, radius: float, use_aa: bool) -> solver.Options:
         coverage=config.coverage,
         landmark_weight=config.landmark_weight,
         alignment=config.alignment,
+        plane_point_weight=config.plane_point_weight,
     )
 
 

@@ -63,39 +63,6 @@ def _pad_rows(tree: Any, multiple: int) -> tuple[Any, int]:
     return jax.tree.map(pad_leaf, tree), n
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _ranks_jit(score_fn, num_entities, qc, ec, args, rows, answers, filt):
-    nq = answers.shape[0] // qc
-    n_ech = -(-num_entities // ec)
-    reshape = lambda x: x.reshape((nq, qc) + x.shape[1:])
-    chunks = (jax.tree.map(reshape, rows), reshape(answers), reshape(filt))
-    row_idx = jnp.arange(qc)[:, None]
-
-    def per_query_chunk(chunk):
-        rows_c, ans_c, filt_c = chunk
-        safe_ans = jnp.clip(ans_c, 0, num_entities - 1)
-        target = score_fn(args, rows_c, safe_ans[:, None])[:, 0]  # [Qc]
-
-        def per_entity_chunk(carry, start):
-            greater, equal = carry
-            ids = start + jnp.arange(ec, dtype=jnp.int32)
-            s = score_fn(args, rows_c, jnp.minimum(ids, num_entities - 1))
-            s = jnp.where(ids[None, :] < num_entities, s, -jnp.inf)  # padding entities
-            local = filt_c - start  # -1 padding of the filter list lands out of range too
-            local = jnp.where((filt_c >= 0) & (local >= 0) & (local < ec), local, ec)
-            s = s.at[row_idx, local].set(-jnp.inf, mode="drop")  # filtered, incl. the answer
-            greater += jnp.sum(s > target[:, None], axis=1, dtype=jnp.int32)
-            equal += jnp.sum(s == target[:, None], axis=1, dtype=jnp.int32)
-            return (greater, equal), None
-
-        zeros = jnp.zeros(qc, jnp.int32)
-        starts = jnp.arange(n_ech, dtype=jnp.int32) * ec
-        (greater, equal), _ = jax.lax.scan(per_entity_chunk, (zeros, zeros), starts)
-        return 1.0 + greater.astype(jnp.float32) + 0.5 * equal.astype(jnp.float32)
-
-    return jax.lax.map(per_query_chunk, chunks).reshape(-1)
-
-
 # components_fn(args, rows, ent_ids) -> (c_0, c_1, ..., c_L), each broadcastable to the
 # [Qc, Ec] (or [Qc, 1]) scores of a `ScoreFn`; the score of a weight vector w [L] is
 # `combine(components, w)` = c_0 + w_1 c_1 + ... + w_L c_L, added left to right.
@@ -230,14 +197,23 @@ def filtered_ranks(
       rows: per-query pytree with leading axis Q.
       filter_tails: [Q, K] int32 true tails to skip (padded with -1); must contain the answer.
     """
-    answers = np.asarray(answers, np.int32)
-    filter_tails = np.asarray(filter_tails, np.int32)
-    _check_filter(answers, filter_tails)
-    qc = max(1, min(chunks.query, len(answers)))
-    ec = max(1, min(chunks.entity, num_entities))
-    (rows, answers_p, filt), n = _pad_rows((rows, answers, filter_tails), qc)
-    ranks = _ranks_jit(score_fn, num_entities, qc, ec, args, rows, answers_p, filt)
-    return np.asarray(ranks)[:n]
+    no_weights = np.zeros((1, 0), np.float32)  # one score: the single component itself
+    return filtered_grid_ranks(
+        _single_component(score_fn),
+        args,
+        rows,
+        answers,
+        filter_tails,
+        num_entities,
+        no_weights,
+        chunks,
+    )[0]
+
+
+@functools.cache
+def _single_component(score_fn: ScoreFn) -> ComponentsFn:
+    """`score_fn` as a `ComponentsFn` with one component (cached: a static argument of jit)."""
+    return lambda args, rows, ent_ids: (score_fn(args, rows, ent_ids),)
 
 
 def ranking_metrics(ranks: np.ndarray) -> dict[str, float]:

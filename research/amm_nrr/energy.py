@@ -169,7 +169,7 @@ def make_problem(
         landmark_weight=f(landmark_weight),
         alpha=f(alpha * ef.size / n),
         beta=f(beta * r / n),
-        layout=make_layout(blocks // r, blocks % r, r)[0],
+        layout=make_layout(blocks // r, blocks % r, r),
     )
 
 

@@ -43,13 +43,9 @@ class Layout(NamedTuple):
     pad_nodes: jax.Array
 
 
-def make_layout(
-    block_row: np.ndarray, block_col: np.ndarray, num_nodes: int
-) -> tuple[Layout, int, int]:
-    """The layout for the distinct node blocks (block_row, block_col) [nb] of H.
-
-    Returns (layout, K super-blocks, bsn nodes per super-block).
-    """
+def make_layout(block_row: np.ndarray, block_col: np.ndarray, num_nodes: int) -> Layout:
+    """The layout for the distinct node blocks (block_row, block_col) [nb] of H (K super-blocks
+    of bsn nodes: `layout.pad_nodes.shape`)."""
     r = num_nodes
     off = block_row != block_col
     adj = sp.csr_matrix((np.ones(off.sum()), (block_row[off], block_col[off])), shape=(r, r))
@@ -66,14 +62,13 @@ def make_layout(
     pad = np.zeros(k * bsn)
     pad[r:] = 1.0
     i32 = lambda x: jnp.asarray(x, jnp.int32)
-    layout = Layout(
+    return Layout(
         position=i32(pos),
         block_slot=i32(slot),
         block_row=i32(pj % bsn),
         block_col=i32(pk % bsn),
         pad_nodes=jnp.asarray(pad.reshape(k, bsn), np.float32),
     )
-    return layout, k, bsn
 
 
 def banded_solve(layout: Layout, blocks: jax.Array, rhs: jax.Array) -> jax.Array:

@@ -102,13 +102,6 @@ def mm_step(problem, index, x, nu_a, nu_r, n: int, robust: bool = True, cache=No
     return E.minimise_surrogate(problem, s, n), energy, new_cache
 
 
-def true_energy(
-    problem, index, x, nu_a, nu_r, n: int, robust: bool = True, plane=None
-) -> jax.Array:
-    """E(X) with fresh closest points."""
-    return _energy_and_surrogate(problem, index, x, nu_a, nu_r, n, robust, plane=plane)[0]
-
-
 @functools.partial(jax.jit, static_argnames=("n", "use_aa", "history", "max_iter", "tol"))
 def run_stage(
     problem: E.Problem,

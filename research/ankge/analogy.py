@@ -205,7 +205,8 @@ def ankge_components_fn(
         he, re_ = base["entity"][h], base["relation"][r]
         ae, ar = f_ent(base, ank, h, r, beta), f_rel(base, ank, r)
         cols = ent_ids[None] if ent_ids.ndim == 1 else ent_ids  # [1, Ec] or [Qc, 1]
-        d = lambda a, b: evaluate.candidate_distances(model, base, model.query(base, a, b), ent_ids)
+        dist = evaluate.candidate_distances(model, base, ent_ids)
+        d = lambda a, b: dist(model.query(base, a, b))
         out = [-d(he, re_)]
         if levels[0]:
             out.append(args["w_ent"][r[:, None], cols] * -d(ae, re_))

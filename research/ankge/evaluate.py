@@ -228,13 +228,17 @@ def ranking_metrics(ranks: np.ndarray) -> dict[str, float]:
     }
 
 
-def candidate_distances(model: KGEModel, params: Params, q: Any, ent_ids: jax.Array) -> jax.Array:
-    """d(query, entity) for a `ScoreFn`'s candidates: ent_ids [Ec] shared by the queries ->
-    [Qc, Ec], or [Qc, 1], one per query -> [Qc, 1]; q leaves [Qc, D'] (`model.query`). A scan
-    over the embedding coordinates (`models.kge.pairwise_match`): both forms add the same terms
-    in the same order, so an answer scored alone ties exactly with its copy in a block."""
+def candidate_distances(
+    model: KGEModel, params: Params, ent_ids: jax.Array
+) -> Callable[[Any], jax.Array]:
+    """`q -> d(q, candidates)` for a `ScoreFn`'s candidates (their tails gathered once): ent_ids
+    [Ec] shared by the queries -> [Qc, Ec], or [Qc, 1], one per query -> [Qc, 1]; q leaves
+    [Qc, D'] (`model.query`). A scan over the embedding coordinates
+    (`models.kge.pairwise_match`): both forms add the same terms in the same order, so an
+    answer scored alone ties exactly with its copy in a block."""
     tails = model.tail(params["entity"][ent_ids.reshape(-1)])
-    return pairwise_match(model, small_params(params), q, tails, paired=ent_ids.ndim == 2)
+    small, paired = small_params(params), ent_ids.ndim == 2
+    return lambda q: pairwise_match(model, small, q, tails, paired=paired)
 
 
 @functools.cache
@@ -245,7 +249,7 @@ def base_score_fn(model: KGEModel) -> ScoreFn:
         hr = rows["hr"]
         h = params["entity"][jnp.maximum(hr[:, 0], 0)]
         r = params["relation"][jnp.maximum(hr[:, 1], 0)]
-        return -candidate_distances(model, params, model.query(params, h, r), ent_ids)
+        return -candidate_distances(model, params, ent_ids)(model.query(params, h, r))
 
     return score
 

@@ -10,7 +10,7 @@ preset is used). The logic is in research/amm_nrr/train.py.
 import os
 import sys
 
-from experiments.lib.app import run
+from experiments.app import run
 from research.amm_nrr.train import train_and_evaluate
 
 _ALIASES = {

@@ -3,7 +3,7 @@
 python -m experiments.ankge --config=experiments/configs/ankge.py:tiny --workdir=DIR
 """
 
-from experiments.lib.app import run
+from experiments.app import run
 from research.ankge.train import train_and_evaluate
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 The logic is in research/bifeat/train.py.
 """
 
-from experiments.lib.app import run
+from experiments.app import run
 from research.bifeat.train import train_and_evaluate
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 python -m experiments.jko_iflow --config=experiments/configs/jko_iflow.py:tiny --workdir=DIR
 """
 
-from experiments.lib.app import run
+from experiments.app import run
 from research.jko_iflow.train import train_and_evaluate
 
 if __name__ == "__main__":

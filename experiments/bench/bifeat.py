@@ -27,11 +27,11 @@ import psutil
 from absl import app, flags
 
 from experiments.bench.timing import format_table, record, write_json
-from experiments.lib.parallel import data_mesh, shard_batch
 from ops.quantize import dequantize
 from research.bifeat import profile
 from research.bifeat.stores import build_store, parse_schemes
 from research.datasets.graphs import synthetic_graph
+from research.training.parallel import data_mesh, shard_batch
 
 DEFAULT_SCHEMES = "float32,float32-device,sq1,sq2,sq4,sq8,sq16,vq16x256"
 

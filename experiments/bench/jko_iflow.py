@@ -23,10 +23,10 @@ from absl import app, flags
 
 from experiments.bench.timing import format_table, record, write_json
 from experiments.configs.jko_iflow import get_config
-from experiments.lib.parallel import data_mesh, shard_batch
-from experiments.lib.train_state import TrainState
 from models.flows import init_velocity
 from research.jko_iflow import train
+from research.training.parallel import data_mesh, shard_batch
+from research.training.train_state import TrainState
 
 RECORDED_OFFICIAL_S_PER_ITER = 0.19  # shared/data/densities2d/README.md (torch CPU, this machine)
 

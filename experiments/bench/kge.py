@@ -38,12 +38,12 @@ import numpy as np
 from absl import app, flags
 
 from experiments.bench.timing import format_table, record, write_json
-from experiments.lib.parallel import data_mesh, replicate, shard_batch
-from experiments.lib.train_state import TrainState
 from models.kge import KGEModel
 from research.ankge import evaluate, train_base
 from research.datasets.kg import KG, add_reverse, load_kg
 from research.datasets.paths import REPO_ROOT, resolve_data_dir
+from research.training.parallel import data_mesh, replicate, shard_batch
+from research.training.train_state import TrainState
 
 WN18RR = "../shared/data/kg/WN18RR"
 WN18RR_SIZES = dict(entities=40943, relations=11, train=86835, valid=3034, test=3134)

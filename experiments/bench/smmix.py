@@ -30,9 +30,9 @@ from absl import app, flags
 
 from experiments.bench.timing import format_table, record, write_json
 from experiments.configs.smmix import get_config
-from experiments.lib.parallel import data_mesh, make_train_step, shard_batch
-from experiments.lib.train_state import TrainState
 from research.smmix import steps
+from research.training.parallel import data_mesh, make_train_step, shard_batch
+from research.training.train_state import TrainState
 
 _OUT = flags.DEFINE_string("out", "bench_out/smmix.json", "JSON output path.")
 _MODELS = flags.DEFINE_list("models", ["small"], "small (digits preset ViT) and/or deit_tiny.")

@@ -15,7 +15,7 @@ from typing import Any
 
 import jax
 
-from experiments.lib.results import markdown_table as format_table  # noqa: F401 (re-export)
+from research.training.results import markdown_table as format_table  # noqa: F401 (re-export)
 
 
 def block(x: Any) -> Any:

@@ -19,11 +19,11 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from experiments.lib import results
 from research.amm_nrr import robustness, solver
 from research.amm_nrr.graph import normalise
 from research.datasets.meshes import Mesh, load_mesh, save_mesh
 from research.datasets.paths import resolve_data_dir
+from research.training import results
 
 Config = ml_collections.ConfigDict
 

@@ -34,13 +34,13 @@ import numpy as np
 import optax
 from absl import logging
 
-from experiments.lib.loop import train_loop
-from experiments.lib.parallel import data_mesh, make_train_step
-from experiments.lib.train_state import TrainState
 from models.kge import KGEModel, Params
 from research.ankge import evaluate, retriever
 from research.datasets.batching import EpochBatches
 from research.datasets.kg import KG, add_reverse, pair_counts
+from research.training.loop import train_loop
+from research.training.parallel import data_mesh, make_train_step
+from research.training.train_state import TrainState
 
 LEVELS = ("ent", "rel", "triple")
 

@@ -21,15 +21,15 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from experiments.lib import results
-from experiments.lib.loop import train_loop
-from experiments.lib.metrics import read_metrics
-from experiments.lib.parallel import data_mesh
-from experiments.lib.train_state import TrainState
 from models.kge import KGEModel
 from research.ankge import analogy, evaluate, train_base
 from research.datasets.kg import KG, add_reverse, load_kg, synthetic_kg
 from research.datasets.paths import resolve_data_dir
+from research.training import results
+from research.training.loop import train_loop
+from research.training.metrics import read_metrics
+from research.training.parallel import data_mesh
+from research.training.train_state import TrainState
 
 Config = ml_collections.ConfigDict
 

@@ -11,7 +11,7 @@ entities a drawn negative is a true tail with probability ~1e-4), the loss is
 with `w_b = 1 / sqrt(count(h, r) + count(t, r^-1))` (counts over the training triples, starting
 at 4; the RotatE "subsampling weight") when `subsampling` is on, else 1. Adam, learning rate
 x0.1 after half of the steps. `steps_per_call` steps run inside one jitted call (`lax.scan`)
-with the state's buffers donated (`experiments.lib.parallel.make_train_step`).
+with the state's buffers donated (`research.training.parallel.make_train_step`).
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments.lib.parallel import make_train_step
 from models.kge import KGEModel, match_tails, small_params
 from research.datasets.batching import EpochBatches
 from research.datasets.kg import pair_counts, pair_key
+from research.training.parallel import make_train_step
 
 
 @dataclasses.dataclass(frozen=True)

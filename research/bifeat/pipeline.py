@@ -3,7 +3,7 @@
 Data parallelism: the global batch of seed nodes is cut into one sub-batch per device; each is
 sampled separately (as every GPU of the official multi-GPU code samples its own blocks) and the
 sub-batches are stacked, so every batch leaf is `[num_devices, ...]` and the train step
-(`experiments.lib.parallel.make_train_step`) hands each device its `[1, ...]` slice.
+(`research.training.parallel.make_train_step`) hands each device its `[1, ...]` slice.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, PartitionSpec
 
-from experiments.lib.parallel import DATA_AXIS, shard_batch
 from models.gnn import Block, blocks_from_fanout
 from research.bifeat.sampler import NeighborSampler, stack_batches
 from research.bifeat.stores import FeatureStore
 from research.datasets.graphs import Graph
+from research.training.parallel import DATA_AXIS, shard_batch
 
 # Sampled-batch leaves the device step uses ("x" is the store's prepared array).
 DEVICE_KEYS = ("x", "labels", "seed_mask")

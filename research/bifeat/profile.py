@@ -19,14 +19,14 @@ from typing import Any
 import jax
 import numpy as np
 
-from experiments.lib.parallel import data_mesh, make_train_step, replicate, shard_batch
-from experiments.lib.prefetch import Prefetcher
-from experiments.lib.train_state import TrainState
 from models.gnn import GraphSAGE, blocks_from_fanout
 from research.bifeat import pipeline
 from research.bifeat.sampler import NeighborSampler, calibrate_caps
 from research.bifeat.stores import FeatureStore
 from research.datasets.graphs import Graph
+from research.training.parallel import data_mesh, make_train_step, replicate, shard_batch
+from research.training.prefetch import Prefetcher
+from research.training.train_state import TrainState
 
 
 @dataclasses.dataclass

@@ -13,8 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments.lib import results as lib_results  # noqa: E402
 from research.datasets.graphs import Graph  # noqa: E402
+from research.training import results as lib_results  # noqa: E402
 
 
 def summarize(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -38,9 +38,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from experiments.lib.parallel import DATA_AXIS
 from ops.quantize import SQ_BITS, UNIFORM_BITS, QuantizedTable, quantize
 from ops.quantized_gather import quantized_gather
+from research.training.parallel import DATA_AXIS
 
 _SCHEME = re.compile(r"^(float32|float32-device|sq(\d+)|uniform(\d+)|vq(\d+)x(\d+))(\+cache)?$")
 

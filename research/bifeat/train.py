@@ -21,17 +21,17 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from experiments.lib.loop import train_loop
-from experiments.lib.metrics import read_metrics
-from experiments.lib.parallel import data_mesh, make_train_step
-from experiments.lib.prefetch import Prefetcher
-from experiments.lib.train_state import TrainState
 from models.gnn import GAT, GraphSAGE, blocks_from_fanout
 from research.bifeat import pipeline, report
 from research.bifeat.sampler import NeighborSampler, calibrate_caps
 from research.bifeat.stores import FeatureStore, Scheme, build_store, parse_schemes
 from research.datasets.graphs import Graph, drop_edges, load_graph
 from research.datasets.paths import resolve_data_dir
+from research.training.loop import train_loop
+from research.training.metrics import read_metrics
+from research.training.parallel import data_mesh, make_train_step
+from research.training.prefetch import Prefetcher
+from research.training.train_state import TrainState
 
 Config = ml_collections.ConfigDict
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments.lib.results import save_figure as _save
+from research.training.results import save_figure as _save
 
 
 def density_figure(

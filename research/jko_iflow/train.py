@@ -22,14 +22,14 @@ import numpy as np
 import optax
 from absl import logging
 
-from experiments.lib import results
-from experiments.lib.loop import train_loop
-from experiments.lib.metrics import read_metrics
-from experiments.lib.parallel import data_mesh, make_train_step
-from experiments.lib.train_state import TrainState
 from models.flows import VelocityMLP, init_velocity
 from research.jko_iflow import evaluate, flow, jko, plots
 from research.jko_iflow.data import epoch_batches, load_data
+from research.training import results
+from research.training.loop import train_loop
+from research.training.metrics import read_metrics
+from research.training.parallel import data_mesh, make_train_step
+from research.training.train_state import TrainState
 
 Config = ml_collections.ConfigDict
 

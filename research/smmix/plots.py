@@ -13,9 +13,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from experiments.lib.results import save_figure  # noqa: E402
 from research.smmix import mixing  # noqa: E402
 from research.smmix.model import SMMixViT  # noqa: E402
+from research.training.results import save_figure  # noqa: E402
 
 FIGURE = "smmix_mixtures.png"
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from experiments.lib import results as lib_results
 from research.smmix import plots
+from research.training import results as lib_results
 
 
 def summarize(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

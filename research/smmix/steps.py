@@ -25,11 +25,11 @@ import numpy as np
 import optax
 from flax import traverse_util
 
-from experiments.lib.parallel import DATA_AXIS
 from models.vit import ViT, vit_size
 from research.smmix import mixing
 from research.smmix.losses import consistency_kl, soft_cross_entropy, top1_correct
 from research.smmix.model import SMMixViT
+from research.training.parallel import DATA_AXIS
 
 Config = ml_collections.ConfigDict
 LossFn = Callable[[Any, dict, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]

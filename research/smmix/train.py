@@ -22,15 +22,15 @@ import jax
 import ml_collections
 import numpy as np
 
-from experiments.lib.loop import train_loop
-from experiments.lib.metrics import read_metrics
-from experiments.lib.parallel import data_mesh, make_train_step
-from experiments.lib.prefetch import Prefetcher
-from experiments.lib.train_state import TrainState
 from research.datasets import images as img
 from research.datasets.batching import epoch_indices
 from research.datasets.paths import resolve_data_dir
 from research.smmix import plots, report, steps
+from research.training.loop import train_loop
+from research.training.metrics import read_metrics
+from research.training.parallel import data_mesh, make_train_step
+from research.training.prefetch import Prefetcher
+from research.training.train_state import TrainState
 
 Config = ml_collections.ConfigDict
 

@@ -5,12 +5,13 @@ import sys
 
 from experiments import reproduce
 from tests.conftest import REPO_ROOT
+from tests.research.training.toy_regression import CONFIG_FILE, MODULE
 
 
 def test_report_collects_results_and_failures(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO_ROOT)
-    monkeypatch.setattr(reproduce, "binary_module", lambda p: "tests.experiments.toy_regression")
-    monkeypatch.setattr(reproduce, "config_path", lambda p: "tests/experiments/toy_regression.py")
+    monkeypatch.setattr(reproduce, "binary_module", lambda p: MODULE)
+    monkeypatch.setattr(reproduce, "config_path", lambda p: CONFIG_FILE)
     out = str(tmp_path)
     ok = reproduce.run_paper("toy", "tiny", out, fresh=True)
     broken = reproduce.run_paper("broken", "no_such_preset", out, fresh=True)
@@ -21,7 +22,7 @@ def test_report_collects_results_and_failures(tmp_path, monkeypatch):
     assert "| [toy](#toy) | ok |" in report
     assert "| [broken](#broken) | FAILED |" in report
     assert "## Toy regression" in report and "test_mse" in report
-    assert "python -m tests.experiments.toy_regression" in report
+    assert f"python -m {MODULE}" in report
 
 
 def test_unknown_paper_is_rejected(tmp_path):

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from experiments.configs.ankge import get_config
-from experiments.lib.results import read_results
 from research.ankge import analogy, evaluate, retriever
 from research.ankge.train import load_data, make_model, train_and_evaluate
 from research.datasets.kg import add_reverse
+from research.training.results import read_results
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import time
 import numpy as np
 import pytest
 
-from experiments.lib.prefetch import Prefetcher
 from research.bifeat.sampler import (
     NeighborSampler,
     calibrate_caps,
@@ -16,6 +15,7 @@ from research.bifeat.sampler import (
     worst_case_caps,
 )
 from research.datasets.graphs import csr_from_edges, synthetic_graph
+from research.training.prefetch import Prefetcher
 
 
 def hand_graph():

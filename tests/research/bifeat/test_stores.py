@@ -5,9 +5,9 @@ import jax
 import numpy as np
 import pytest
 
-from experiments.lib.parallel import data_mesh, shard_batch
 from ops.quantize import dequantize
 from research.bifeat.stores import build_store, parse_scheme, parse_schemes, top_degree_nodes
+from research.training.parallel import data_mesh, shard_batch
 
 SCHEMES = [
     "float32",

@@ -6,8 +6,8 @@ import os
 import pytest
 
 from experiments.configs.jko_iflow import get_config
-from experiments.lib.results import read_results
 from research.jko_iflow.train import train_and_evaluate
+from research.training.results import read_results
 
 
 @pytest.mark.slow

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from experiments.configs.smmix import get_config
-from experiments.lib.parallel import data_mesh, make_train_step, shard_batch
-from experiments.lib.train_state import TrainState
 from research.smmix import steps, train
+from research.training.parallel import data_mesh, make_train_step, shard_batch
+from research.training.train_state import TrainState
 
 
 @pytest.mark.slow

@@ -10,11 +10,11 @@ from typing import Any
 import jax
 from absl import logging
 
-from experiments.lib.checkpoint import Checkpointer
-from experiments.lib.metrics import MetricWriter
-from experiments.lib.parallel import replicate, shard_batch
-from experiments.lib.progress import progress_bar
-from experiments.lib.train_state import TrainState
+from research.training.checkpoint import Checkpointer
+from research.training.metrics import MetricWriter
+from research.training.parallel import replicate, shard_batch
+from research.training.progress import progress_bar
+from research.training.train_state import TrainState
 
 
 def train_loop(

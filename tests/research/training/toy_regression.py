@@ -1,10 +1,10 @@
-"""A tiny regression experiment used to test the shared machinery in experiments/lib.
+"""A tiny regression experiment used to test the shared machinery in research/training.
 
 It follows the pattern of every paper: `get_config(preset)`, `train_and_evaluate(config,
 workdir)` and a two-line binary:
 
-    python -m tests.experiments.toy_regression \
-        --config=tests/experiments/toy_regression.py:tiny --workdir=DIR
+    python -m tests.research.training.toy_regression \
+        --config=tests/research/training/toy_regression.py:tiny --workdir=DIR
 """
 
 import os
@@ -17,14 +17,16 @@ import ml_collections
 import numpy as np
 import optax
 
+from experiments.app import run
 from experiments.configs.common import select_preset
-from experiments.lib import results
-from experiments.lib.app import run
-from experiments.lib.loop import train_loop
-from experiments.lib.parallel import data_mesh, make_train_step
-from experiments.lib.train_state import TrainState
+from research.training import results
+from research.training.loop import train_loop
+from research.training.parallel import data_mesh, make_train_step
+from research.training.train_state import TrainState
 
 NUM_FEATURES = 8
+MODULE = "tests.research.training.toy_regression"  # for `python -m`
+CONFIG_FILE = "tests/research/training/toy_regression.py"  # for `--config=` (from the repo root)
 
 
 def get_config(preset=None):

@@ -1,4 +1,4 @@
-"""Tests of the shared experiment machinery (experiments/lib) on the toy regression model."""
+"""Tests of the shared experiment machinery (research/training) on the toy regression model."""
 
 import glob
 import json
@@ -15,22 +15,22 @@ import numpy as np
 import optax
 import pytest
 
-from experiments.lib import results
-from experiments.lib.checkpoint import Checkpointer
-from experiments.lib.metrics import MetricWriter, read_metrics
-from experiments.lib.parallel import data_mesh, make_train_step, shard_batch
-from experiments.lib.train_state import TrainState
+from research.training import results
+from research.training.checkpoint import Checkpointer
+from research.training.metrics import MetricWriter, read_metrics
+from research.training.parallel import data_mesh, make_train_step, shard_batch
+from research.training.train_state import TrainState
 from tests.conftest import REPO_ROOT
-from tests.experiments import toy_regression as toy
+from tests.research.training import toy_regression as toy
 
-TOY_CONFIG = "tests/experiments/toy_regression.py"
+TOY_CONFIG = toy.CONFIG_FILE
 
 
 def toy_command(workdir, *extra):
     return [
         sys.executable,
         "-m",
-        "tests.experiments.toy_regression",
+        toy.MODULE,
         f"--config={TOY_CONFIG}:tiny",
         f"--workdir={workdir}",
         *extra,
@@ -159,7 +159,7 @@ def test_corrupted_latest_checkpoint_is_reported_and_previous_used(tmp_path, cap
 )
 def test_binary_errors_are_one_line(tmp_path, extra, expected):
     args = [a.replace("=W", f"={tmp_path}") for a in extra]
-    cmd = [sys.executable, "-m", "tests.experiments.toy_regression", *args]
+    cmd = [sys.executable, "-m", toy.MODULE, *args]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]

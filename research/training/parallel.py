@@ -16,7 +16,7 @@ import optax
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from experiments.lib.train_state import TrainState
+from research.training.train_state import TrainState
 
 DATA_AXIS = "data"
 

@@ -21,7 +21,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments.lib.metrics import write_config
+from research.training.metrics import write_config
 
 TrainAndEvaluate = Callable[[ml_collections.ConfigDict, str], dict[str, Any]]
 

@@ -41,19 +41,21 @@ def train_loop(
       batch_fn: `step -> global batch` for the call starting at `step`: [B, ...] leaves, or
         [steps_per_call, B, ...]. It must be a pure function of `step` (e.g. seeded by the step),
         so that a resumed run sees exactly the batches an uninterrupted run sees.
-      checkpoint_every: save every this many steps (multiple of `steps_per_call`), and at the end.
+      num_steps: optimizer steps to run; like every count below it is rounded up to whole
+        calls (`round_to_calls`), so callers that size a schedule by it should round the same way.
+      checkpoint_every: save every this many steps, and at the end.
       log_every: fetch metrics to the host and log them every this many steps (the only host
-        round-trips of the loop besides checkpoints); rounded up to a multiple of `steps_per_call`.
+        round-trips of the loop besides checkpoints and evaluation).
       eval_fn: optional `state -> metrics`, run every `eval_every` steps and at the end.
 
-    Writes `metrics.jsonl` and TensorBoard events into `workdir`; returns the final state.
+    Writes `metrics.jsonl` and TensorBoard events into `workdir`; returns the final state. The
+    logged `steps_per_s` covers the training steps of each interval, evaluation excluded
+    (`metrics.steady_steps_per_second` summarises it).
     """
-    if num_steps % steps_per_call or checkpoint_every % steps_per_call:
-        raise ValueError(
-            f"num_steps ({num_steps}) and checkpoint_every ({checkpoint_every}) must be multiples "
-            f"of steps_per_call ({steps_per_call})"
-        )
-    log_every = max(steps_per_call, -(-log_every // steps_per_call) * steps_per_call)
+    num_steps = round_to_calls(num_steps, steps_per_call)
+    checkpoint_every = round_to_calls(checkpoint_every, steps_per_call)
+    log_every = max(steps_per_call, round_to_calls(log_every, steps_per_call))
+    eval_every = round_to_calls(eval_every, steps_per_call) if eval_every else None
     checkpointer = Checkpointer(
         os.path.join(workdir, "checkpoints"), save_every=checkpoint_every, keep=keep_checkpoints
     )
@@ -81,6 +83,7 @@ def train_loop(
                 last_time, last_step = now, done
                 if is_eval:
                     scalars.update({f"eval/{k}": v for k, v in eval_fn(state).items()})
+                    last_time = time.perf_counter()  # the next interval times training only
                 writer.write(done, scalars)
                 bar.set_postfix(loss=f"{scalars['loss']:.4g}")
                 if bar.disable:
@@ -91,6 +94,13 @@ def train_loop(
         writer.close()
         checkpointer.close()
     return state
+
+
+def round_to_calls(count: int, steps_per_call: int) -> int:
+    """`count` steps rounded up to whole jitted calls of `steps_per_call` steps."""
+    if count < 0 or steps_per_call < 1:
+        raise ValueError(f"need count >= 0 and steps_per_call >= 1, got {count}, {steps_per_call}")
+    return -(-count // steps_per_call) * steps_per_call
 
 
 def _fmt(scalars: dict[str, float]) -> str:

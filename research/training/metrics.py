@@ -77,3 +77,17 @@ def write_config(workdir: str, config: Any) -> str:
     with open(path, "w") as f:
         f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
     return path
+
+
+def steady_steps_per_second(workdir: str) -> float | None:
+    """Median training steps/s of a loop's `metrics.jsonl`, or None before any record.
+
+    The first logged interval includes compilation and is dropped when there are others;
+    evaluation time is not in any interval (`loop.train_loop` times training only).
+    """
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return None
+    rates = [r["steps_per_s"] for r in read_metrics(workdir) if "steps_per_s" in r]
+    rates = rates[1:] if len(rates) > 1 else rates
+    return float(np.median(rates)) if rates else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import matplotlib
@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from absl import logging  # noqa: E402
 
 Row = Mapping[str, Any]
 
@@ -76,9 +77,48 @@ def write_results(
         f.write("\n".join(parts))
 
 
+def _numpy_to_python(value: Any) -> Any:
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 def read_results(workdir: str) -> dict[str, Any]:
     with open(os.path.join(workdir, "results.json")) as f:
         return json.load(f)
+
+
+def write_json(path: str, obj: Mapping[str, Any]) -> None:
+    """Writes `obj` as JSON at `path` atomically (a temporary file renamed into place), so a
+    run killed while writing never leaves a truncated file behind."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=_numpy_to_python)
+    os.replace(tmp, path)
+
+
+def cached_result(
+    path: str,
+    compute: Callable[[], Mapping[str, Any]],
+    *,
+    reuse: Callable[[dict[str, Any]], bool] | None = None,
+) -> dict[str, Any]:
+    """The finished run's result at `path` (a JSON object), else `compute()` written there.
+
+    A re-run of a finished run (seed, method, stage, block) reads its result back instead of
+    training again. `reuse(previous)` may refuse a stored result whose settings differ from the
+    current ones; `compute` then runs again and overwrites it.
+    """
+    if os.path.exists(path):
+        with open(path) as f:
+            previous = json.load(f)
+        if reuse is None or reuse(previous):
+            logging.info("read the finished run's result back from %s", path)
+            return previous
+    result = dict(compute())
+    write_json(path, result)
+    return result
 
 
 def save_figure(fig: plt.Figure, path: str) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import ml_collections
 
@@ -25,3 +27,16 @@ def select_preset(
     config = builders[preset]()
     config.preset = preset
     return config
+
+
+def options_config(options: Any, **overrides: Any) -> ml_collections.ConfigDict:
+    """A ConfigDict of a method's frozen options dataclass (its defaults, then `overrides`).
+
+    The dataclass is the single source of the defaults; the method reads the (flag-overridden)
+    values back with `Options(**config.<name>)`, so no ConfigDict travels into method code.
+    """
+    if not dataclasses.is_dataclass(options):
+        raise TypeError(f"expected an options dataclass, got {type(options).__name__}")
+    if isinstance(options, type):
+        options = options()
+    return ml_collections.ConfigDict(dataclasses.asdict(dataclasses.replace(options, **overrides)))

@@ -35,9 +35,34 @@ PI = 3.14159265358979323846
 Params = dict[str, jax.Array]
 
 
+@jax.custom_jvp
+def safe_sqrt(x: jax.Array) -> jax.Array:
+    """`sqrt(x)` for x >= 0 whose derivative at 0 is 0 instead of inf.
+
+    Every modulus here is `safe_sqrt(sum of squares)`. At a zero difference (a self-loop
+    triple (h, r, h) whose RotatE phase is 0 in some coordinate) the true derivative of the
+    norm is undefined and autodiff of `jnp.sqrt` gives inf * 0 = NaN, which Adam then spreads
+    to every entity row; 0 is a subgradient of the norm there. Values are `jnp.sqrt`'s.
+    """
+    return jnp.sqrt(x)
+
+
+@safe_sqrt.defjvp
+def _safe_sqrt_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    y = jnp.sqrt(x)
+    positive = x > 0
+    return y, jnp.where(positive, dx / (2 * jnp.where(positive, y, 1)), 0)
+
+
+def _l2_norm(x: jax.Array) -> jax.Array:
+    """`||x||_2` over the last axis (keepdims) with a zero gradient at x = 0."""
+    return safe_sqrt(jnp.sum(x * x, axis=-1, keepdims=True))
+
+
 def _l2_normalize(x: jax.Array) -> jax.Array:
     # torch.nn.functional.normalize: x / max(||x||_2, 1e-12)
-    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    return x / jnp.maximum(_l2_norm(x), 1e-12)
 
 
 def transe_distance(h: jax.Array, r: jax.Array, t: jax.Array) -> jax.Array:
@@ -78,7 +103,7 @@ def _rotate_query(h: jax.Array, r: jax.Array, embedding_range: float) -> dict[st
 def _rotate_match(q: dict[str, jax.Array], t: jax.Array) -> jax.Array:
     re_t, im_t = jnp.split(t, 2, axis=-1)
     re, im = q["re"] - re_t, q["im"] - im_t
-    return jnp.sum(jnp.sqrt(re * re + im * im), axis=-1)
+    return jnp.sum(safe_sqrt(re * re + im * im), axis=-1)
 
 
 def _hake_query(h: jax.Array, r: jax.Array, embedding_range: float) -> dict[str, jax.Array]:
@@ -104,7 +129,7 @@ def _hake_match(q, t, phase_weight, modulus_weight) -> jax.Array:
     phase_t, mod_t = jnp.split(t, 2, axis=-1)
     phase = jnp.sum(jnp.abs(jnp.sin((q["phase"] - phase_t) / 2)), axis=-1) * phase_weight
     diff = q["mod"] - mod_t * q["tail_factor"]
-    return phase + jnp.sqrt(jnp.sum(diff * diff, axis=-1)) * modulus_weight
+    return phase + safe_sqrt(jnp.sum(diff * diff, axis=-1)) * modulus_weight
 
 
 def _pairre_query(h: jax.Array, r: jax.Array) -> dict[str, jax.Array]:
@@ -293,7 +318,7 @@ def _coordinate_terms(model: KGEModel, qk: tuple, tk: tuple) -> tuple:
         return (jnp.abs(qk[0] - tk[0]),)
     if model.name == "rotate":
         re, im = qk[0] - tk[0], qk[1] - tk[1]
-        return (jnp.sqrt(re * re + im * im),)
+        return (safe_sqrt(re * re + im * im),)
     if model.name == "hake":
         diff = qk[1] - tk[1] * qk[2]
         return jnp.abs(jnp.sin((qk[0] - tk[0]) / 2)), diff * diff
@@ -327,7 +352,7 @@ def pairwise_match(
     zeros = tuple(jnp.zeros(shape, tails.dtype) for _ in range(num_sums))
     sums, _ = jax.lax.scan(body, zeros, (qcols, tcols))
     if model.name == "hake":
-        return sums[0] * small["phase_weight"] + jnp.sqrt(sums[1]) * small["modulus_weight"]
+        return sums[0] * small["phase_weight"] + safe_sqrt(sums[1]) * small["modulus_weight"]
     return sums[0]
 
 

@@ -120,3 +120,54 @@ def test_init_ranges_and_shapes():
         assert float(jnp.max(jnp.abs(p["entity"]))) <= model.embedding_range
     with pytest.raises(ValueError, match="unknown KGE model"):
         KGEModel("distmult", 5, 2, 4, 6.0)
+
+
+def _self_loop_params(model, key):
+    """Parameters where (0, 0, 0) is a self-loop whose distance is exactly 0 in some coordinate:
+    relation 0 has phase 0 (RotatE), unit modulus and zero bias (HAKE), r_h = r_t (PairRE)."""
+    params = model.init(key)
+    rel = params["relation"]
+    d = model.dim
+    if model.name in ("transe", "rotate"):
+        rel = rel.at[0, :2].set(0.0)
+    elif model.name == "hake":
+        rel = rel.at[0, :d].set(0.0).at[0, d : 2 * d].set(1.0).at[0, 2 * d :].set(0.0)
+    else:
+        rel = rel.at[0, d:].set(rel[0, :d])
+    return {**params, "relation": rel}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_self_loop_gradient_is_finite(name):
+    """The gradient of a self-loop triple (h, r, h) with a zero difference is finite (it was
+    NaN for RotatE, HAKE and PairRE through the square root of 0), in every scoring path."""
+    model = KGEModel(name, num_entities=4, num_relations=2, dim=6, gamma=6.0)
+    params = _self_loop_params(model, jax.random.PRNGKey(1))
+    triple = jnp.array([[0, 0, 0], [1, 1, 2]])
+    loss = lambda p: jnp.sum(model.score_ids(p, triple))
+    grads = jax.grad(loss)(params)
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads)), grads
+
+    def tails_loss(p):
+        ent, rel = p["entity"], p["relation"]
+        q = model.query(p, ent[:1][:, None], rel[:1][:, None])  # [1, 1, D]
+        return jnp.sum(match_tails(model, small_params(p), q, model.tail(ent)[None]))
+
+    def pairwise_loss(p):
+        ent, rel = p["entity"], p["relation"]
+        q = model.query(p, ent[:1], rel[:1])
+        return jnp.sum(pairwise_match(model, small_params(p), q, model.tail(ent)))
+
+    for fn in (tails_loss, pairwise_loss):
+        grads = jax.grad(fn)(params)
+        assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads)), fn
+
+
+def test_safe_sqrt_matches_sqrt_away_from_zero():
+    from models.kge import safe_sqrt
+
+    x = jnp.array([0.0, 1e-30, 0.25, 4.0, 9.0])
+    np.testing.assert_array_equal(safe_sqrt(x), jnp.sqrt(x))
+    grad = jax.vmap(jax.grad(safe_sqrt))(x)
+    np.testing.assert_array_equal(grad[1:], jax.vmap(jax.grad(jnp.sqrt))(x[1:]))
+    assert grad[0] == 0.0

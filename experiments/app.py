@@ -21,6 +21,9 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from research.training import identity
+from research.training import workdir as workdir_lib
+from research.training.errors import RunError, RunMismatchError
 from research.training.metrics import write_config
 
 TrainAndEvaluate = Callable[[ml_collections.ConfigDict, str], dict[str, Any]]
@@ -37,6 +40,12 @@ def _define_flags() -> None:
         lock_config=True,
     )
     flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
+    flags.DEFINE_bool(
+        "fresh",
+        False,
+        "Delete the workdir's previous runs (checkpoints, results, logs) and start over; "
+        "needed to reuse a workdir with a different config.",
+    )
     flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -85,8 +94,41 @@ def parse_flags(argv: list[str]) -> list[str]:
         sys.exit(2)
 
 
-def run(train_and_evaluate: TrainAndEvaluate) -> None:
-    """Parses `--config` and `--workdir`, then runs `train_and_evaluate(config, workdir)`."""
+# Errors that end a run with one line (the traceback only with --verbosity=1): the run's own
+# (NaN, config mismatch, locked workdir), bad values (config validation, malformed data) and
+# I/O (missing or unreadable files, a workdir under a file).
+ONE_LINE_ERRORS = (RunError, ValueError, OSError)
+
+
+def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, *, fresh: bool) -> None:
+    """Starts over (`fresh`) or checks that the workdir's previous runs are of this config,
+    then writes config.json. Call with the workdir lock held."""
+    if fresh:
+        workdir_lib.clear(workdir)
+    path = os.path.join(workdir, "config.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            stored = identity.result_fields(json.load(f))
+        current = identity.result_fields(config)
+        if identity.fingerprint(stored) != identity.fingerprint(current):
+            raise RunMismatchError(
+                f"workdir {workdir} holds runs of a different config "
+                f"({identity.describe_difference(stored, current)}); use another --workdir, or "
+                "--fresh to delete its runs and start over"
+            )
+    write_config(workdir, config)
+
+
+def run(
+    train_and_evaluate: TrainAndEvaluate,
+    validate: Callable[[ml_collections.ConfigDict], None] | None = None,
+) -> None:
+    """Parses `--config`, `--workdir` and `--fresh`, then runs `train_and_evaluate(config,
+    workdir)` holding the workdir's lock, with the config's identity checked and stored.
+
+    `validate(config)` runs first and raises ValueError naming a bad field. A `ONE_LINE_ERRORS`
+    error ends the run with one line on stderr and exit status 1.
+    """
     _define_flags()
 
     def main(argv: list[str]) -> None:
@@ -94,9 +136,25 @@ def run(train_and_evaluate: TrainAndEvaluate) -> None:
             raise app.UsageError(f"unexpected positional arguments: {' '.join(argv[1:])}")
         config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
         _quiet_library_logs()
-        os.makedirs(workdir, exist_ok=True)
-        write_config(workdir, config)
-        metrics = train_and_evaluate(config, workdir)
+        try:
+            if validate is not None:
+                validate(config)
+            with workdir_lib.locked(workdir), identity.running(config):
+                prepare_workdir(workdir, config, fresh=flags.FLAGS.fresh)
+                metrics = train_and_evaluate(config, workdir)
+        except ONE_LINE_ERRORS as err:
+            if flags.FLAGS.verbosity >= 1:
+                raise
+            print(f"{os.path.basename(sys.argv[0])}: error: {_error_line(err)}", file=sys.stderr)
+            sys.exit(1)
         print(json.dumps(metrics, indent=2, sort_keys=True, default=str))
 
     app.run(main, flags_parser=parse_flags)
+
+
+def _error_line(err: BaseException) -> str:
+    """The error as one line; an OSError keeps the file it names."""
+    if isinstance(err, OSError) and err.filename and str(err.filename) not in str(err):
+        return f"{err.strerror or err}: {err.filename}"
+    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    return text if isinstance(err, RunError) else f"{type(err).__name__}: {text}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -11,6 +12,7 @@ import jax
 from absl import logging
 
 from research.training.checkpoint import Checkpointer
+from research.training.errors import NonFiniteError
 from research.training.metrics import MetricWriter
 from research.training.parallel import replicate, shard_batch
 from research.training.progress import progress_bar
@@ -51,6 +53,10 @@ def train_loop(
     Writes `metrics.jsonl` and TensorBoard events into `workdir`; returns the final state. The
     logged `steps_per_s` covers the training steps of each interval, evaluation excluded
     (`metrics.steady_steps_per_second` summarises it).
+
+    Raises NonFiniteError when the loss fetched at a logging step is NaN or infinite, or a state
+    due to be saved holds one (checked on the host copy the save makes anyway, so the guard adds
+    no round-trip); the checkpoints written before it stay, and a re-run resumes from the last.
     """
     num_steps = round_to_calls(num_steps, steps_per_call)
     checkpoint_every = round_to_calls(checkpoint_every, steps_per_call)
@@ -78,6 +84,9 @@ def train_loop(
             )
             if done % log_every == 0 or done == num_steps or is_eval:
                 scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                if not math.isfinite(scalars["loss"]):
+                    writer.write(done, scalars)
+                    raise _non_finite_loss(desc, done, scalars["loss"], checkpointer)
                 now = time.perf_counter()
                 scalars["steps_per_s"] = (done - last_step) / max(now - last_time, 1e-9)
                 last_time, last_step = now, done
@@ -94,6 +103,15 @@ def train_loop(
         writer.close()
         checkpointer.close()
     return state
+
+
+def _non_finite_loss(desc: str, step: int, loss: float, checkpointer: Checkpointer):
+    steps = checkpointer.all_steps()
+    kept = f"step {steps[-1]} in {checkpointer.directory}" if steps else "none"
+    return NonFiniteError(
+        f"{desc}: the loss is {loss} at step {step}; training stopped (last finite checkpoint: "
+        f"{kept}); lower the learning rate or check the data"
+    )
 
 
 def round_to_calls(count: int, steps_per_call: int) -> int:

@@ -15,6 +15,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import logging  # noqa: E402
 
+from research.training import identity  # noqa: E402
+
+_IDENTITY_KEY = "_run_config"
+
 Row = Mapping[str, Any]
 
 
@@ -108,16 +112,20 @@ def cached_result(
 
     A re-run of a finished run (seed, method, stage, block) reads its result back instead of
     training again. `reuse(previous)` may refuse a stored result whose settings differ from the
-    current ones; `compute` then runs again and overwrites it.
+    current ones; `compute` then runs again and overwrites it. The run identity
+    (`identity.current()`) is stored with the result under `_run_config`; a result written by a
+    run of another config raises `RunMismatchError` instead of being reused.
     """
     if os.path.exists(path):
         with open(path) as f:
             previous = json.load(f)
+        identity.check_stored(previous.pop(_IDENTITY_KEY, None), f"result {path}")
         if reuse is None or reuse(previous):
             logging.info("read the finished run's result back from %s", path)
             return previous
     result = dict(compute())
-    write_json(path, result)
+    run_config = identity.current()
+    write_json(path, result if run_config is None else {**result, _IDENTITY_KEY: run_config})
     return result
 
 

@@ -138,7 +138,7 @@ def test_corrupted_latest_checkpoint_is_reported_and_previous_used(tmp_path, cap
     checkpointer.close()
     assert step == 30
     messages = " ".join(r.getMessage() for r in caplog.records)
-    assert "checkpoints/40 is unreadable" in messages
+    assert "checkpoints/40 is unusable: unreadable" in messages
     assert int(restored.step) == 30
 
     # Re-running resumes from 30 and ends where the uninterrupted run ended.

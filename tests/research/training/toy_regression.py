@@ -40,6 +40,7 @@ def get_config(preset=None):
         c.learning_rate = 0.05
         c.hidden = 16
         c.step_sleep = 0.0  # seconds per step, so a test can kill the process half way
+        c.nan_from_step = -1  # >= 0: batches from this step on hold NaN (tests the NaN guard)
         return c
 
     return select_preset("toy_regression", preset, {"tiny": tiny})
@@ -82,7 +83,10 @@ def train_and_evaluate(config, workdir):
     def batch_fn(step):
         if config.step_sleep:
             time.sleep(config.step_sleep)
-        return make_batch(config.seed, step, config.batch_size)
+        batch = make_batch(config.seed, step, config.batch_size)
+        if 0 <= config.nan_from_step <= step:
+            batch["x"][0, 0] = np.nan
+        return batch
 
     state = train_loop(
         workdir=workdir,

@@ -7,7 +7,8 @@ On a synthetic power-law graph (`research.datasets.graphs.synthetic_graph`, 128 
 with the BiFeat recipe (GraphSAGE, 3 layers, hidden 256, fan-outs 5/10/15, batch 1000 per device)
 it measures, per store: seconds per epoch split into sampling / feature loading / compute (each
 phase waited for), the pipelined epoch (prefetch thread, no waits), per-batch means, bytes
-transferred per batch, and the store's resident bytes. Ratios are against the float32 host store
+transferred per batch, and the store's resident bytes (the timing is in
+`experiments/bench/bifeat_profile.py`). Ratios are against the float32 host store
 measured in the same run. Prints a table and writes DIR/bifeat_bench.json.
 
 `gpu_check()` (for experiments/bench/gpu_check.py) runs the same measurement sized for one GPU,
@@ -26,9 +27,9 @@ import numpy as np
 import psutil
 from absl import app, flags
 
+from experiments.bench import bifeat_profile
 from experiments.bench.timing import format_table, record, write_json
 from ops.quantize import dequantize
-from research.bifeat import profile
 from research.bifeat.stores import build_store, parse_schemes
 from research.datasets.graphs import synthetic_graph
 from research.training.parallel import data_mesh, shard_batch
@@ -52,7 +53,7 @@ def run_benchmark(
     start = time.perf_counter()
     graph = synthetic_graph(num_nodes, num_features=num_features, num_classes=32, seed=seed)
     log(f"graph: {graph.summary()} in {time.perf_counter() - start:.1f} s")
-    setup = profile.make_setup(
+    setup = bifeat_profile.make_setup(
         graph,
         train_nodes=train_nodes,
         fanouts=fanouts,
@@ -68,7 +69,7 @@ def run_benchmark(
         store = build_store(scheme, graph.features, mesh, seed=seed)
         build_s, rss1 = time.perf_counter() - t0, proc.memory_info().rss
         stats = jax.devices()[0].memory_stats() or {}  # GPU: bytes held by the device allocator
-        res = profile.profile_epoch(setup, store, seed=seed)
+        res = bifeat_profile.profile_epoch(setup, store, seed=seed)
         base = base or res
         shape = (num_nodes, num_features)
         row = record(
@@ -154,8 +155,8 @@ def gpu_check(num_nodes: int = 2_000_000, train_nodes: int = 50_000) -> list[dic
                 max_rel_err=err,
             )
         )
-    setup = profile.make_setup(graph, train_nodes=4000, seed=1)
-    res = profile.profile_epoch(setup, build_store("sq2", graph.features, mesh), seed=1)
+    setup = bifeat_profile.make_setup(graph, train_nodes=4000, seed=1)
+    res = bifeat_profile.profile_epoch(setup, build_store("sq2", graph.features, mesh), seed=1)
     losses = (res["first_loss"], res["final_loss"])
     rows.append(
         record(

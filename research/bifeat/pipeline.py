@@ -1,4 +1,4 @@
-"""Mini-batch pipeline of BiFeat training: epochs of sampled batches, the loss, evaluation.
+"""Mini-batch pipeline of BiFeat training: epochs of sampled-subgraph batches, the loss, evaluation.
 
 Data parallelism: the global batch of seed nodes is cut into one sub-batch per device; each is
 sampled separately (as every GPU of the official multi-GPU code samples its own blocks) and the
@@ -28,9 +28,13 @@ from research.training.parallel import DATA_AXIS, shard_batch
 DEVICE_KEYS = ("x", "labels", "seed_mask")
 
 
-class EpochBatches:
-    """`step -> batch`: epochs over `nodes` in a random order per epoch, `global_batch` seeds per
-    step (the last step of an epoch may be partial: masked seed slots), pure in `step`.
+class SampledSubgraphBatches:
+    """`step -> batch` of sampled subgraphs: epochs over the seed `nodes` in a random order per
+    epoch, `global_batch` seeds per step (the last step of an epoch may be partial: masked seed
+    slots), each device's seeds expanded into its sampled blocks; pure in `step`.
+
+    (Not the generic table batcher `research.datasets.batching.EpochBatches`: this one samples
+    a neighbourhood per step and gathers its input features from a `FeatureStore`.)
 
     The batch is a dict of numpy `[num_devices, ...]` arrays: `x` (`store.prepare` of the input
     nodes), `labels`, `seed_mask`, `senders_<l>`, `edge_mask_<l>`, plus host-side `dropped`.
@@ -191,7 +195,7 @@ def accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
 
 
 def evaluate_sampled(
-    predict: Callable, params: Any, batches: EpochBatches, splits: dict[str, np.ndarray]
+    predict: Callable, params: Any, batches: SampledSubgraphBatches, splits: dict[str, np.ndarray]
 ) -> dict[str, float]:
     """Accuracy per split with sampled blocks; `batches` iterates over the concatenated split
     nodes in order (shuffle off). Also returns `dropped_nodes` (capacity overflows, normally 0)."""

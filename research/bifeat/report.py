@@ -1,5 +1,6 @@
 """Summaries of BiFeat runs: per-scheme tables, `results.json`, accuracy-vs-compression and
-edge-drop plots."""
+edge-drop plots. Seed statistics come from `research.training.stats` (sample std, Welch
+standard error of a difference), as in every paper's report."""
 
 from __future__ import annotations
 
@@ -11,40 +12,67 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 
 from research.datasets.graphs import Graph  # noqa: E402
 from research.training import results as lib_results  # noqa: E402
+from research.training import stats  # noqa: E402
+
+STATS_NOTE = (
+    "Mean ± std over seeds, where std is the sample standard deviation (ddof 1); each Δ vs "
+    "float32 comes with the standard error of the difference of the two means (Welch, "
+    "`research.training.stats.difference`), and it exceeds the seed spread when |Δ| > 2 s.e."
+)
 
 
 def summarize(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Per-scheme rows (in first-seen order): mean/std of test and val accuracy over seeds
-    (population std), store bytes and compression ratio (means), seconds per run."""
-    order = list(dict.fromkeys(r["scheme"] for r in runs))
-    rows = []
-    for scheme in order:
-        rs = [r for r in runs if r["scheme"] == scheme]
-        test = np.array([r["test_acc"] for r in rs])
-        rows.append(
-            dict(
-                scheme=scheme,
-                seeds=len(rs),
-                test_acc_mean=float(test.mean()),
-                test_acc_std=float(test.std()),
-                val_acc_mean=float(np.mean([r["val_acc"] for r in rs])),
-                last_test_acc_mean=float(np.mean([r["last_test_acc"] for r in rs])),
-                store_bytes=float(np.mean([r["store_bytes"] for r in rs])),
-                compression_ratio=float(np.mean([r["compression_ratio"] for r in rs])),
-                seconds_per_run=float(np.mean([r["seconds"] for r in rs])),
-                dropped_nodes=int(sum(r.get("dropped_nodes", 0) for r in rs)),
-            )
+    """Per-scheme rows (in first-seen order): mean, sample std (ddof 1) and standard error of
+    the test accuracy over seeds (`stats.seed_summary`), mean val / last-epoch test accuracy,
+    store bytes, compression ratio and seconds per run, and the comparison with float32
+    (`_vs_float32`)."""
+    schemes = dict.fromkeys(r["scheme"] for r in runs)
+    by_scheme = {s: [r for r in runs if r["scheme"] == s] for s in schemes}
+    test = {s: stats.seed_summary([r["test_acc"] for r in rs]) for s, rs in by_scheme.items()}
+    return [
+        dict(
+            scheme=scheme,
+            seeds=test[scheme].n,
+            test_acc_mean=test[scheme].mean,
+            test_acc_std=test[scheme].std,
+            test_acc_stderr=test[scheme].stderr,
+            val_acc_mean=_mean(rs, "val_acc"),
+            last_test_acc_mean=_mean(rs, "last_test_acc"),
+            store_bytes=_mean(rs, "store_bytes"),
+            compression_ratio=_mean(rs, "compression_ratio"),
+            seconds_per_run=_mean(rs, "seconds"),
+            dropped_nodes=int(sum(r.get("dropped_nodes", 0) for r in rs)),
+            **_vs_float32(scheme, test),
         )
-    base = next((r for r in rows if r["scheme"] == "float32"), None)
-    for r in rows:
-        r["delta_vs_float32_points"] = (
-            100 * (r["test_acc_mean"] - base["test_acc_mean"]) if base else None
-        )
-    return rows
+        for scheme, rs in by_scheme.items()
+    ]
+
+
+def _mean(runs: Sequence[Mapping[str, Any]], key: str) -> float:
+    """The mean of `key` over the runs (seeds) of one scheme."""
+    return stats.seed_summary([r[key] for r in runs]).mean
+
+
+def _vs_float32(scheme: str, test: Mapping[str, stats.SeedSummary]) -> dict[str, Any]:
+    """`scheme`'s test accuracy minus float32's in points (`delta_vs_float32_points`), the
+    difference's standard error (`..._stderr_points`, Welch), z = Δ / s.e. and
+    `exceeds_seed_spread` (|z| > 2). All None without a float32 run; the spread terms are None
+    for float32 itself and when either side has one seed (no spread to compare with)."""
+    base = test.get("float32")
+    if base is None:
+        d, spread = None, False
+    else:
+        d = stats.difference(test[scheme], base)
+        spread = scheme != "float32" and min(test[scheme].n, base.n) > 1
+    return dict(
+        delta_vs_float32_points=100 * d.diff if d is not None else None,
+        delta_vs_float32_stderr_points=100 * d.stderr if spread else None,
+        delta_vs_float32_z=d.z if spread else None,
+        exceeds_seed_spread=d.exceeds_spread() if spread else None,
+    )
 
 
 def flat_metrics(rows: Sequence[Mapping[str, Any]], prefix: str = "") -> dict[str, Any]:
@@ -52,11 +80,15 @@ def flat_metrics(rows: Sequence[Mapping[str, Any]], prefix: str = "") -> dict[st
     keys = (
         "test_acc_mean",
         "test_acc_std",
+        "test_acc_stderr",
         "val_acc_mean",
         "last_test_acc_mean",
         "store_bytes",
         "compression_ratio",
         "delta_vs_float32_points",
+        "delta_vs_float32_stderr_points",
+        "delta_vs_float32_z",
+        "exceeds_seed_spread",
         "seconds_per_run",
         "seeds",
         "dropped_nodes",
@@ -66,6 +98,20 @@ def flat_metrics(rows: Sequence[Mapping[str, Any]], prefix: str = "") -> dict[st
 
 def _pm(row: Mapping[str, Any]) -> str:
     return f"{100 * row['test_acc_mean']:.2f} ± {100 * row['test_acc_std']:.2f}"
+
+
+def _spread_cells(row: Mapping[str, Any], what: str = "Δ") -> dict[str, str]:
+    """The table cells of the standard error of the difference from float32 (`what`: its name
+    in the table) and whether the difference exceeds the seed spread."""
+    se = row["delta_vs_float32_stderr_points"]
+    if row["delta_vs_float32_points"] is None or row["scheme"] == "float32":
+        cells = ("", "")
+    elif se is None:
+        cells = ("", "n/a (1 seed)")
+    else:
+        cells = (f"{se:.2f}", "yes" if row["exceeds_seed_spread"] else "no")
+    names = (f"s.e. of {what} (points)", "exceeds seed spread (> 2 s.e.)")
+    return dict(zip(names, cells, strict=True))
 
 
 def table_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -79,6 +125,7 @@ def table_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 if r["delta_vs_float32_points"] is not None
                 else ""
             ),
+            **_spread_cells(r),
             "val acc %": f"{100 * r['val_acc_mean']:.2f}",
             "last-epoch test acc %": f"{100 * r['last_test_acc_mean']:.2f}",
             "store MB": f"{r['store_bytes'] / 1e6:.3f}",
@@ -131,40 +178,34 @@ def accuracy_vs_compression_plot(path: str, rows: Sequence[Mapping[str, Any]], t
     return lib_results.save_figure(fig, path)
 
 
-def write_scheme_results(workdir: str, config, graph: Graph, runs: Sequence[Mapping]) -> dict:
-    """results.json / results.md / accuracy_vs_compression.png of a `schemes` experiment."""
+def write_scheme_results(
+    workdir: str, runs: Sequence[Mapping], *, title: str, plot_title: str, notes: str
+) -> dict:
+    """results.json / results.md / accuracy_vs_compression.png of a `schemes` experiment;
+    `runs` are the per-(scheme, seed) results, `notes` describe the setting (STATS_NOTE is
+    appended). Returns the flat metrics."""
     rows = summarize(runs)
     metrics = flat_metrics(rows)
-    title = f"BiFeat on {graph.name}: {config.model.name}, {config.num_seeds} seeds"
-    accuracy_vs_compression_plot(os.path.join(workdir, "accuracy_vs_compression.png"), rows, title)
-    notes = _notes(config, graph)
+    accuracy_vs_compression_plot(
+        os.path.join(workdir, "accuracy_vs_compression.png"), rows, plot_title
+    )
     lib_results.write_results(
         workdir,
         metrics,
-        title=f"BiFeat ({config.preset}): {graph.name}",
+        title=title,
         tables={"Test accuracy per feature store": table_rows(rows)},
         plots=["accuracy_vs_compression.png"],
-        notes=notes,
+        notes=f"{notes} {STATS_NOTE}",
     )
     return metrics
 
 
-def _notes(config, graph: Graph) -> str:
-    t, m = config.train, config.model
-    return (
-        f"Graph {graph.name}: {graph.num_nodes} nodes, {graph.num_edges} directed edges, "
-        f"{graph.num_features} features, {graph.num_classes} classes, splits "
-        f"{len(graph.train_idx)}/{len(graph.val_idx)}/{len(graph.test_idx)}. Model {m.name}, "
-        f"{m.num_layers} layers, hidden {m.hidden}, dropout {m.dropout}, fan-outs "
-        f"{tuple(t.fanouts)}, batch {t.batch_size}, {t.epochs} epochs, Adam lr {t.lr} x{t.lr_decay}"
-        f"/epoch, weight decay {t.weight_decay}. Test accuracy at the best validation epoch "
-        f"(select={config.eval.select}, eval every {config.eval.every_epochs} epochs, "
-        f"{config.eval.mode} evaluation)."
-    )
-
-
-def write_edge_drop_results(workdir: str, config, graph: Graph, per_variant: Mapping) -> dict:
-    """Accuracy loss of each compressed scheme vs float32 as edges are dropped."""
+def write_edge_drop_results(
+    workdir: str, graph: Graph, per_variant: Mapping, *, notes: str
+) -> dict:
+    """Accuracy loss of each compressed scheme vs float32 as edges are dropped: `per_variant`
+    maps (mode, fraction dropped, number of edges) to that graph's per-(scheme, seed) results;
+    `graph` is the undropped graph. Returns the flat metrics (prefixed `<mode>-<fraction>/`)."""
     metrics: dict[str, Any] = {}
     table, loss_series, acc_series = [], {}, {}
     modes = [m for (m, _, _) in per_variant if m != "none"] or ["none"]
@@ -179,12 +220,13 @@ def write_edge_drop_results(workdir: str, config, graph: Graph, per_variant: Map
                     "fraction dropped": f"{fraction:g}",
                     "avg degree": f"{num_edges / graph.num_nodes:.2f}",
                     "scheme": r["scheme"],
-                    "test acc %": f"{100 * r['test_acc_mean']:.2f} ± {100 * r['test_acc_std']:.2f}",
+                    "test acc % (mean ± std)": _pm(r),
                     "loss vs float32 (points)": (
                         f"{0.0 - r['delta_vs_float32_points']:.2f}"
                         if r["delta_vs_float32_points"] is not None
                         else ""
                     ),
+                    **_spread_cells(r, "loss"),
                 }
             )
             # the undropped graph ("none") starts the curve of every mode
@@ -221,6 +263,6 @@ def write_edge_drop_results(workdir: str, config, graph: Graph, per_variant: Map
         title=f"BiFeat edge-drop analysis: {graph.name}",
         tables={"Accuracy as edges are dropped": table},
         plots=plots,
-        notes=_notes(config, graph) + " Edges dropped by `research.datasets.graphs.drop_edges`.",
+        notes=f"{notes} Edges dropped by `research.datasets.graphs.drop_edges`. {STATS_NOTE}",
     )
     return metrics

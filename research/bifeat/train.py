@@ -10,7 +10,6 @@ of the graph in `DIR/runs/<mode>-<fraction>/...`. `DIR/results.{json,md}` and pl
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -31,6 +30,7 @@ from research.training.loop import train_loop
 from research.training.metrics import read_metrics
 from research.training.parallel import data_mesh, make_train_step
 from research.training.prefetch import Prefetcher
+from research.training.results import cached_result
 from research.training.train_state import TrainState
 
 Config = ml_collections.ConfigDict
@@ -50,7 +50,8 @@ def load_data(config: Config) -> Graph:
     return load_graph(d.name, data_dir)
 
 
-def build_model(config: Config, num_classes: int):
+def make_model(config: Config, num_classes: int) -> GraphSAGE | GAT:
+    """The GNN of `config.model` (`sage` or `gat`) with `num_classes` outputs."""
     m = config.model
     if m.name == "sage":
         return GraphSAGE(m.hidden, num_classes, m.num_layers, m.dropout, m.input_dropout)
@@ -88,7 +89,7 @@ class Runner:
                 seed=config.seed,
             )
             self.sampler = NeighborSampler(graph.indptr, graph.indices, t.fanouts, per_device, caps)
-        self.model = build_model(config, graph.num_classes)
+        self.model = make_model(config, graph.num_classes)
         self.steps_per_epoch = max(1, -(-len(graph.train_idx) // t.batch_size))
         self.num_steps = t.epochs * self.steps_per_epoch
         self.optimizer = pipeline.make_optimizer(
@@ -162,7 +163,7 @@ class Runner:
 
             return eval_fn
         nodes = np.concatenate([g.val_idx, g.test_idx])
-        batches = pipeline.EpochBatches(
+        batches = pipeline.SampledSubgraphBatches(
             g,
             nodes,
             self.eval_sampler,
@@ -179,12 +180,19 @@ class Runner:
     def run(self, store: FeatureStore | None, seed: int, workdir: str) -> dict[str, Any]:
         """Trains one model with `store`'s features; returns (and writes) `result.json`, or
         reads it back when the run finished before (then `store` may be None)."""
-        path = os.path.join(workdir, "result.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                return json.load(f)
+        path = result_path(workdir)
+        finished = os.path.exists(path)
+        if not finished and store is None:
+            raise ValueError(f"no feature store for the unfinished run in {workdir}")
+        result = cached_result(path, lambda: self._train(store, seed, workdir))
+        if not finished and not self.config.keep_checkpoints:  # once result.json is written
+            shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
+        return result
+
+    def _train(self, store: FeatureStore, seed: int, workdir: str) -> dict[str, Any]:
+        """Trains one model (resuming from `workdir`'s checkpoint); the run's result."""
         c, t = self.config, self.config.train
-        batches = pipeline.EpochBatches(
+        batches = pipeline.SampledSubgraphBatches(
             self.graph,
             self.graph.train_idx,
             self.sampler,
@@ -223,7 +231,7 @@ class Runner:
                 seed,
                 dropped[0],
             )
-        result = dict(
+        return dict(
             scheme=store.scheme.name,
             seed=seed,
             seconds=seconds,
@@ -232,11 +240,11 @@ class Runner:
             compression_ratio=store.compression_ratio,
             **select_accuracy(read_metrics(workdir), c.eval.select, self.steps_per_epoch),
         )
-        with open(path, "w") as f:
-            json.dump(result, f, indent=2)
-        if not c.keep_checkpoints:
-            shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
-        return result
+
+
+def result_path(run_dir: str) -> str:
+    """A (scheme, seed) run's `result.json`, written when the run has finished."""
+    return os.path.join(run_dir, "result.json")
 
 
 def select_accuracy(records: list[dict], select: str, steps_per_epoch: int) -> dict[str, float]:
@@ -258,6 +266,21 @@ def select_accuracy(records: list[dict], select: str, steps_per_epoch: int) -> d
         best_epoch=best["step"] / steps_per_epoch,
         last_test_acc=last["eval/test_acc"],
         last_val_acc=last["eval/val_acc"],
+    )
+
+
+def describe_setup(config: Config, graph: Graph) -> str:
+    """The graph and training setting of `config`, for the notes of `results.md`."""
+    t, m = config.train, config.model
+    return (
+        f"Graph {graph.name}: {graph.num_nodes} nodes, {graph.num_edges} directed edges, "
+        f"{graph.num_features} features, {graph.num_classes} classes, splits "
+        f"{len(graph.train_idx)}/{len(graph.val_idx)}/{len(graph.test_idx)}. Model {m.name}, "
+        f"{m.num_layers} layers, hidden {m.hidden}, dropout {m.dropout}, fan-outs "
+        f"{tuple(t.fanouts)}, batch {t.batch_size}, {t.epochs} epochs, Adam lr {t.lr} x{t.lr_decay}"
+        f"/epoch, weight decay {t.weight_decay}. Test accuracy at the best validation epoch "
+        f"(select={config.eval.select}, eval every {config.eval.every_epochs} epochs, "
+        f"{config.eval.mode} evaluation)."
     )
 
 
@@ -319,7 +342,7 @@ def run_schemes(
         todo = [
             s
             for s in schemes
-            if not os.path.exists(os.path.join(workdir, s.name, f"seed{seed}", "result.json"))
+            if not os.path.exists(result_path(os.path.join(workdir, s.name, f"seed{seed}")))
         ]
         for scheme in schemes:
             if scheme not in todo:  # finished: no need to build its store
@@ -344,7 +367,13 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
     if config.experiment == "schemes":
         runner = Runner(config, graph, step_cache=step_cache)
         results = run_schemes(config, graph, runs_dir, runner, schemes, store_cache)
-        metrics = report.write_scheme_results(workdir, config, graph, results)
+        metrics = report.write_scheme_results(
+            workdir,
+            results,
+            title=f"BiFeat ({config.preset}): {graph.name}",
+            plot_title=f"BiFeat on {graph.name}: {config.model.name}, {config.num_seeds} seeds",
+            notes=describe_setup(config, graph),
+        )
     elif config.experiment == "edge_drop":
         per_variant = {}
         modes = [m.strip() for m in config.edge_drop.modes.split(",") if m.strip()]
@@ -364,7 +393,9 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
                 schemes,
                 store_cache,
             )
-        metrics = report.write_edge_drop_results(workdir, config, graph, per_variant)
+        metrics = report.write_edge_drop_results(
+            workdir, graph, per_variant, notes=describe_setup(config, graph)
+        )
     else:
         raise ValueError(
             f"config.experiment must be 'schemes' or 'edge_drop', got {config.experiment!r}"

@@ -1,6 +1,7 @@
 """Time one training epoch per feature store, split into sampling / feature loading / compute.
 
-Used by `experiments/bench/bifeat.py`. Two measurements per store, on the same batches:
+The measuring half of the BiFeat benchmark (`experiments/bench/bifeat.py` and its `gpu_check()`).
+Two measurements per store, on the same batches:
 
 - phase split: every mini-batch runs its phases one after the other, each waited for
   (`block_until_ready`): sampling (numpy, host), feature loading (`store.prepare` on the host,
@@ -86,8 +87,8 @@ def make_setup(
     return EpochSetup(graph, nodes, sampler, model, step, state, mesh)
 
 
-def _batches(setup: EpochSetup, store: FeatureStore, seed: int) -> pipeline.EpochBatches:
-    return pipeline.EpochBatches(
+def _batches(setup: EpochSetup, store: FeatureStore, seed: int) -> pipeline.SampledSubgraphBatches:
+    return pipeline.SampledSubgraphBatches(
         setup.graph,
         setup.train_nodes,
         setup.sampler,

@@ -100,7 +100,14 @@ def train_throughput(
 ) -> dict[str, Any]:
     """Seconds per optimizer step (median over `calls` calls after one warm-up call)."""
     model = KGEModel(name, kg.num_entities, 2 * kg.num_relations, dim, gamma)
-    recipe = train_base.BaseRecipe(batch, negatives, 1e-4, 0.5, 10**6, negative_groups=groups)
+    recipe = train_base.BaseRecipe(
+        batch_size=batch,
+        num_negatives=negatives,
+        lr=1e-4,
+        alpha_adv=0.5,
+        num_steps=10**6,  # no lr decay within the timed steps
+        negative_groups=groups,
+    )
     mesh = data_mesh()
     step = train_base.make_base_step(model, recipe, mesh, steps_per_call)
     train = add_reverse(kg.train, kg.num_relations)

@@ -17,15 +17,19 @@ Presets:
                        official FB15k-237 settings (dim 500, gamma 9, 256 negatives, batch 1024).
 
 Stage 1 trains the base model in DIR/base/, stage 2 AnKGE in DIR/ankge/ (retrieval cached in
-DIR/ankge/retrieval.npz); re-running resumes either stage. Override anything, e.g.
-`--config.base.num_steps=2000 --config.ankge.enabled=False`.
+DIR/ankge/retrieval.npz); re-running resumes either stage. `c.base` holds the fields of
+`research.ankge.train_base.BaseRecipe`, `c.ankge` those of `research.ankge.analogy.AnKGEOptions`
+(their defaults are the official WN18RR RotatE settings; the presets below change some).
+Override anything, e.g. `--config.base.num_steps=2000 --config.ankge.enabled=False`.
 """
 
 from __future__ import annotations
 
 import ml_collections
 
-from experiments.configs.common import select_preset
+from experiments.configs.common import options_config, select_preset
+from research.ankge.analogy import AnKGEOptions
+from research.ankge.train_base import BaseRecipe
 
 
 def base() -> ml_collections.ConfigDict:
@@ -46,46 +50,14 @@ def base() -> ml_collections.ConfigDict:
     c.model.dim = 500
     c.model.gamma = 6.0
 
-    c.base = ml_collections.ConfigDict()
-    c.base.batch_size = 512
-    c.base.num_negatives = 1024
-    c.base.negative_groups = 0  # 0: per-positive negatives (official); g: g shared draws
-    c.base.lr = 5e-5
-    c.base.alpha_adv = 0.5
-    c.base.num_steps = 80_000
-    c.base.subsampling = True
-    c.base.decay_at = 0.5  # lr x0.1 after this fraction of the steps
-    c.base.eval_every = 10_000  # validation MRR for the training curve (0: only at the end)
+    c.base = options_config(BaseRecipe)  # stage 1; defaults: the official WN18RR RotatE
 
     c.eval = ml_collections.ConfigDict()
     c.eval.query_chunk = 256
     c.eval.entity_chunk = 4096
     c.eval.valid_queries = 2000  # queries of valid (with reverses) used for the curve; 0: all
 
-    c.ankge = ml_collections.ConfigDict()
-    c.ankge.enabled = True
-    c.ankge.ent_knn = 1
-    c.ankge.rel_knn = 1
-    c.ankge.triple_knn = 3
-    c.ankge.triple_ent_knn = 1000
-    c.ankge.triple_rel_knn = 5
-    c.ankge.beta = 0.0  # trans_alpha: 0 on WN18RR, 1 on FB15k-237
-    c.ankge.alpha = 10.0
-    c.ankge.batch_size = 4096
-    c.ankge.lr = 1e-3
-    c.ankge.num_steps = 2000
-    c.ankge.ent_lambda = 0.1
-    c.ankge.rel_lambda = 0.05
-    c.ankge.triple_lambda = 0.1
-    # lambdas chosen on validation: "v1,v2,..." (each level) or "e..;r..;t.." (per level); the
-    # Cartesian product plus (0, 0, 0) (the base) and the lambdas above; "" = use those lambdas
-    c.ankge.lambda_grid = ""
-    c.ankge.lambda_valid_queries = 0  # valid queries (with reverses) for the grid; 0: all
-    c.ankge.per_sample_level_weights = True  # False: the official batch-mean product
-    c.ankge.regularization = 0.0
-    c.ankge.retrieval_chunk = 128  # training triples per retrieval block
-    c.ankge.steps_per_call = 25
-    c.ankge.log_every = 100
+    c.ankge = options_config(AnKGEOptions)  # stage 2; defaults: official WN18RR RotatE
     return c
 
 

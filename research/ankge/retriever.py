@@ -32,11 +32,14 @@ from models.kge import PI, KGEModel, Params, pairwise_match, small_params
 
 @dataclasses.dataclass(frozen=True)
 class RetrievalSizes:
-    ent_knn: int = 1
-    rel_knn: int = 1
-    triple_knn: int = 3
-    triple_ent_knn: int = 1000
-    triple_rel_knn: int = 5
+    """Analogues kept per level, and the triple level's candidates (entities x relations).
+    The configured values and their defaults: `analogy.AnKGEOptions.retrieval_sizes`."""
+
+    ent_knn: int
+    rel_knn: int
+    triple_knn: int
+    triple_ent_knn: int
+    triple_rel_knn: int
 
 
 @dataclasses.dataclass

@@ -4,37 +4,51 @@
         --workdir=DIR
 
 Writes DIR/base/ (checkpoints, metrics.jsonl, params.npz, result.json), DIR/ankge/ (retrieval
-cache, checkpoints, metrics.jsonl, result.json), DIR/results.json (base and AnKGE test metrics),
-DIR/results.md and DIR/training_curve.png. A finished stage is read back from its result.json;
-an interrupted one resumes from its last checkpoint.
+cache, checkpoints, metrics.jsonl, analogy_params.npz, result.json, with a lambda grid
+lambda_grid.json), DIR/results.json (base and AnKGE test metrics), DIR/results.md and
+DIR/training_curve.png. A finished stage is read back from its result.json; an interrupted one
+resumes from its last checkpoint.
+
+Stage 1 is `train_base_model` (the recipe `train_base.BaseRecipe`, from `config.base`), stage 2
+`train_ankge` (the settings `analogy.AnKGEOptions`, from `config.ankge`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from absl import logging
 
-from models.kge import KGEModel
-from research.ankge import analogy, evaluate, train_base
+from models.kge import KGEModel, Params
+from research.ankge import evaluate, retriever, scoring, train_base
+from research.ankge.analogy import (
+    AdaptiveWeights,
+    AnKGEOptions,
+    adaptive_weights,
+    analogy_loss,
+    init_analogy,
+)
+from research.datasets.batching import EpochBatches
 from research.datasets.kg import KG, add_reverse, load_kg, synthetic_kg
 from research.datasets.paths import resolve_data_dir
 from research.training import results
-from research.training.loop import train_loop
-from research.training.metrics import read_metrics
-from research.training.parallel import data_mesh
+from research.training.loop import round_to_calls, train_loop
+from research.training.metrics import read_metrics, steady_steps_per_second
+from research.training.parallel import data_mesh, make_train_step
 from research.training.train_state import TrainState
 
 Config = ml_collections.ConfigDict
 
 
 def load_data(config: Config) -> KG:
+    """The KG of `config.data_dir`, or the synthetic one (`config.synthetic`) when it is ""."""
     if not config.data_dir:
         s = config.synthetic
         return synthetic_kg(
@@ -44,108 +58,300 @@ def load_data(config: Config) -> KG:
 
 
 def make_model(config: Config, kg: KG) -> KGEModel:
+    """`config.model` over the entities of `kg` and its relations with their reverses."""
     m = config.model
     return KGEModel(m.name, kg.num_entities, 2 * kg.num_relations, m.dim, m.gamma)
 
 
-def base_recipe(config: Config) -> train_base.BaseRecipe:
-    b = config.base
-    return train_base.BaseRecipe(
-        batch_size=b.batch_size,
-        num_negatives=b.num_negatives,
-        lr=b.lr,
-        alpha_adv=b.alpha_adv,
-        num_steps=b.num_steps,
-        subsampling=b.subsampling,
-        decay_at=b.decay_at,
-        negative_groups=b.negative_groups,
-    )
-
-
-def _round_up(n: int, k: int) -> int:
-    return -(-n // k) * k
-
-
-def _read_json(path: str) -> dict[str, Any] | None:
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
-def _write_json(path: str, obj: dict[str, Any]) -> None:
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
+def eval_chunks(config: Config) -> evaluate.Chunks:
+    """The ranking's block sizes (`config.eval`), for both stages."""
+    return evaluate.Chunks(config.eval.query_chunk, config.eval.entity_chunk)
 
 
 def train_base_model(
     config: Config, kg: KG, model: KGEModel, workdir: str
-) -> tuple[dict[str, Any], dict[str, float]]:
-    """Stage 1; returns (parameters as numpy, test metrics incl. train_seconds)."""
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Stage 1; returns (parameters as numpy, test metrics incl. train_seconds, train_steps and
+    triples_per_second). A finished stage (result.json and params.npz) is read back."""
     params_path = os.path.join(workdir, "params.npz")
-    done = _read_json(os.path.join(workdir, "result.json"))
-    if done is not None and os.path.exists(params_path):
-        logging.info("base model already trained: %s", done)
-        return dict(np.load(params_path)), done
-    recipe = base_recipe(config)
+
+    def compute() -> dict[str, Any]:
+        recipe = train_base.BaseRecipe(**config.base)
+        mesh = data_mesh()
+        k = config.steps_per_call
+        train = add_reverse(kg.train, kg.num_relations)
+        weights = (
+            train_base.subsampling_weights(train, model.num_relations)
+            if recipe.subsampling
+            else np.ones(len(train), np.float32)
+        )
+        batches = train_base.base_batches(
+            train, weights, recipe.batch_size, seed=config.seed, steps_per_call=k
+        )
+        step_fn = train_base.make_base_step(model, recipe, mesh, k)
+        key = jax.random.PRNGKey(config.seed)
+        state = TrainState.create(
+            model.init(key), train_base.make_optimizer(recipe), jax.random.fold_in(key, 1)
+        )
+        chunks = eval_chunks(config)
+        valid = evaluate.subset(
+            evaluate.make_eval_set(kg, "valid"), config.eval.valid_queries, config.seed
+        )
+
+        def eval_fn(s: TrainState) -> dict[str, float]:
+            got = evaluate.evaluate_base(model, s.params, valid, chunks)
+            return {f"valid_{name}": got[name] for name in ("mrr", "hits@10")}
+
+        start = time.perf_counter()
+        state = train_loop(
+            workdir=workdir,
+            state=state,
+            train_step=step_fn,
+            batch_fn=batches,
+            num_steps=recipe.num_steps,
+            mesh=mesh,
+            checkpoint_every=config.checkpoint_every,
+            keep_checkpoints=1,
+            log_every=config.log_every,
+            steps_per_call=k,
+            desc="base",
+            eval_fn=eval_fn,
+            eval_every=recipe.eval_every or None,
+        )
+        train_seconds = time.perf_counter() - start
+        params = jax.device_get(state.params)
+        test = evaluate.evaluate_base(model, params, evaluate.make_eval_set(kg, "test"), chunks)
+        rate = steady_steps_per_second(workdir)
+        np.savez(params_path, **{name: np.asarray(v) for name, v in params.items()})
+        return {
+            **test,
+            "train_seconds": train_seconds,
+            "train_steps": round_to_calls(recipe.num_steps, k),
+            "triples_per_second": float("nan") if rate is None else rate * recipe.batch_size,
+        }
+
+    metrics = results.cached_result(
+        os.path.join(workdir, "result.json"), compute, reuse=lambda _: os.path.exists(params_path)
+    )
+    return dict(np.load(params_path)), metrics
+
+
+def _train_analogy(
+    options: AnKGEOptions,
+    model: KGEModel,
+    base: Params,
+    train: np.ndarray,
+    found: retriever.Retrieval,
+    workdir: str,
+    *,
+    seed: int,
+) -> Params:
+    """Trains the analogy functions on the frozen `base` (checkpointed in workdir) over the
+    training triples `train` [N, 3] and their retrievals `found`; returns them."""
+    a = options
+    k = a.steps_per_call
+
+    def labels(params):  # train the analogy parameters, freeze the base embeddings
+        return {
+            "ank": jax.tree.map(lambda _: "train", params["ank"]),
+            "base": jax.tree.map(lambda _: "frozen", params["base"]),
+        }
+
+    optimizer = optax.multi_transform(
+        {"train": optax.adam(a.lr), "frozen": optax.set_to_zero()}, labels
+    )
+
+    def loss_fn(params, batch, rng):
+        loss, aux = analogy_loss(
+            model,
+            params["base"],
+            params["ank"],
+            batch,
+            alpha=a.alpha,
+            beta=a.beta,
+            per_sample_level_weights=a.per_sample_level_weights,
+        )
+        if a.regularization:
+            cube = sum(jnp.sum(jnp.abs(x) ** 3) for x in jax.tree.leaves(params["ank"]))
+            loss = loss + a.regularization * cube
+        return loss, aux
+
     mesh = data_mesh()
-    k = config.steps_per_call
-    num_steps = _round_up(recipe.num_steps, k)
-    train = add_reverse(kg.train, kg.num_relations)
-    weights = (
-        train_base.subsampling_weights(train, model.num_relations)
-        if recipe.subsampling
-        else np.ones(len(train), np.float32)
-    )
-    batches = train_base.base_batches(
-        train, weights, recipe.batch_size, seed=config.seed, steps_per_call=k
-    )
-    step_fn = train_base.make_base_step(model, recipe, mesh, k)
-    key = jax.random.PRNGKey(config.seed)
-    state = TrainState.create(
-        model.init(key), train_base.make_optimizer(recipe), jax.random.fold_in(key, 1)
-    )
-    chunks = evaluate.Chunks(config.eval.query_chunk, config.eval.entity_chunk)
-    valid = evaluate.subset(
-        evaluate.make_eval_set(kg, "valid"), config.eval.valid_queries, config.seed
-    )
-    eval_fn = lambda s: {
-        f"valid_{k}": v
-        for k, v in evaluate.evaluate_base(model, s.params, valid, chunks).items()
-        if k in ("mrr", "hits@10")
+    step_fn = make_train_step(loss_fn, optimizer, mesh, steps_per_call=k)
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), 2)
+    params = {"ank": init_analogy(model, key), "base": base}
+    state = TrainState.create(params, optimizer, jax.random.fold_in(key, 1))
+    table = {
+        "triples": train,
+        "entity": found.entity,
+        "relation": found.relation,
+        "triple_entity": found.triple_entity,
+        "triple_relation": found.triple_relation,
     }
-    start = time.perf_counter()
+    batch_size = min(a.batch_size, len(train) // mesh.size * mesh.size)
+    batch_fn = EpochBatches(table, batch_size, seed=(seed, 7), steps_per_call=k)
     state = train_loop(
         workdir=workdir,
         state=state,
         train_step=step_fn,
-        batch_fn=batches,
-        num_steps=num_steps,
+        batch_fn=batch_fn,
+        num_steps=a.num_steps,
         mesh=mesh,
-        checkpoint_every=_round_up(config.checkpoint_every, k),
+        checkpoint_every=a.num_steps,  # only at the end
         keep_checkpoints=1,
-        log_every=config.log_every,
+        log_every=a.log_every,
         steps_per_call=k,
-        desc="base",
-        eval_fn=eval_fn,
-        eval_every=_round_up(config.base.eval_every, k) if config.base.eval_every else None,
+        desc="ankge",
     )
-    train_seconds = time.perf_counter() - start
-    params = jax.device_get(state.params)
-    test = evaluate.evaluate_base(model, params, evaluate.make_eval_set(kg, "test"), chunks)
-    metrics = {**test, "train_seconds": train_seconds, "train_steps": num_steps}
-    metrics["triples_per_second"] = _median_rate(workdir) * recipe.batch_size
-    np.savez(params_path, **{k: np.asarray(v) for k, v in params.items()})
-    _write_json(os.path.join(workdir, "result.json"), metrics)
-    return {k: np.asarray(v) for k, v in params.items()}, metrics
+    return jax.device_get(state.params["ank"])
 
 
-def _median_rate(workdir: str) -> float:
-    """Median steps/s over the logged intervals without an evaluation (the first, which
-    includes compilation, dropped)."""
-    rates = [r["steps_per_s"] for r in read_metrics(workdir) if "eval/valid_mrr" not in r]
-    rates = rates[1:] if len(rates) > 1 else rates
-    return float(np.median(rates)) if rates else float("nan")
+def _selection_settings(options: AnKGEOptions) -> dict[str, Any]:
+    """What decides the lambdas of the test evaluation (a result with other settings is
+    re-evaluated)."""
+    if options.lambda_grid:
+        return {
+            "lambda_grid": options.lambda_grid,
+            "lambda_valid_queries": options.lambda_valid_queries,
+        }
+    return {"lambda_grid": "", "lambdas": list(options.lambdas)}
+
+
+def _choose_lambdas(
+    options: AnKGEOptions,
+    kg: KG,
+    model: KGEModel,
+    base: Params,
+    ank: Params,
+    weights: AdaptiveWeights,
+    workdir: str,
+    *,
+    seed: int,
+    chunks: evaluate.Chunks,
+) -> tuple[tuple[float, float, float], dict[str, Any]]:
+    """The lambdas of `options.lambda_grid` with the best validation MRR and the metrics of the
+    choice (valid_mrr of the chosen triple, valid_mrr_base, valid_mrr_configured,
+    lambda_grid_size, lambda_grid_seconds); every triple's metrics go to lambda_grid.json."""
+    configured = options.lambdas
+    grid = scoring.parse_lambda_grid(options.lambda_grid, include=((0.0, 0.0, 0.0), configured))
+    valid = evaluate.subset(evaluate.make_eval_set(kg, "valid"), options.lambda_valid_queries, seed)
+    start = time.perf_counter()
+    lambdas, table = scoring.select_lambdas(
+        model, base, ank, weights, valid, grid, beta=options.beta, chunks=chunks
+    )
+    grid_seconds = time.perf_counter() - start
+    by_triple = {tuple(row["lambdas"]): row for row in table}
+    metrics = {
+        "valid_mrr": by_triple[lambdas]["mrr"],
+        "valid_mrr_base": by_triple[(0.0, 0.0, 0.0)]["mrr"],
+        "valid_mrr_configured": by_triple[configured]["mrr"],
+        "lambda_grid_size": len(grid),
+        "lambda_grid_seconds": grid_seconds,
+    }
+    results.write_json(
+        os.path.join(workdir, "lambda_grid.json"),
+        {
+            "split": "valid",
+            "queries": len(valid.queries),
+            "seed": seed,
+            "lambda_grid": options.lambda_grid,
+            "best": list(lambdas),
+            "seconds": grid_seconds,
+            "table": table,
+        },
+    )
+    logging.info(
+        "lambdas chosen on %d valid queries: %s (valid MRR %.4f; base %.4f, configured %.4f)",
+        len(valid.queries),
+        lambdas,
+        metrics["valid_mrr"],
+        metrics["valid_mrr_base"],
+        metrics["valid_mrr_configured"],
+    )
+    return lambdas, metrics
+
+
+def train_ankge(
+    options: AnKGEOptions,
+    kg: KG,
+    model: KGEModel,
+    base: Params,
+    workdir: str,
+    *,
+    seed: int,
+    chunks: evaluate.Chunks,
+) -> dict[str, Any]:
+    """Stage 2: retrieval (cached), analogy-function training, lambdas (configured, or chosen
+    on validation when `options.lambda_grid` is set), test evaluation; returns test metrics
+    plus `lambdas`, timings and, with a grid, `valid_mrr` (of the chosen triple),
+    `valid_mrr_base`, `valid_mrr_configured` (the configured lambdas') and `lambda_grid_size`.
+
+    A finished stage is read back from workdir/result.json when its lambda settings are the
+    options'; otherwise trained parameters (workdir/analogy_params.npz) are reused and only
+    the lambda selection and test evaluation run again."""
+    settings = _selection_settings(options)
+    previous: dict[str, Any] = {}  # a stored result with other settings: its timings are kept
+
+    def same_settings(stored: dict[str, Any]) -> bool:
+        previous.update(stored)
+        # results written before a setting existed hold its default
+        defaults = {"lambda_grid": "", "lambda_valid_queries": 0}
+        defaults["lambdas"] = settings.get("lambdas")
+        if all(stored.get(k, defaults[k]) == v for k, v in settings.items()):
+            return True
+        logging.info("AnKGE lambda settings changed (%s): re-evaluating", settings)
+        return False
+
+    def compute() -> dict[str, Any]:
+        sizes = options.retrieval_sizes
+        train = add_reverse(kg.train, kg.num_relations)
+        ank_path = os.path.join(workdir, "analogy_params.npz")
+        metrics: dict[str, Any] = {}
+        if os.path.exists(ank_path):  # trained before: reuse the parameters and the timings
+            logging.info("reusing the trained analogy functions of %s", ank_path)
+            ank = {k: jnp.asarray(v) for k, v in np.load(ank_path).items()}
+            for k in ("retrieval_seconds", "train_seconds", "train_steps"):
+                if k in previous:
+                    metrics[k] = previous[k]
+        else:
+            start = time.perf_counter()
+            found = retriever.cached_retrieve(
+                os.path.join(workdir, "retrieval.npz"),
+                model,
+                base,
+                train,
+                sizes,
+                chunk=options.retrieval_chunk,
+                entity_chunk=chunks.entity,
+            )
+            metrics["retrieval_seconds"] = time.perf_counter() - start
+            start = time.perf_counter()
+            ank = _train_analogy(options, model, base, train, found, workdir, seed=seed)
+            metrics["train_seconds"] = time.perf_counter() - start
+            metrics["train_steps"] = round_to_calls(options.num_steps, options.steps_per_call)
+            np.savez(ank_path, **ank)
+        weights = adaptive_weights(train, model.num_entities, model.num_relations, sizes)
+        lambdas = options.lambdas
+        if options.lambda_grid:
+            lambdas, chosen = _choose_lambdas(
+                options, kg, model, base, ank, weights, workdir, seed=seed, chunks=chunks
+            )
+            metrics.update(chosen)
+        test = scoring.evaluate_ankge(
+            model,
+            base,
+            ank,
+            weights,
+            evaluate.make_eval_set(kg, "test"),
+            beta=options.beta,
+            lambdas=lambdas,
+            chunks=chunks,
+        )
+        metrics = {**test, **metrics, **settings, "lambdas": list(lambdas)}
+        logging.info("AnKGE test: %s", metrics)
+        return metrics
+
+    return results.cached_result(os.path.join(workdir, "result.json"), compute, reuse=same_settings)
 
 
 def _curve(workdir: str, key: str) -> tuple[list[float], list[float]]:
@@ -155,6 +361,7 @@ def _curve(workdir: str, key: str) -> tuple[list[float], list[float]]:
 
 def train_and_evaluate(config: Config, workdir: str) -> dict[str, float]:
     """Stage 1 (base model) and stage 2 (AnKGE); writes results.json / results.md / the plot."""
+    options = AnKGEOptions(**config.ankge)
     kg = load_data(config)
     logging.info("knowledge graph: %s", kg.summary())
     model = make_model(config, kg)
@@ -163,9 +370,11 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, float]:
     metrics = {f"base/{k}": v for k, v in base_metrics.items()}
     rows = [{"model": f"{model.name} (base)", **_row(base_metrics)}]
     curves = {"base loss": _curve(base_dir, "loss")}
-    if config.ankge.enabled:
+    if options.enabled:
         ankge_dir = os.path.join(workdir, "ankge")
-        ank_metrics = analogy.train_ankge(config, kg, model, params, ankge_dir)
+        ank_metrics = train_ankge(
+            options, kg, model, params, ankge_dir, seed=config.seed, chunks=eval_chunks(config)
+        )
         metrics.update({f"ankge/{k}": v for k, v in ank_metrics.items()})
         metrics["ankge_minus_base_mrr"] = ank_metrics["mrr"] - base_metrics["mrr"]
         rows.append({"model": f"AnKGE-{model.name}", **_row(ank_metrics)})

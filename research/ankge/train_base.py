@@ -31,13 +31,14 @@ from research.training.parallel import make_train_step
 
 @dataclasses.dataclass(frozen=True)
 class BaseRecipe:
-    """Hyperparameters of the base-model training (names of the official scripts)."""
+    """Stage-1 settings (`--config.base.*`, names of the official scripts); the defaults are the
+    official WN18RR RotatE recipe."""
 
-    batch_size: int
-    num_negatives: int
-    lr: float
-    alpha_adv: float
-    num_steps: int
+    batch_size: int = 512
+    num_negatives: int = 1024
+    lr: float = 5e-5
+    alpha_adv: float = 0.5
+    num_steps: int = 80_000  # the loop rounds it up to whole calls of steps_per_call
     subsampling: bool = True
     # 0: every positive draws its own negatives (official). g > 0: each device's batch is split
     # into g groups whose positives share one draw of num_negatives tails (DGL-KE style "chunked"
@@ -46,6 +47,7 @@ class BaseRecipe:
     negative_groups: int = 0
     decay_at: float = 0.5  # fraction of num_steps after which lr is multiplied by decay
     decay: float = 0.1
+    eval_every: int = 10_000  # validation MRR for the training curve (0: only at the end)
 
 
 def subsampling_weights(triples: np.ndarray, num_relations: int, start: int = 4) -> np.ndarray:

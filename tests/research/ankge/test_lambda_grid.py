@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from models.kge import KGEModel
-from research.ankge import analogy, evaluate, retriever
+from research.ankge import analogy, evaluate, retriever, scoring
 from research.datasets.kg import add_reverse, synthetic_kg
 
 SIZES = retriever.RetrievalSizes(1, 1, 3, 10, 2)
@@ -43,12 +43,12 @@ def _setup(name):
 def test_grid_ranks_equal_separate_evaluations(name, beta):
     kg, model, base, ank, weights = _setup(name)
     es = evaluate.make_eval_set(kg, "test")
-    grid = analogy.ankge_grid_ranks(
+    grid = scoring.ankge_grid_ranks(
         model, base, ank, weights, es, beta=beta, lambda_grid=np.array(GRID), chunks=CHUNKS
     )
     assert grid.shape == (len(GRID), len(es.queries))
     for g, lambdas in enumerate(GRID):
-        alone = analogy.ankge_ranks(
+        alone = scoring.ankge_ranks(
             model, base, ank, weights, es, beta=beta, lambdas=lambdas, chunks=CHUNKS
         )
         np.testing.assert_array_equal(grid[g], alone, err_msg=str(lambdas))
@@ -65,7 +65,7 @@ def test_grid_ranks_equal_separate_evaluations(name, beta):
     assert not np.array_equal(grid[1], base_ranks)  # the level terms do change the ranking
     if name == "transe":
         assert np.any(grid != np.round(grid))  # ties were exercised
-    got = analogy.evaluate_ankge(
+    got = scoring.evaluate_ankge(
         model, base, ank, weights, es, beta=beta, lambdas=GRID[1], chunks=CHUNKS
     )
     assert got["mrr"] == evaluate.ranking_metrics(grid[1])["mrr"]
@@ -75,7 +75,7 @@ def test_select_lambdas_takes_the_best_valid_mrr_first_on_ties():
     kg, model, base, ank, weights = _setup("rotate")
     es = evaluate.make_eval_set(kg, "valid")
     grid = GRID + [(0.0, 0.0, 0.0)]  # a duplicate of the first: ties never pick the later one
-    best, table = analogy.select_lambdas(
+    best, table = scoring.select_lambdas(
         model, base, ank, weights, es, grid, beta=0.0, chunks=CHUNKS
     )
     mrrs = [row["mrr"] for row in table]
@@ -85,14 +85,14 @@ def test_select_lambdas_takes_the_best_valid_mrr_first_on_ties():
 
 
 def test_parse_lambda_grid():
-    grid = analogy.parse_lambda_grid("0,0.1", include=((0, 0, 0), (0.1, 0.05, 0.1)))
+    grid = scoring.parse_lambda_grid("0,0.1", include=((0, 0, 0), (0.1, 0.05, 0.1)))
     assert grid[:2] == [(0.0, 0.0, 0.0), (0.1, 0.05, 0.1)]
     assert len(grid) == 2 + 8 - 1  # (0, 0, 0) only once
     assert set(grid[2:]) == {(a, b, c) for a in (0, 0.1) for b in (0, 0.1) for c in (0, 0.1)} - {
         (0, 0, 0)
     }
-    per_level = analogy.parse_lambda_grid("0.1; 0,0.2 ;0.3")
+    per_level = scoring.parse_lambda_grid("0.1; 0,0.2 ;0.3")
     assert per_level == [(0.0, 0.0, 0.0), (0.1, 0.0, 0.3), (0.1, 0.2, 0.3)]
     for bad in ("0,x", "0;1", "0;;1"):
         with pytest.raises(ValueError, match="lambda grid"):
-            analogy.parse_lambda_grid(bad)
+            scoring.parse_lambda_grid(bad)

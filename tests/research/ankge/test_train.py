@@ -1,6 +1,7 @@
 """The `tiny` preset end to end (base model, retrieval, AnKGE), resuming, and the combined
 score: AnKGE differs from the base score exactly where an adaptive weight is non-zero."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -10,8 +11,10 @@ import numpy as np
 import pytest
 
 from experiments.configs.ankge import get_config
-from research.ankge import analogy, evaluate, retriever
-from research.ankge.train import load_data, make_model, train_and_evaluate
+from research.ankge import analogy, evaluate, retriever, scoring
+from research.ankge.analogy import AnKGEOptions
+from research.ankge.train import eval_chunks, load_data, make_model, train_and_evaluate
+from research.ankge.train_base import BaseRecipe
 from research.datasets.kg import add_reverse
 from research.training.results import read_results
 
@@ -49,10 +52,8 @@ def test_ankge_score_differs_from_base_only_where_weights_are_nonzero(tiny_run):
         k: jnp.asarray(v)
         for k, v in np.load(os.path.join(workdir, "ankge/analogy_params.npz")).items()
     }
-    a = config.ankge
-    sizes = retriever.RetrievalSizes(
-        a.ent_knn, a.rel_knn, a.triple_knn, a.triple_ent_knn, a.triple_rel_knn
-    )
+    a = AnKGEOptions(**config.ankge)
+    sizes = a.retrieval_sizes
     train = add_reverse(kg.train, kg.num_relations)
     weights = analogy.adaptive_weights(train, model.num_entities, model.num_relations, sizes)
     q = evaluate.make_eval_set(kg, "test").queries
@@ -67,7 +68,7 @@ def test_ankge_score_differs_from_base_only_where_weights_are_nonzero(tiny_run):
         "wr_val": jnp.asarray(wr_val),
     }
     all_ids = jnp.arange(model.num_entities, dtype=jnp.int32)
-    ank_s = np.asarray(analogy.ankge_score_fn(model, a.beta, lambdas)(args, rows, all_ids))
+    ank_s = np.asarray(scoring.ankge_score_fn(model, a.beta, lambdas)(args, rows, all_ids))
     base_s = np.asarray(evaluate.base_score_fn(model)(base, {"hr": rows["hr"]}, all_ids))
     # the adaptive weights by brute force over the training triples
     true = {tuple(t) for t in train}
@@ -109,12 +110,10 @@ def test_lambdas_chosen_on_valid_reuse_the_trained_stage(tiny_run, tmp_path):
     kg = load_data(config)
     model = make_model(config, kg)
     load = lambda name: {k: jnp.asarray(v) for k, v in np.load(os.path.join(workdir, name)).items()}
-    a = config.ankge
-    sizes = retriever.RetrievalSizes(
-        a.ent_knn, a.rel_knn, a.triple_knn, a.triple_ent_knn, a.triple_rel_knn
-    )
+    a = AnKGEOptions(**config.ankge)
+    sizes = a.retrieval_sizes
     train = add_reverse(kg.train, kg.num_relations)
-    want = analogy.evaluate_ankge(
+    want = scoring.evaluate_ankge(
         model,
         load("base/params.npz"),
         load("ankge/analogy_params.npz"),
@@ -122,9 +121,23 @@ def test_lambdas_chosen_on_valid_reuse_the_trained_stage(tiny_run, tmp_path):
         evaluate.make_eval_set(kg, "test"),
         beta=a.beta,
         lambdas=tuple(best["lambdas"]),
-        chunks=evaluate.Chunks(config.eval.query_chunk, config.eval.entity_chunk),
+        chunks=eval_chunks(config),
     )
     assert got["ankge/mrr"] == want["mrr"]
     # a second run with the same settings reads the result back
     again = train_and_evaluate(config, workdir)
     assert again["ankge/mrr"] == got["ankge/mrr"]
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small", "wn18rr_transe", "fb15k237_hake"])
+def test_config_sections_are_the_options_dataclasses(preset):
+    config = get_config(preset)
+    assert dataclasses.asdict(BaseRecipe(**config.base)) == config.base.to_dict()
+    assert dataclasses.asdict(AnKGEOptions(**config.ankge)) == config.ankge.to_dict()
+    assert AnKGEOptions(**config.ankge).retrieval_sizes == retriever.RetrievalSizes(
+        config.ankge.ent_knn,
+        config.ankge.rel_knn,
+        config.ankge.triple_knn,
+        config.ankge.triple_ent_knn,
+        config.ankge.triple_rel_knn,
+    )

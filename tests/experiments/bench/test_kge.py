@@ -1,5 +1,5 @@
-"""The KGE benchmark's device check at quick sizes (synthetic WN18RR-shaped data), and the
-PyKEEN side: its triples mapped through entities.dict drop no valid / test triple."""
+"""`experiments/bench/kge.py`: the device check at quick sizes (synthetic WN18RR-shaped data),
+and the PyKEEN side: its triples mapped through entities.dict drop no valid / test triple."""
 
 import os
 

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models.kge import KGEModel, Params
+from models.kge import KGEModel, Params, safe_sqrt
 from research.ankge import retriever
 from research.datasets.kg import pair_counts
 
@@ -135,7 +135,7 @@ def analogy_loss(
     # analogy outputs
     a_ent, a_rel = f_ent(base, ank, h, r, beta), f_rel(base, ank, r)
     a_triple = model.query_vector(base, model.query(base, a_ent, a_rel))
-    norm = lambda x: jnp.sqrt(jnp.sum(x * x, axis=-1))
+    norm = lambda x: safe_sqrt(jnp.sum(x * x, axis=-1))  # finite gradient at x = 0
     sim = (norm(a_ent - virt_ent), norm(a_rel - virt_rel), norm(a_triple - virt_triple))
     dis = (dist(a_ent, re_, te), dist(he, a_rel, te), dist(a_ent, a_rel, te))
     level = jnp.stack(

@@ -7,6 +7,9 @@ chunk they fall in (a scatter of the query's padded filter list). **Ties count a
 
     rank = 1 + #{e unfiltered : s_e > s_t} + #{e unfiltered, e != t : s_e == s_t} / 2
 
+A NaN or infinite score counts as the worst: such a candidate is never above the answer, and
+such an answer is below every unfiltered candidate (a diverged model ranks last, not first).
+
 The answer's own score `s_t` comes from the same scoring function with one tail per query (the
 same elementwise operations and reduction over the embedding axis as the chunks). Queries are
 processed in chunks of `query_chunk`, entities in chunks of `entity_chunk` (`lax.map` over query
@@ -104,20 +107,24 @@ def _grid_ranks_jit(components_fn, num_entities, qc, ec, args, rows, answers, fi
             ids = start + jnp.arange(ec, dtype=jnp.int32)
             comps = components_fn(args, rows_c, jnp.minimum(ids, num_entities - 1))
             comps = tuple(jnp.broadcast_to(c, (qc, ec)) for c in comps)
-            # padding and filtered entities (incl. the answer): -inf in c_0, hence in every
-            # combination (the other components are finite)
-            c0 = jnp.where(ids[None, :] < num_entities, comps[0], -jnp.inf)
+            # the candidates that count: not padding, not filtered (the answer is filtered too)
             local = filt_c - start
             local = jnp.where((filt_c >= 0) & (local >= 0) & (local < ec), local, ec)
-            c0 = c0.at[row_idx, local].set(-jnp.inf, mode="drop")
-            comps = (c0,) + comps[1:]
+            keep = jnp.broadcast_to(ids[None, :] < num_entities, (qc, ec))
+            keep = keep.at[row_idx, local].set(False, mode="drop")
 
             def per_weight(_, xs):  # one [Qc, Ec] score block at a time
                 w, t = xs
                 s = combine(comps, w)
+                # A NaN or infinite score is the worst possible: such a candidate never ranks
+                # above the answer, and such an answer ranks below every candidate (a NaN
+                # compares as "not better", which would otherwise rank every answer first).
+                t_bad = ~jnp.isfinite(t)[:, None]
+                above = keep & (t_bad | (jnp.isfinite(s) & (s > t[:, None])))
+                tied = keep & ~t_bad & (s == t[:, None])
                 return None, (
-                    jnp.sum(s > t[:, None], axis=1, dtype=jnp.int32),
-                    jnp.sum(s == t[:, None], axis=1, dtype=jnp.int32),
+                    jnp.sum(above, axis=1, dtype=jnp.int32),
+                    jnp.sum(tied, axis=1, dtype=jnp.int32),
                 )
 
             _, (g, e) = jax.lax.scan(per_weight, None, (weights, target))

@@ -127,3 +127,34 @@ def test_missing_answer_in_filter_is_an_error():
             np.full_like(es.filter_tails, -1),
             7,
         )
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_scores_rank_worst(bad):
+    """A diverged model must not score a perfect MRR: NaN / infinite candidates never rank above
+    the answer, and a NaN / infinite answer ranks below every unfiltered candidate."""
+    kg = synthetic_kg(8, group_size=3, num_relations=2, seed=3)
+    model = KGEModel("transe", kg.num_entities, 4, 3, 6.0)
+    params = model.init(jax.random.PRNGKey(0))
+    es = evaluate.make_eval_set(kg, "test")
+    unfiltered = np.array(
+        [kg.num_entities - np.sum(row >= 0) for row in es.filter_tails], np.float64
+    )  # candidates left after filtering (the answer is in its filter list)
+    everything_bad = {k: jnp.full_like(v, bad) for k, v in params.items()}
+    got = evaluate.evaluate_base(model, everything_bad, es, evaluate.Chunks(5, 7))
+    assert got["mrr"] == pytest.approx(np.mean(1 / (1 + unfiltered)))
+    assert got["mrr"] < 0.2
+
+    # Only entity 0 non-finite: for the queries that neither start nor end at it, the ranks equal
+    # those of a model in which entity 0 is farther than everything.
+    def ranks(p):
+        return evaluate.filtered_ranks(
+            evaluate.base_score_fn(model), p, {"hr": es.queries[:, :2]}, es.queries[:, 2],
+            es.filter_tails, kg.num_entities, evaluate.Chunks(5, 7),
+        )  # fmt: skip
+
+    poisoned = ranks({**params, "entity": params["entity"].at[0].set(bad)})
+    far = ranks({**params, "entity": params["entity"].at[0].set(1e6)})
+    away = (es.queries[:, 0] != 0) & (es.queries[:, 2] != 0)
+    assert away.sum() > 5
+    np.testing.assert_array_equal(poisoned[away], far[away])

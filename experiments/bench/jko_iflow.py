@@ -25,7 +25,9 @@ from experiments.bench.timing import format_table, record, write_json
 from experiments.configs.jko_iflow import get_config
 from models.flows import init_velocity
 from research.jko_iflow import train
-from research.training.parallel import data_mesh, shard_batch
+from research.jko_iflow.flow import ModelOptions
+from research.jko_iflow.jko import BaselineOptions, JKOOptions
+from research.training.parallel import data_mesh, replicate, shard_batch
 from research.training.train_state import TrainState
 
 RECORDED_OFFICIAL_S_PER_ITER = 0.19  # shared/data/densities2d/README.md (torch CPU, this machine)
@@ -45,7 +47,10 @@ def _cpu_seconds() -> float:
 
 
 def _time_step(step_fn, state, batch, repeats: int, steps: int) -> tuple[float, float, float]:
-    """(median wall s/iter, median CPU s/iter, compile + first call s)."""
+    """(median wall s/iter, median CPU s/iter, compile + first call s).
+
+    `state` must already be replicated on the step's mesh (as `train_loop` places it): an
+    unplaced state would compile the step a second time on the first timed call."""
     start = time.perf_counter()
     state, _ = step_fn(state, batch)
     jax.block_until_ready(state)
@@ -66,7 +71,8 @@ def main(argv: list[str]) -> None:
     config.model.width, config.jko.batch_size = _WIDTH.value, _BATCH.value
     config.jko.num_substeps, config.steps_per_call = _SUBSTEPS.value, _STEPS.value
     k, b = _STEPS.value, _BATCH.value
-    model = train.make_model(config, 2)
+    opts, baseline = JKOOptions(**config.jko), BaselineOptions(**config.baseline)
+    model = ModelOptions(**config.model).make(2)
     mesh = data_mesh(jax.local_devices()[:1])
     rng = np.random.default_rng(0)
     batch = {
@@ -74,14 +80,18 @@ def main(argv: list[str]) -> None:
         "w2_weight": np.full((k, b), 2.0, np.float32),
     }
     rows = []
-    step_fn = train.jko_train_step(config, model, mesh)
+    step_fn = train.jko_train_step(opts, model, mesh, steps_per_call=k)
     state = TrainState.create(
         init_velocity(model, jax.random.PRNGKey(0)),
-        train.jko_optimizer(config),
+        train.jko_optimizer(opts),
         jax.random.PRNGKey(1),
     )
     wall, cpu, first = _time_step(
-        step_fn, state, shard_batch(batch, mesh, steps_per_call=k), _REPEATS.value, k
+        step_fn,
+        replicate(state, mesh),
+        shard_batch(batch, mesh, steps_per_call=k),
+        _REPEATS.value,
+        k,
     )
     shape = [b, _WIDTH.value, _SUBSTEPS.value]
     rows.append(
@@ -108,10 +118,18 @@ def main(argv: list[str]) -> None:
         )
     )
     nb = _BASELINE_BLOCKS.value
-    base_step, base_state = train.baseline_train_step(config, model, mesh, num_blocks=nb)
+    base_step, base_state = train.baseline_train_step(
+        opts,
+        baseline,
+        model,
+        mesh,
+        num_blocks=nb,
+        key=jax.random.PRNGKey(config.seed),
+        steps_per_call=k,
+    )
     base_batch = shard_batch({"x": batch["x"]}, mesh, steps_per_call=k)
     wall_b, cpu_b, first_b = _time_step(
-        base_step, base_state, base_batch, max(2, _REPEATS.value // 2), k
+        base_step, replicate(base_state, mesh), base_batch, max(2, _REPEATS.value // 2), k
     )
     rows.append(
         record(

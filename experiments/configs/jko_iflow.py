@@ -15,16 +15,24 @@ Override anything, e.g. `--config.densities=rose,tree --config.jko.iters_per_blo
 `--config.data_dir` is the folder with rose.png / tree.png (relative paths are relative to the
 repository root); tabular benchmarks (`--config.densities=power`) read
 `<tabular_dir>/power/{train,val,test}.npy`.
+
+The `model`, `jko` (with `jko.reparam`), `baseline` and `eval` sub-dicts are built from the
+frozen options dataclasses `flow.ModelOptions`, `jko.JKOOptions`, `jko.BaselineOptions` and
+`evaluate.EvalOptions` of `research/jko_iflow`, which hold the defaults; presets override them.
 """
 
 from __future__ import annotations
 
 import ml_collections
 
-from experiments.configs.common import select_preset
+from experiments.configs.common import options_config, select_preset
+from research.jko_iflow.evaluate import EvalOptions
+from research.jko_iflow.flow import ModelOptions
+from research.jko_iflow.jko import BaselineOptions, JKOOptions
 
 
 def base() -> ml_collections.ConfigDict:
+    """The official setting on rose; the method sub-dicts hold the options dataclasses' defaults."""
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.densities = "rose"  # comma-separated: TOY_DENSITIES, rose, tree, or power/gas/...
@@ -35,45 +43,10 @@ def base() -> ml_collections.ConfigDict:
     c.steps_per_call = 25  # optimizer steps per host round-trip (lax.scan)
     c.checkpoint_every = 250
     c.log_every = 50
-
-    c.model = ml_collections.ConfigDict()
-    c.model.width = 128
-    c.model.depth = 3
-    c.model.beta = 20.0
-    c.model.time_dependent = False
-
-    c.jko = ml_collections.ConfigDict()
-    c.jko.num_blocks = 8
-    c.jko.h0 = 0.25  # h_k = h0 * h_ratio^k: 0.25, 0.35, ..., 2.64 (official)
-    c.jko.h_ratio = 1.4
-    c.jko.step_sizes = ()  # explicit h_k, overrides h0 / h_ratio when non-empty
-    c.jko.num_substeps = 3  # RK4 steps per block in training (S)
-    c.jko.iters_per_block = 250
-    c.jko.batch_size = 2000
-    c.jko.lr = 1e-4
-    c.jko.grad_clip = 1.0
-    c.jko.divergence = "hutchinson"  # or "exact"
-    c.jko.stop_tol = 0.01  # stop adding blocks once E|x-T(x)|^2 / E|T(x)|^2 < stop_tol
-    c.jko.reparam = ml_collections.ConfigDict()
-    c.jko.reparam.rounds = 0  # adaptive time reparameterization + refinement rounds
-    c.jko.reparam.eta = 0.5
-    c.jko.reparam.h_max = 5.0
-    c.jko.reparam.iters_per_block = 100
-
-    c.baseline = ml_collections.ConfigDict()
-    c.baseline.enabled = True
-    c.baseline.lr = 1e-4
-    c.baseline.num_steps = 0  # 0: as many optimizer steps as JKO-iFlow took in total
-
-    c.eval = ml_collections.ConfigDict()
-    c.eval.solver = "dopri5"  # accurate integration for NLL, sampling, inversion
-    c.eval.tol = 1e-5
-    c.eval.rk4_steps = 10  # when eval.solver == "rk4"
-    c.eval.num_nll = 10_000
-    c.eval.num_mmd = 10_000  # official nmax
-    c.eval.num_inversion = 1000
-    c.eval.num_permutations = 200
-    c.eval.grid_size = 100
+    c.model = options_config(ModelOptions)  # the block field (models.flows.VelocityMLP)
+    c.jko = options_config(JKOOptions)  # block-by-block training, c.jko.reparam nested
+    c.baseline = options_config(BaselineOptions)  # the end-to-end CNF
+    c.eval = options_config(EvalOptions)  # NLL, MMD, inversion, plots
     return c
 
 

@@ -3,11 +3,12 @@
 MMD follows the official code: Gaussian kernel `exp(-||a - b||^2 / (2 g^2))` with
 `g = 0.1 x median pairwise distance of the test data`, biased (V-statistic) estimate of MMD^2.
 The two-sample test uses the standard median heuristic `g = median distance of the pooled
-sample` and a permutation test.
+sample` and a permutation test. `EvalOptions` holds the evaluation settings (`config.eval`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -21,6 +22,28 @@ from models.flows import VelocityMLP
 from research.jko_iflow import flow
 
 Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalOptions:
+    """How a trained flow is evaluated (`evaluate_flow`) and plotted (`density_grid`)."""
+
+    solver: str = "dopri5"  # accurate integration for NLL, sampling, inversion (flow.SOLVERS)
+    tol: float = 1e-5  # dopri5 rtol = atol
+    rk4_steps: int = 10  # RK4 steps per block when solver == "rk4"
+    num_nll: int = 10_000  # test points for the NLL
+    num_mmd: int = 10_000  # samples (and test points) for the MMD; official nmax
+    num_inversion: int = 1000  # test points for the round-trip error
+    num_permutations: int = 200  # of the MMD two-sample test
+    grid_size: int = 100  # of the 2D density plot (grid_size^2 points); 0: no plot
+
+    def __post_init__(self):
+        if self.solver not in flow.SOLVERS:
+            raise ValueError(f"eval.solver={self.solver!r}; expected one of {flow.SOLVERS}")
+
+    def flow_solver(self) -> flow.Solver:
+        """The block integrator of this evaluation."""
+        return flow.Solver(self.solver, num_steps=self.rk4_steps, rtol=self.tol, atol=self.tol)
 
 
 def median_distance(x: np.ndarray, *, max_points: int = 2000, seed: int = 0) -> float:
@@ -57,7 +80,7 @@ def mmd2(x: np.ndarray, y: np.ndarray, bandwidth: float) -> float:
 
 
 def mmd_permutation_test(
-    x: np.ndarray, y: np.ndarray, *, num_permutations: int = 200, seed: int = 0
+    x: np.ndarray, y: np.ndarray, *, num_permutations: int, seed: int = 0
 ) -> dict[str, float]:
     """Two-sample test of x [n, d] vs y [m, d]: biased MMD^2 with the median-heuristic bandwidth
     of the pooled sample, p-value from `num_permutations` random relabellings."""
@@ -81,26 +104,24 @@ def evaluate_flow(
     test: np.ndarray,
     *,
     key: Array,
-    eval_solver: flow.Solver,
+    opts: EvalOptions,
     train_steps: int,
-    num_nll: int,
-    num_mmd: int,
-    num_inversion: int,
-    num_test_permutations: int = 200,
     true_logpdf: Any = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Metrics of a flow on held-out data `test` [N, d], and arrays for plots.
 
-    Metrics: `nll` (eval_solver, exact traces), `nll_rk4_1step` (the official evaluation: one RK4
-    step per block), `nll_standard_normal` (N(0, I) on the same points), `nll_true` (when the true
-    density is known), `mmd` (official bandwidth) and `mmd_floor` (the same statistic between two
-    disjoint halves of the test data), the permutation test (`mmd_test_p_value`,
-    `mmd_test_passed` at level 0.05), and the inversion errors (`inversion_max_abs`, ...).
-    Returns (metrics, {"samples": [num_mmd, d]}).
+    Metrics: `nll` (`opts.flow_solver()`, exact traces), `nll_rk4_1step` (the official
+    evaluation: one RK4 step per block), `nll_standard_normal` (N(0, I) on the same points),
+    `nll_true` (when `true_logpdf`, `x [n, d] -> log p [n]`, is given), `mmd` (official
+    bandwidth) and `mmd_floor` (the same statistic between two disjoint halves of the test data),
+    the permutation test (`mmd_test_p_value`, `mmd_test_passed` at level 0.05), and the
+    inversion errors (`inversion_max_abs`, ...). `train_steps` is copied into the metrics.
+    Returns (metrics, {"samples": [opts.num_mmd, d]}).
     """
     start = time.perf_counter()
+    eval_solver, num_mmd = opts.flow_solver(), opts.num_mmd
     test = np.asarray(test, np.float32)
-    x_nll = test[:num_nll]
+    x_nll = test[: opts.num_nll]
     one_step = flow.Solver("rk4", num_steps=1)
     logp = np.asarray(flow.log_prob(model, blocks, x_nll, solver=eval_solver), np.float64)
     logp_rk4 = np.asarray(flow.log_prob(model, blocks, x_nll, solver=one_step), np.float64)
@@ -126,12 +147,12 @@ def evaluate_flow(
         metrics["mmd_floor"] = mmd2(ref, other, gamma)
     n_test = min(1000, num_mmd)
     test_result = mmd_permutation_test(
-        samples[:n_test], other[:n_test], num_permutations=num_test_permutations
+        samples[:n_test], other[:n_test], num_permutations=opts.num_permutations
     )
     metrics["mmd_test_p_value"] = test_result["p_value"]
     metrics["mmd_test_passed"] = float(test_result["p_value"] > 0.05)
 
-    inv = flow.inversion_error(model, blocks, test[:num_inversion], solver=eval_solver)
+    inv = flow.inversion_error(model, blocks, test[: opts.num_inversion], solver=eval_solver)
     metrics.update({f"inversion_{k}": v for k, v in inv.items()})
     metrics["eval_seconds"] = time.perf_counter() - start
     return metrics, {"samples": samples}
@@ -142,7 +163,7 @@ def density_grid(
     blocks: Sequence[Any],
     *,
     lim: float = 4.5,
-    num: int = 100,
+    num: int,
     solver: flow.Solver,
 ) -> np.ndarray:
     """The learned 2D density on a `num` x `num` grid over [-lim, lim]^2 ([num, num], row = y)."""

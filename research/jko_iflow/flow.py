@@ -9,6 +9,8 @@ Two ways to integrate a block:
   the official code's test-NLL evaluation);
 - `"dopri5"`: adaptive diffrax Dopri5 with tolerances `rtol`, `atol` (the official code's
   inversion and sampling; an accurate likelihood of the continuous model).
+
+`ModelOptions` (`config.model`) builds the block field `model`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,27 @@ from research.jko_iflow import ode
 
 Array = jax.Array
 SOLVERS = ("rk4", "dopri5")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelOptions:
+    """The velocity field of every block (`config.model`); defaults: `VelocityMLP`'s, the
+    official code's `FCnet` (width 128, depth 3, Softplus beta 20, time-independent)."""
+
+    width: int = VelocityMLP.width
+    depth: int = VelocityMLP.depth
+    beta: float = VelocityMLP.beta
+    time_dependent: bool = VelocityMLP.time_dependent
+
+    def make(self, dim: int) -> VelocityMLP:
+        """The field for data of dimension `dim`: (t, x [B, dim]) -> [B, dim]."""
+        return VelocityMLP(
+            dim,
+            width=self.width,
+            depth=self.depth,
+            beta=self.beta,
+            time_dependent=self.time_dependent,
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,10 +8,15 @@ Per block k (official code, with V(x) = ||x||^2 / 2 and the block integrated ove
 which is, up to a constant, KL(T#p_{k-1} || N(0, I)) plus the W2 proximal term of one JKO step
 of size h_k. The baseline stacks K blocks into one CNF trained by maximum likelihood with the
 Hutchinson trace (FFJORD).
+
+`JKOOptions` (with `ReparamOptions`) and `BaselineOptions` are the two methods' settings; their
+defaults are the official ones (`experiments/configs/jko_iflow.py` builds `config.jko` and
+`config.baseline` from them).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -26,6 +31,68 @@ from research.jko_iflow import ode
 from research.jko_iflow.flow import block_field
 
 Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class ReparamOptions:
+    """Adaptive time reparameterization after the blocks are trained (`reparameterize`)."""
+
+    rounds: int = 0  # rounds of new h_k + every block retrained; 0: off
+    eta: float = 0.5
+    h_max: float = 5.0
+    iters_per_block: int = 100  # optimizer steps per block in each round
+
+
+@dataclasses.dataclass(frozen=True)
+class JKOOptions:
+    """Block-by-block JKO-iFlow training (official JKO_rose.yaml, 250 instead of 10,000 iterations).
+
+    `reparam` may be given as a mapping (a `config.jko.reparam` ConfigDict read back with
+    `JKOOptions(**config.jko)`); it is stored as `ReparamOptions`.
+    """
+
+    num_blocks: int = 8
+    h0: float = 0.25  # h_k = h0 * h_ratio^k: 0.25, 0.35, ..., 2.64 (official)
+    h_ratio: float = 1.4
+    step_sizes: tuple[float, ...] = ()  # explicit h_k, overrides h0 / h_ratio when non-empty
+    num_substeps: int = 3  # RK4 steps per block in training (S)
+    iters_per_block: int = 250  # optimizer steps per block
+    batch_size: int = 2000
+    lr: float = 1e-4
+    grad_clip: float = 1.0  # global gradient norm clipping
+    divergence: str = "hutchinson"  # or "exact" (ode.DIVERGENCES)
+    stop_tol: float = 0.01  # stop adding blocks once E|x-T(x)|^2 / E|T(x)|^2 < stop_tol; 0: off
+    reparam: ReparamOptions = dataclasses.field(default_factory=ReparamOptions)
+
+    def __post_init__(self):
+        if not isinstance(self.reparam, ReparamOptions):
+            object.__setattr__(self, "reparam", ReparamOptions(**self.reparam))
+        object.__setattr__(self, "step_sizes", tuple(float(h) for h in self.step_sizes))
+        if self.divergence not in ode.DIVERGENCES:
+            raise ValueError(
+                f"jko.divergence={self.divergence!r}; expected one of {ode.DIVERGENCES}"
+            )
+        if self.step_sizes and len(self.step_sizes) < self.num_blocks:
+            raise ValueError(
+                f"jko.step_sizes has {len(self.step_sizes)} entries, fewer than "
+                f"{self.num_blocks} blocks"
+            )
+
+    def block_step_sizes(self) -> list[float]:
+        """h_k of each block: `step_sizes` when given, else `h0 * h_ratio^k` (`jko.step_sizes`)."""
+        if self.step_sizes:
+            return list(self.step_sizes)
+        return step_sizes(self.h0, self.h_ratio, self.num_blocks)
+
+
+@dataclasses.dataclass(frozen=True)
+class BaselineOptions:
+    """The end-to-end CNF baseline (`cnf_nll_loss`). It uses JKO-iFlow's batch size, clipping,
+    RK4 sub-steps and divergence (`JKOOptions`), and as many blocks as JKO-iFlow ended with."""
+
+    enabled: bool = True
+    lr: float = 1e-4
+    num_steps: int = 0  # 0: as many optimizer steps as JKO-iFlow took in total
 
 
 def jko_block_loss(

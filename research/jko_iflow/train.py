@@ -5,11 +5,16 @@
 For each density in `config.densities` (comma-separated) the run writes `DIR/<density>/`:
 `jko/block_XX/` (checkpoints and metrics of block XX; a re-run resumes in the block it stopped
 in), `jko/refineR_block_XX/` (reparameterization rounds), `baseline/`, plots; and `DIR/results.*`.
+
+Only this module reads the config: its sub-dicts come back as the methods' options
+(`config.model` -> `flow.ModelOptions`, `config.jko` -> `jko.JKOOptions`, `config.baseline` ->
+`jko.BaselineOptions`, `config.eval` -> `evaluate.EvalOptions`), its run-wide fields as
+`RunSettings`.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import statistics
 import time
@@ -25,18 +30,31 @@ from absl import logging
 from models.flows import VelocityMLP, init_velocity
 from research.jko_iflow import evaluate, flow, jko, plots
 from research.jko_iflow.data import epoch_batches, load_data
+from research.jko_iflow.evaluate import EvalOptions
+from research.jko_iflow.flow import ModelOptions
+from research.jko_iflow.jko import BaselineOptions, JKOOptions
 from research.training import results
-from research.training.loop import train_loop
-from research.training.metrics import read_metrics
+from research.training.loop import round_to_calls, train_loop
+from research.training.metrics import steady_steps_per_second
 from research.training.parallel import data_mesh, make_train_step
 from research.training.train_state import TrainState
 
 Config = ml_collections.ConfigDict
 
 
-def make_model(config: Config, dim: int) -> VelocityMLP:
-    m = config.model
-    return VelocityMLP(dim, m.width, m.depth, m.beta, m.time_dependent)
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """The run-wide fields every training loop of a density uses (`--config.seed`,
+    `--config.steps_per_call`, `--config.checkpoint_every`, `--config.log_every`)."""
+
+    seed: int
+    steps_per_call: int  # optimizer steps per jitted call (lax.scan)
+    checkpoint_every: int
+    log_every: int
+
+    @classmethod
+    def from_config(cls, config: Config) -> RunSettings:
+        return cls(config.seed, config.steps_per_call, config.checkpoint_every, config.log_every)
 
 
 def make_optimizer(lr: float, clip: float) -> optax.GradientTransformation:
@@ -44,18 +62,13 @@ def make_optimizer(lr: float, clip: float) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(clip), optax.adam(lr))
 
 
-def seconds_per_step(workdir: str) -> float | None:
-    """Steady-state seconds per optimizer step from a loop's metrics.jsonl (first record, which
-    includes compilation, dropped)."""
-    try:
-        rates = [r["steps_per_s"] for r in read_metrics(workdir)]
-    except FileNotFoundError:
-        return None
-    rates = rates[1:] if len(rates) > 1 else rates
-    return 1.0 / statistics.median(rates) if rates else None
+def _seconds_per_step(workdir: str) -> float | None:
+    """Steady-state seconds per optimizer step of the loop in `workdir` (None before any record)."""
+    rate = steady_steps_per_second(workdir)
+    return None if rate is None else 1.0 / rate
 
 
-def _loop(config: Config, workdir: str, state, step_fn, batch_fn, num_steps: int, desc: str):
+def _loop(run: RunSettings, workdir: str, state, step_fn, batch_fn, num_steps: int, desc: str):
     """`train_loop` with the run's settings; returns (final state, wall seconds of this call)."""
     start = time.perf_counter()
     state = train_loop(
@@ -65,79 +78,81 @@ def _loop(config: Config, workdir: str, state, step_fn, batch_fn, num_steps: int
         batch_fn=batch_fn,
         num_steps=num_steps,
         mesh=data_mesh(),
-        checkpoint_every=config.checkpoint_every,
-        log_every=config.log_every,
-        steps_per_call=config.steps_per_call,
+        checkpoint_every=run.checkpoint_every,
+        log_every=run.log_every,
+        steps_per_call=run.steps_per_call,
         desc=desc,
     )
     return jax.device_get(state), time.perf_counter() - start
 
 
-def _finish_block(workdir: str, info: dict[str, Any]) -> dict[str, Any]:
-    """Reads `block_info.json` of a finished block (resume), or writes `info` as it."""
-    path = os.path.join(workdir, "block_info.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    with open(path, "w") as f:
-        json.dump(info, f, indent=1)
-    return info
+def jko_optimizer(opts: JKOOptions) -> optax.GradientTransformation:
+    return make_optimizer(opts.lr, opts.grad_clip)
 
 
-def jko_optimizer(config: Config) -> optax.GradientTransformation:
-    return make_optimizer(config.jko.lr, config.jko.grad_clip)
-
-
-def jko_train_step(config: Config, model: VelocityMLP, mesh: jax.sharding.Mesh | None = None):
+def jko_train_step(
+    opts: JKOOptions,
+    model: VelocityMLP,
+    mesh: jax.sharding.Mesh | None = None,
+    *,
+    steps_per_call: int,
+):
     """The jitted data-parallel JKO step: `(state, {"x", "w2_weight"}) -> (state, metrics)`, one
-    compiled step for every block (h_k enters through the batch's `w2_weight = 1 / (2 h_k)`)."""
-    jc, s = config.jko, config.jko.num_substeps
+    compiled step for every block (h_k enters through the batch's `w2_weight = 1 / (2 h_k)`).
+    Batch leaves are [steps_per_call, B, ...] (or [B, ...] for one step per call)."""
+    s = opts.num_substeps
 
     def loss_fn(params, batch, rng):
         x = batch["x"]
         eps = jax.random.normal(rng, (s,) + x.shape, x.dtype)  # one probe per RK4 step
         return jko.jko_block_loss(
-            model, params, x, eps, batch["w2_weight"], num_steps=s, divergence=jc.divergence
+            model, params, x, eps, batch["w2_weight"], num_steps=s, divergence=opts.divergence
         )
 
     return make_train_step(
-        loss_fn, jko_optimizer(config), mesh or data_mesh(), steps_per_call=config.steps_per_call
+        loss_fn, jko_optimizer(opts), mesh or data_mesh(), steps_per_call=steps_per_call
     )
 
 
 def baseline_train_step(
-    config: Config,
+    opts: JKOOptions,
+    baseline: BaselineOptions,
     model: VelocityMLP,
     mesh: jax.sharding.Mesh | None = None,
     *,
     num_blocks: int,
-    key: jax.Array | None = None,
+    key: jax.Array,
+    steps_per_call: int,
 ) -> tuple[Any, TrainState]:
     """The baseline's jitted step `(state, {"x"}) -> (state, metrics)` and its initial state:
-    `num_blocks` independently initialised fields, stacked on a leading axis."""
-    s = config.jko.num_substeps
-    key = jax.random.PRNGKey(config.seed) if key is None else key
-    optimizer = make_optimizer(config.baseline.lr, config.jko.grad_clip)
+    `num_blocks` independently initialised fields, stacked on a leading axis. RK4 sub-steps,
+    divergence and clipping come from the JKO options, the learning rate from `baseline`."""
+    s = opts.num_substeps
+    optimizer = make_optimizer(baseline.lr, opts.grad_clip)
     keys = jax.random.split(jax.random.fold_in(key, 2 * 10**6), num_blocks)
     stacked = jax.vmap(lambda k: init_velocity(model, k))(keys)
 
     def loss_fn(params, batch, rng):
         x = batch["x"]
         eps = jax.random.normal(rng, (num_blocks, s) + x.shape, x.dtype)
-        return jko.cnf_nll_loss(
-            model, params, x, eps, num_steps=s, divergence=config.jko.divergence
-        )
+        return jko.cnf_nll_loss(model, params, x, eps, num_steps=s, divergence=opts.divergence)
 
     step_fn = make_train_step(
-        loss_fn, optimizer, mesh or data_mesh(), steps_per_call=config.steps_per_call
+        loss_fn, optimizer, mesh or data_mesh(), steps_per_call=steps_per_call
     )
     return step_fn, TrainState.create(stacked, optimizer, jax.random.fold_in(key, 3 * 10**6))
 
 
 def train_jko(
-    config: Config, model: VelocityMLP, train_x: np.ndarray, workdir: str, key: jax.Array
+    opts: JKOOptions,
+    model: VelocityMLP,
+    train_x: np.ndarray,
+    workdir: str,
+    key: jax.Array,
+    *,
+    run: RunSettings,
 ) -> tuple[list[Any], dict[str, Any]]:
-    """Trains JKO-iFlow block by block; returns (block parameters, training info).
+    """Trains JKO-iFlow block by block on `train_x` [N, d]; returns (block parameters, info).
 
     Block k starts from block k-1's parameters (warm start), is trained on the training data
     pushed through blocks 1..k-1 (frozen), then the data is pushed through it with the training
@@ -145,40 +160,40 @@ def train_jko(
     the data by less than `stop_tol` (`jko.movement_ratio`; 0 disables the rule). Then
     `reparam.rounds` rounds of adaptive time reparameterization: new h_k equalising the blocks'
     movement, and every block retrained (`reparam.iters_per_block` steps) on data pushed
-    through the refined blocks.
+    through the refined blocks. Each block's steps are rounded up to whole calls
+    (`round_to_calls`); `info["train_steps"]` counts the steps actually run.
     """
-    jc = config.jko
-    optimizer = jko_optimizer(config)
-    s = jc.num_substeps
-    step_fn = jko_train_step(config, model)
+    optimizer = jko_optimizer(opts)
+    s = opts.num_substeps
+    step_fn = jko_train_step(opts, model, steps_per_call=run.steps_per_call)
     push_solver = flow.Solver("rk4", num_steps=s)
     push = lambda p, x: np.asarray(flow.flow_forward(model, [p], x, solver=push_solver)[-1])
-    h = list(jc.step_sizes) if jc.step_sizes else jko.step_sizes(jc.h0, jc.h_ratio, jc.num_blocks)
-    if len(h) < jc.num_blocks:
-        raise ValueError(f"jko.step_sizes has {len(h)} entries, fewer than {jc.num_blocks} blocks")
+    h = opts.block_step_sizes()
 
     def train_block(params, x, k, h_k, num_steps, name):
         bdir = os.path.join(workdir, name)
+        steps = round_to_calls(num_steps, run.steps_per_call)
         state = TrainState.create(
             params, optimizer, jax.random.fold_in(key, zlib.crc32(name.encode()))
         )
         batch_fn = epoch_batches(
             x,
-            jc.batch_size,
-            seed=config.seed * 1000 + k,
-            steps_per_call=config.steps_per_call,
+            opts.batch_size,
+            seed=run.seed * 1000 + k,
+            steps_per_call=run.steps_per_call,
             extra={"w2_weight": 1.0 / (2.0 * h_k)},
         )
-        state, seconds = _loop(config, bdir, state, step_fn, batch_fn, num_steps, name)
+        state, seconds = _loop(run, bdir, state, step_fn, batch_fn, steps, name)
         x_next = push(state.params, x)
         sub = slice(0, min(len(x), 20000))
-        info = _finish_block(
-            bdir,
-            {
+        # A re-run reads a finished block's info back (its training time is the first run's).
+        info = results.cached_result(
+            os.path.join(bdir, "block_info.json"),
+            lambda: {
                 "h": h_k,
-                "steps": num_steps,
+                "steps": steps,
                 "train_seconds": seconds,
-                "seconds_per_step": seconds_per_step(bdir),
+                "seconds_per_step": _seconds_per_step(bdir),
                 "movement_ratio": jko.movement_ratio(x[sub], x_next[sub]),
             },
         )
@@ -187,11 +202,13 @@ def train_jko(
 
     params = init_velocity(model, jax.random.fold_in(key, 10**6))
     blocks, infos, x = [], [], train_x
-    for k in range(jc.num_blocks):
-        params, x, info = train_block(params, x, k, h[k], jc.iters_per_block, f"block_{k + 1:02d}")
+    for k in range(opts.num_blocks):
+        params, x, info = train_block(
+            params, x, k, h[k], opts.iters_per_block, f"block_{k + 1:02d}"
+        )
         blocks.append(params)
         infos.append(info)
-        if info["movement_ratio"] < jc.stop_tol:
+        if info["movement_ratio"] < opts.stop_tol:
             logging.info(
                 "stopping rule: block %d moved the data by ratio %.4g",
                 k + 1,
@@ -199,7 +216,7 @@ def train_jko(
             )
             break
     h = h[: len(blocks)]
-    rc = config.jko.reparam
+    rc = opts.reparam
     for r in range(rc.rounds):
         sub = train_x[: min(len(train_x), 20000)]
         moves = jko.block_movements(flow.flow_forward(model, blocks, sub, solver=push_solver))
@@ -224,31 +241,37 @@ def train_jko(
 
 
 def train_baseline(
-    config: Config,
+    opts: JKOOptions,
+    baseline: BaselineOptions,
     model: VelocityMLP,
     train_x: np.ndarray,
     workdir: str,
     key: jax.Array,
     *,
+    run: RunSettings,
     num_blocks: int,
     num_steps: int,
 ) -> tuple[list[Any], dict[str, Any]]:
     """The same `num_blocks` fields stacked into one CNF, trained end to end by maximum
-    likelihood with the Hutchinson trace (FFJORD) for `num_steps` optimizer steps."""
-    step_fn, state = baseline_train_step(config, model, num_blocks=num_blocks, key=key)
+    likelihood with the Hutchinson trace (FFJORD) for `num_steps` optimizer steps, rounded up
+    to whole calls (`info["train_steps"]` counts the steps actually run)."""
+    num_steps = round_to_calls(num_steps, run.steps_per_call)
+    step_fn, state = baseline_train_step(
+        opts, baseline, model, num_blocks=num_blocks, key=key, steps_per_call=run.steps_per_call
+    )
     batch_fn = epoch_batches(
         train_x,
-        config.jko.batch_size,
-        seed=config.seed * 1000 + 999,
-        steps_per_call=config.steps_per_call,
+        opts.batch_size,
+        seed=run.seed * 1000 + 999,
+        steps_per_call=run.steps_per_call,
     )
-    state, seconds = _loop(config, workdir, state, step_fn, batch_fn, num_steps, "baseline")
-    info = _finish_block(
-        workdir,
-        {
+    state, seconds = _loop(run, workdir, state, step_fn, batch_fn, num_steps, "baseline")
+    info = results.cached_result(
+        os.path.join(workdir, "block_info.json"),
+        lambda: {
             "train_steps": num_steps,
             "train_seconds": seconds,
-            "seconds_per_step": seconds_per_step(workdir),
+            "seconds_per_step": _seconds_per_step(workdir),
         },
     )
     blocks = [jax.tree.map(lambda a, i=i: a[i], state.params) for i in range(num_blocks)]
@@ -267,24 +290,28 @@ def run_density(config: Config, name: str, workdir: str) -> tuple[dict[str, floa
         seed=config.seed,
     )
     dim = data["train"].shape[1]
-    model = make_model(config, dim)
+    model = ModelOptions(**config.model).make(dim)
+    opts, baseline = JKOOptions(**config.jko), BaselineOptions(**config.baseline)
+    eval_opts = EvalOptions(**config.eval)
+    run = RunSettings.from_config(config)
     key = jax.random.PRNGKey(config.seed)
-    ec = config.eval
-    solver = flow.Solver(ec.solver, num_steps=ec.rk4_steps, rtol=ec.tol, atol=ec.tol)
+    solver = eval_opts.flow_solver()
     methods: dict[str, tuple[list[Any], dict[str, Any]]] = {}
-    methods["jko"] = train_jko(config, model, data["train"], os.path.join(workdir, "jko"), key)
-    if config.baseline.enabled:
+    methods["jko"] = train_jko(
+        opts, model, data["train"], os.path.join(workdir, "jko"), key, run=run
+    )
+    if baseline.enabled:
         jko_blocks, jko_info = methods["jko"]
-        steps = config.baseline.num_steps or jko_info["train_steps"]
-        steps = -(-steps // config.steps_per_call) * config.steps_per_call
         methods["baseline"] = train_baseline(
-            config,
+            opts,
+            baseline,
             model,
             data["train"],
             os.path.join(workdir, "baseline"),
             key,
+            run=run,
             num_blocks=len(jko_blocks),
-            num_steps=steps,
+            num_steps=baseline.num_steps or jko_info["train_steps"],
         )
     metrics, samples, grids = {}, {}, {}
     for method, (blocks, info) in methods.items():
@@ -293,27 +320,24 @@ def run_density(config: Config, name: str, workdir: str) -> tuple[dict[str, floa
             blocks,
             data["test"],
             key=jax.random.fold_in(key, 7),
-            eval_solver=solver,
+            opts=eval_opts,
             train_steps=info["train_steps"],
-            num_nll=ec.num_nll,
-            num_mmd=ec.num_mmd,
-            num_inversion=ec.num_inversion,
-            num_test_permutations=ec.num_permutations,
             true_logpdf=data["true_logpdf"],
         )
         m.update(train_seconds=info["train_seconds"], seconds_per_step=info["seconds_per_step"])
         m["num_blocks"] = float(len(blocks))
         metrics.update({f"{method}/{k}": v for k, v in m.items()})
         samples[method] = extra["samples"]
-        if dim == 2 and ec.grid_size:
-            grids[method] = evaluate.density_grid(model, blocks, num=ec.grid_size, solver=solver)
-    with open(os.path.join(workdir, "jko_info.json"), "w") as f:
-        json.dump(methods["jko"][1], f, indent=1)
-    with open(os.path.join(workdir, "metrics.json"), "w") as f:  # this density's, as it finishes
-        json.dump(metrics, f, indent=1, sort_keys=True)
+        if dim == 2 and eval_opts.grid_size:
+            grids[method] = evaluate.density_grid(
+                model, blocks, num=eval_opts.grid_size, solver=solver
+            )
+    results.write_json(os.path.join(workdir, "jko_info.json"), methods["jko"][1])
+    # This density's metrics, written as it finishes (results.json comes after every density).
+    results.write_json(os.path.join(workdir, "metrics.json"), metrics)
     figs = []
     if dim == 2:
-        test = data["test"][: ec.num_mmd]
+        test = data["test"][: eval_opts.num_mmd]
         figs.append(
             plots.density_figure(
                 os.path.join(workdir, "densities.png"), test, grids, samples, title=name

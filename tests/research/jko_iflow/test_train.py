@@ -6,8 +6,30 @@ import os
 import pytest
 
 from experiments.configs.jko_iflow import get_config
+from research.jko_iflow.evaluate import EvalOptions
+from research.jko_iflow.flow import ModelOptions
+from research.jko_iflow.jko import BaselineOptions, JKOOptions, ReparamOptions
 from research.jko_iflow.train import train_and_evaluate
 from research.training.results import read_results
+
+
+def test_config_sub_dicts_read_back_as_options():
+    config = get_config("gaussian")
+    config.jko.reparam.rounds = 2  # as --config.jko.reparam.rounds=2 would
+    opts = JKOOptions(**config.jko)
+    assert opts.reparam == ReparamOptions(rounds=2)
+    assert opts.step_sizes == (10.0, 10.0) and opts.block_step_sizes() == [10.0, 10.0]
+    assert JKOOptions(**get_config("rose").jko) == JKOOptions(stop_tol=0.0)
+    assert JKOOptions().block_step_sizes()[-1] == pytest.approx(0.25 * 1.4**7)
+    assert BaselineOptions(**config.baseline) == BaselineOptions(enabled=False)
+    assert ModelOptions(**config.model).make(2).width == 128
+    assert EvalOptions(**config.eval).flow_solver().kind == "dopri5"
+    with pytest.raises(ValueError, match="jko.divergence='bogus'"):
+        JKOOptions(divergence="bogus")
+    with pytest.raises(ValueError, match="jko.step_sizes has 1 entries, fewer than 2"):
+        JKOOptions(num_blocks=2, step_sizes=(1.0,))
+    with pytest.raises(ValueError, match="eval.solver='euler'"):
+        EvalOptions(solver="euler")
 
 
 @pytest.mark.slow

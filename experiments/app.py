@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import logging as pylogging
 import os
@@ -21,6 +22,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from experiments import registry
 from research.training import identity
 from research.training import workdir as workdir_lib
 from research.training.errors import RunError, RunMismatchError
@@ -83,8 +85,53 @@ def _one_line(err: BaseException) -> str:
     return " ".join(lines)
 
 
+def _load_config_module(path: str):
+    spec = importlib.util.spec_from_file_location("_config_for_help", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def help_text(argv: list[str]) -> str:
+    """The binary's docstring, its presets (the config module's `PRESETS`: what each runs, its
+    time on the 2-core CPU, what it needs), every config field with its default, the flags."""
+    main = sys.modules["__main__"]
+    paper = (getattr(main, "__spec__", None) and main.__spec__.name or "").rsplit(".", 1)[-1]
+    given = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    path = given[0].split(":", 1)[0] if given else registry.config_path(paper)
+    module = _load_config_module(path)
+    preset = given[0].split(":", 1)[1] if given and ":" in given[0] else None
+    config = module.get_config(preset)
+    lines = [(main.__doc__ or "").strip(), "", f"Presets (--config={path}:<preset>):"]
+    presets = getattr(module, "PRESETS", {})
+    width = max((len(name) for name in presets), default=0)
+    lines += [f"  {name:<{width}}  {text}" for name, text in presets.items()]
+    lines += [
+        "",
+        f"Config fields with their values in the {config.preset!r} preset (override any with "
+        "--config.<field>=<value>):",
+    ]
+    lines += [f"  {name} = {value!r}" for name, value in identity.flatten(config.to_dict()).items()]
+    lines += [
+        "",
+        "Flags:",
+        "  --workdir=DIR  checkpoints, metrics and results; re-running the same command resumes",
+        "  --fresh        delete the workdir's previous runs and start over",
+        "  --verbosity=1  full tracebacks instead of one-line errors",
+    ]
+    return "\n".join(lines)
+
+
 def parse_flags(argv: list[str]) -> list[str]:
-    """Parses flags; on any problem prints one line naming it and exits with status 2."""
+    """Parses flags; on any problem prints one line naming it and exits with status 2.
+    `--help` / `-h` prints `help_text` and exits with status 0."""
+    if any(a in ("--help", "-h", "--helpshort") for a in argv[1:]):
+        try:
+            print(help_text(argv))
+        except Exception as err:  # noqa: BLE001 - a broken config file is reported, not raised
+            print(f"{os.path.basename(argv[0])}: error: {_one_line(err)}", file=sys.stderr)
+            sys.exit(2)
+        sys.exit(0)
     try:
         remaining = flags.FLAGS(argv)
         flags.FLAGS.config.keys()  # a config file that failed to load raises only when used

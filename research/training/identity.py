@@ -37,12 +37,13 @@ NON_RESULT_FIELDS = frozenset(
 SELECTION_FIELDS = frozenset({"num_seeds", "schemes", "methods", "densities", "pairs"})
 
 
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a.b": value} of a nested mapping (tuples as lists)."""
     flat = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{name}."))
+            flat.update(flatten(value, f"{name}."))
         else:
             flat[name] = list(value) if isinstance(value, tuple) else value
     return flat
@@ -53,7 +54,7 @@ def result_fields(config: Any) -> dict[str, Any]:
     tree = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     ignored = NON_RESULT_FIELDS | SELECTION_FIELDS
     # One JSON round trip, so a config read back from config.json compares equal.
-    flat = json.loads(json.dumps(_flatten(tree), default=str))
+    flat = json.loads(json.dumps(flatten(tree), default=str))
     return {k: v for k, v in flat.items() if k.rsplit(".", 1)[-1] not in ignored}
 
 

@@ -29,6 +29,9 @@ MODULE = "tests.research.training.toy_regression"  # for `python -m`
 CONFIG_FILE = "tests/research/training/toy_regression.py"  # for `--config=` (from the repo root)
 
 
+PRESETS = {"tiny": "40 steps of an 8-feature regression MLP; about 5 s on the 2-core CPU"}
+
+
 def get_config(preset=None):
     def tiny():
         c = ml_collections.ConfigDict()

@@ -31,6 +31,8 @@ from absl import app, flags
 from experiments.bench.timing import format_table, record, write_json
 from experiments.configs.smmix import get_config
 from research.smmix import steps
+from research.smmix.mixing import MixOptions
+from research.smmix.model import ModelOptions, make_model
 from research.training.parallel import data_mesh, make_train_step, shard_batch
 from research.training.train_state import TrainState
 
@@ -76,9 +78,11 @@ def bench_model(name: str, repeats: int) -> list[dict]:
     config = _config(name)
     k, b, s = config.steps_per_call, config.train.batch_size, config.data.image_size
     c = 1 if name == "small" else 3
-    model = steps.make_model(config, 10 if name == "small" else 1000)
+    num_classes = 10 if name == "small" else 1000
+    model = make_model(ModelOptions(**config.model), s, num_classes)
+    mix = MixOptions(**config.mix)
     mesh = data_mesh(jax.local_devices()[:1])
-    optimizer = steps.make_optimizer(config, 1000, 10)
+    optimizer = steps.make_optimizer(steps.TrainOptions(**config.train), 1000, 10)
     params = model.init_params(jax.random.PRNGKey(0), (s, s, c))
     rng = np.random.default_rng(0)
     lead = (k, b) if k > 1 else (b,)
@@ -95,7 +99,7 @@ def bench_model(name: str, repeats: int) -> list[dict]:
     times = {}
     for method in METHODS:
         step = make_train_step(
-            steps.make_loss_fn(model, method, config, 1000 if name == "deit_tiny" else 10),
+            steps.make_loss_fn(model, method, mix, num_classes),
             optimizer,
             mesh,
             steps_per_call=k,

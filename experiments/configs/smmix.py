@@ -20,13 +20,19 @@ Override anything, e.g. `--config.methods=cutmix,smmix --config.num_seeds=1`,
 `--config.data.name=folder --config.data.data_dir=PATH` (CIFAR-style folders; relative paths are
 relative to the repository root), `--config.data.imbalance_factor=10` (long-tailed subset),
 `--config.train.ema_decay=0.9998`.
+
+`model`, `train` and `mix` are built from the method's options dataclasses, which hold their
+defaults and document each field: `research.smmix.model.ModelOptions`,
+`research.smmix.steps.TrainOptions` and `research.smmix.mixing.MixOptions`
+(`--config.mix.switch_prob=1.0` etc.).
 """
 
 from __future__ import annotations
 
 import ml_collections
 
-from experiments.configs.common import select_preset
+from experiments.configs.common import options_config, select_preset
+from research.smmix import mixing, model, steps
 
 SMALL_METHODS = "none,mixup,cutmix,smmix,smmix_no_fine,smmix_no_con"
 
@@ -62,36 +68,10 @@ def base() -> ml_collections.ConfigDict:
     c.augment.rand_augment_std = 0.5
     c.augment.rand_augment_prob = 0.5
 
-    c.model = ml_collections.ConfigDict()
-    c.model.size = "mini"  # tiny / small / base (DeiT) or mini (the fields below)
-    c.model.patch_size = 2
-    c.model.hidden_dim = 48
-    c.model.depth = 3
-    c.model.num_heads = 3
-    c.model.mlp_ratio = 4.0
-    c.model.drop_path = 0.0
-
-    c.train = ml_collections.ConfigDict()
-    c.train.batch_size = 64
-    c.train.epochs = 30
-    c.train.base_lr = 3.2e-2  # x batch / 512 (DeiT scaling): 4e-3 at batch 64
-    c.train.warmup_epochs = 2.0
-    c.train.warmup_lr = 1e-6
-    c.train.min_lr = 1e-5
-    c.train.weight_decay = 0.05
-    c.train.grad_clip = 0.0  # 0: none (DeiT)
-    c.train.ema_decay = 0.0  # > 0: also evaluate an EMA of the weights
-
-    c.mix = ml_collections.ConfigDict()
-    c.mix.label_smoothing = 0.1
-    c.mix.mixup_alpha = 0.8
-    c.mix.cutmix_alpha = 1.0
-    c.mix.switch_prob = 0.5  # SMMix vs Mixup per batch
-    c.mix.cutmix_switch_prob = 0.5  # mixup_cutmix: CutMix vs Mixup per batch
-    c.mix.min_side_ratio = 0.25
-    c.mix.max_side_ratio = 0.75
-    c.mix.fine_weight = 1.0
-    c.mix.consistency_weight = 1.0
+    # The base (CPU digits) setting of these three is the options dataclasses' defaults.
+    c.model = options_config(model.ModelOptions)
+    c.train = options_config(steps.TrainOptions)
+    c.mix = options_config(mixing.MixOptions)
 
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 512

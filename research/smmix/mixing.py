@@ -19,12 +19,36 @@ window, as `torch.argmin/argmax` over `F.unfold` do.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 Array = jax.Array
+
+
+@dataclass(frozen=True)
+class MixOptions:
+    """The mixing and loss settings of every method (`config.mix`, `--config.mix.<field>`).
+
+    label_smoothing: s of the smoothed one-hot targets (all methods, `none` included);
+    mixup_alpha / cutmix_alpha: Beta(alpha, alpha) of Mixup's lam / CutMix's box;
+    switch_prob: probability of SMMix (else Mixup) per batch in `smmix` and its ablations;
+    cutmix_switch_prob: probability of CutMix (else Mixup) per batch in `mixup_cutmix`;
+    min_side_ratio / max_side_ratio: SMMix window sides int(ratio x side) of the patch grid;
+    fine_weight / consistency_weight: weights of SMMix's token-head and consistency losses.
+    """
+
+    label_smoothing: float = 0.1
+    mixup_alpha: float = 0.8
+    cutmix_alpha: float = 1.0
+    switch_prob: float = 0.5
+    cutmix_switch_prob: float = 0.5
+    min_side_ratio: float = 0.25
+    max_side_ratio: float = 0.75
+    fine_weight: float = 1.0
+    consistency_weight: float = 1.0
 
 
 class Mixed(NamedTuple):

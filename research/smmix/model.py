@@ -6,14 +6,35 @@ At test time only the class-token head (`ViTOutput.logits`) is used.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models.vit import ViT, ViTOutput
+from models.vit import ViT, ViTOutput, vit_size
 from research.smmix.losses import region_mean
 
 Array = jax.Array
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """The ViT (`config.model`, `--config.model.<field>`).
+
+    size: DeiT `tiny` / `small` / `base`, or `mini`, the configurable CPU size whose width,
+    depth and heads are `hidden_dim`, `depth`, `num_heads` (ignored for the DeiT sizes);
+    patch_size: p of the p x p patches; mlp_ratio: MLP width / hidden_dim; drop_path: the
+    stochastic-depth rate.
+    """
+
+    size: str = "mini"
+    patch_size: int = 2
+    hidden_dim: int = 48
+    depth: int = 3
+    num_heads: int = 3
+    mlp_ratio: float = 4.0
+    drop_path: float = 0.0
 
 
 class SMMixViT(nn.Module):
@@ -44,3 +65,21 @@ class SMMixViT(nn.Module):
             image_shape[1] // self.backbone.patch_size
         )
         return self.init(key, x, train=False, regions=jnp.ones((1, 1, n), bool))
+
+
+def make_model(options: ModelOptions, image_size: int, num_classes: int) -> SMMixViT:
+    """The `SMMixViT` of `options` for square images [B, image_size, image_size, C]."""
+    kwargs = vit_size(options.size)
+    if options.size == "mini":  # the configurable CPU size
+        kwargs.update(
+            hidden_dim=options.hidden_dim, depth=options.depth, num_heads=options.num_heads
+        )
+    vit = ViT(
+        num_classes=num_classes,
+        patch_size=options.patch_size,
+        image_size=image_size,
+        mlp_ratio=options.mlp_ratio,
+        drop_path_rate=options.drop_path,
+        **kwargs,
+    )
+    return SMMixViT(vit)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -12,43 +11,43 @@ import numpy as np
 
 from research.smmix import plots
 from research.training import results as lib_results
+from research.training import stats
 
 
 def summarize(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Per-method rows in first-seen order: top-1 mean and sample std (ddof 1) over seeds,
-    the per-seed values, seconds per step and per run."""
+    """Per-method rows in first-seen order: top-1 over seeds (`top1`, a `stats.SeedSummary`,
+    and its mean and sample std, ddof 1), the per-seed values, seconds per step (median over
+    seeds) and per run, the share of SMMix batches."""
     rows = []
     for method in dict.fromkeys(r["method"] for r in runs):
         rs = [r for r in runs if r["method"] == method]
-        top1 = np.array([r["top1"] for r in rs])
+        top1 = stats.seed_summary([r["top1"] for r in rs])
         ema = [r["top1_ema"] for r in rs if r.get("top1_ema") is not None]
         sps = [r["seconds_per_step"] for r in rs if r.get("seconds_per_step")]
         rows.append(
             dict(
                 method=method,
-                seeds=len(rs),
-                top1_mean=float(top1.mean()),
-                top1_std=float(top1.std(ddof=1)) if len(rs) > 1 else 0.0,
-                top1_per_seed=[float(v) for v in top1],
-                top1_ema_mean=float(np.mean(ema)) if ema else None,
+                seeds=top1.n,
+                top1=top1,
+                top1_mean=top1.mean,
+                top1_std=top1.std,
+                top1_per_seed=[float(r["top1"]) for r in rs],
+                top1_ema_mean=stats.seed_summary(ema).mean if ema else None,
                 seconds_per_step=float(np.median(sps)) if sps else None,
-                seconds_per_run=float(np.mean([r["seconds"] for r in rs])),
-                smmix_fraction=float(np.mean([r["smmix_fraction"] for r in rs])),
+                seconds_per_run=stats.seed_summary([r["seconds"] for r in rs]).mean,
+                smmix_fraction=stats.seed_summary([r["smmix_fraction"] for r in rs]).mean,
             )
         )
     return rows
 
 
-def compare(rows: Sequence[Mapping[str, Any]], a: str, b: str) -> dict[str, float] | None:
-    """Mean difference a - b (points of top-1) and its standard error from the seed spreads
-    (sqrt(std_a^2 / n_a + std_b^2 / n_b)); None if a method is missing."""
+def compare(rows: Sequence[Mapping[str, Any]], a: str, b: str) -> stats.Difference | None:
+    """Top-1 mean of method a minus that of b (fractions, not points) with its Welch standard
+    error from the seed spreads; None if a method is missing."""
     by = {r["method"]: r for r in rows}
     if a not in by or b not in by:
         return None
-    ra, rb = by[a], by[b]
-    diff = 100 * (ra["top1_mean"] - rb["top1_mean"])
-    se = 100 * math.sqrt(ra["top1_std"] ** 2 / ra["seeds"] + rb["top1_std"] ** 2 / rb["seeds"])
-    return {"diff_points": diff, "stderr_points": se, "z": diff / se if se > 0 else float("inf")}
+    return stats.difference(by[a]["top1"], by[b]["top1"])
 
 
 COMPARISONS = (
@@ -60,8 +59,12 @@ COMPARISONS = (
 )
 
 
-def write_results(workdir: str, config: Any, runs: Sequence[Mapping[str, Any]], runner) -> dict:
-    """Writes results.json / results.md / top1.png (+ the mixing figure); returns the metrics."""
+def write_report(
+    workdir: str, runs: Sequence[Mapping[str, Any]], *, notes: str, figure_seed: int
+) -> dict[str, Any]:
+    """Writes results.json / results.md / top1.png for `runs` (the `result.json` dicts of every
+    method x seed), and copies the mixing figure of `runs/<smmix method>/seed<figure_seed>/`
+    if there is one; `notes` go under the title. Returns the flat metrics."""
     rows = summarize(runs)
     metrics: dict[str, Any] = {}
     for r in rows:
@@ -80,35 +83,29 @@ def write_results(workdir: str, config: Any, runs: Sequence[Mapping[str, Any]], 
         }
         for r in rows
     ]
+    seeds = {r["method"]: r["seeds"] for r in rows}
     diffs = []
     for a, b in COMPARISONS:
-        c = compare(rows, a, b)
-        if c is not None:
-            metrics[f"diff/{a}-{b}_points"] = c["diff_points"]
-            metrics[f"diff/{a}-{b}_z"] = c["z"]
-            diffs.append(
-                {
-                    "comparison": f"{a} - {b}",
-                    "Δ top-1 (points)": f"{c['diff_points']:+.2f}",
-                    "std. error (points)": f"{c['stderr_points']:.2f}",
-                    "Δ / std. error": f"{c['z']:.2f}",
-                    "exceeds the seed spread": (
-                        "n/a (1 seed)"
-                        if min(r["seeds"] for r in rows if r["method"] in (a, b)) < 2
-                        else "yes"
-                        if abs(c["z"]) > 2
-                        else "no"
-                    ),
-                }
-            )
-    t = config.train
-    notes = (
-        f"Data {config.data.name} at {config.data.image_size}x{config.data.image_size}, "
-        f"{len(runner.data.train_labels)} training images, ViT {config.model.size} "
-        f"(patch {config.model.patch_size}), {runner.num_steps} steps of batch {t.batch_size} "
-        f"({t.epochs} epochs), {config.num_seeds} seed(s). Top-1 of the final model on the "
-        "held-out split; std over seeds with ddof 1."
-    )
+        d = compare(rows, a, b)
+        if d is None:
+            continue
+        metrics[f"diff/{a}-{b}_points"] = 100 * d.diff
+        metrics[f"diff/{a}-{b}_z"] = d.z
+        diffs.append(
+            {
+                "comparison": f"{a} - {b}",
+                "Δ top-1 (points)": f"{100 * d.diff:+.2f}",
+                "std. error (points)": f"{100 * d.stderr:.2f}",
+                "Δ / std. error": f"{d.z:.2f}",
+                "exceeds the seed spread": (
+                    "n/a (1 seed)"
+                    if min(seeds[a], seeds[b]) < 2
+                    else "yes"
+                    if d.exceeds_spread()
+                    else "no"
+                ),
+            }
+        )
     lib_results.bar_plot(
         os.path.join(workdir, "top1.png"),
         {r["method"]: 100 * r["top1_mean"] for r in rows},
@@ -118,7 +115,7 @@ def write_results(workdir: str, config: Any, runs: Sequence[Mapping[str, Any]], 
     )
     figs = ["top1.png"]
     for method in ("smmix", "smmix_only"):
-        src = os.path.join(workdir, "runs", method, f"seed{config.seed}", plots.FIGURE)
+        src = os.path.join(workdir, "runs", method, f"seed{figure_seed}", plots.FIGURE)
         if os.path.exists(src):
             shutil.copy(src, os.path.join(workdir, plots.FIGURE))
             figs.append(plots.FIGURE)

@@ -1,13 +1,14 @@
-"""The jitted pieces of an SMMix run: model, optimizer (AdamW, cosine with warm-up, optional EMA
-of the weights), the per-method losses (none / Mixup / CutMix / SMMix and its ablations) and
-evaluation. Everything random happens inside the jitted step from the step's key.
+"""The jitted pieces of an SMMix run: optimizer (AdamW, cosine with warm-up, optional EMA of the
+weights), the per-method losses (none / Mixup / CutMix / SMMix and its ablations) and evaluation.
+Everything random happens inside the jitted step from the step's key. The settings come as
+frozen options dataclasses: `TrainOptions` (here), `mixing.MixOptions`, `model.ModelOptions`.
 
 Methods (`config.methods`, comma-separated):
   none           label-smoothed cross-entropy on the augmented images
   mixup          Mixup every batch, Beta(mixup_alpha, mixup_alpha)
   cutmix         CutMix every batch, Beta(cutmix_alpha, cutmix_alpha)
   mixup_cutmix   the DeiT recipe: Mixup or CutMix per batch (switch probability 0.5)
-  smmix          SMMix with probability `smmix.switch_prob` per batch, else Mixup; all 3 losses
+  smmix          SMMix with probability `MixOptions.switch_prob` per batch, else Mixup; all 3 losses
   smmix_no_fine  SMMix without the fine-grained token-head loss
   smmix_no_con   SMMix without the consistency KL
   smmix_only     SMMix on every batch (no Mixup switch): used to time the SMMix step
@@ -16,23 +17,44 @@ Methods (`config.methods`, comma-separated):
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 from flax import traverse_util
 
-from models.vit import ViT, vit_size
 from research.smmix import mixing
 from research.smmix.losses import consistency_kl, soft_cross_entropy, top1_correct
 from research.smmix.model import SMMixViT
 from research.training.parallel import DATA_AXIS
 
-Config = ml_collections.ConfigDict
 LossFn = Callable[[Any, dict, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """The schedule and optimizer of one run (`config.train`, `--config.train.<field>`).
+
+    batch_size: global batch; epochs: passes over the training set; base_lr: the DeiT
+    learning rate per batch of 512 (peak lr = base_lr x batch_size / 512); warmup_epochs /
+    warmup_lr: linear warm-up from warmup_lr; min_lr: end of the cosine decay; weight_decay:
+    AdamW's, on matrices only; grad_clip: global-norm clipping (0: none, as DeiT); ema_decay:
+    > 0 also keeps (and evaluates) an EMA of the weights.
+    """
+
+    batch_size: int = 64
+    epochs: int = 30
+    base_lr: float = 3.2e-2  # x batch / 512 (DeiT scaling): 4e-3 at batch 64
+    warmup_epochs: float = 2.0
+    warmup_lr: float = 1e-6
+    min_lr: float = 1e-5
+    weight_decay: float = 0.05
+    grad_clip: float = 0.0
+    ema_decay: float = 0.0
+
 
 # method -> (mixing, fine-grained loss, consistency loss)
 METHODS: dict[str, tuple[str, bool, bool]] = {
@@ -56,22 +78,6 @@ def parse_methods(spec: str) -> list[str]:
             f"choose from {', '.join(METHODS)}"
         )
     return names
-
-
-def make_model(config: Config, num_classes: int) -> SMMixViT:
-    m = config.model
-    kwargs = vit_size(m.size)
-    if m.size == "mini":  # the configurable CPU size
-        kwargs.update(hidden_dim=m.hidden_dim, depth=m.depth, num_heads=m.num_heads)
-    vit = ViT(
-        num_classes=num_classes,
-        patch_size=m.patch_size,
-        image_size=config.data.image_size,
-        mlp_ratio=m.mlp_ratio,
-        drop_path_rate=m.drop_path,
-        **kwargs,
-    )
-    return SMMixViT(vit)
 
 
 class EmaState(NamedTuple):
@@ -111,10 +117,10 @@ def _decay_mask(params: Any) -> Any:
     return traverse_util.unflatten_dict(mask)
 
 
-def learning_rate(config: Config, num_steps: int, steps_per_epoch: int) -> optax.Schedule:
+def learning_rate(options: TrainOptions, num_steps: int, steps_per_epoch: int) -> optax.Schedule:
     """DeiT: lr = base_lr x batch / 512, linear warm-up from warmup_lr over warmup_epochs,
     cosine decay to min_lr at `num_steps` (per step rather than timm's per epoch)."""
-    t = config.train
+    t = options
     peak = t.base_lr * t.batch_size / 512.0
     warmup = int(round(t.warmup_epochs * steps_per_epoch))
     return optax.warmup_cosine_decay_schedule(
@@ -123,15 +129,17 @@ def learning_rate(config: Config, num_steps: int, steps_per_epoch: int) -> optax
 
 
 def make_optimizer(
-    config: Config, num_steps: int, steps_per_epoch: int
+    options: TrainOptions, num_steps: int, steps_per_epoch: int
 ) -> optax.GradientTransformation:
-    t = config.train
+    """AdamW on `learning_rate(options, ...)` with optional clipping before it and EMA after it;
+    `num_steps` is the schedule length (the steps `train_loop` runs)."""
+    t = options
     parts = []
     if t.grad_clip > 0:
         parts.append(optax.clip_by_global_norm(t.grad_clip))
     parts.append(
         optax.adamw(
-            learning_rate(config, num_steps, steps_per_epoch),
+            learning_rate(options, num_steps, steps_per_epoch),
             weight_decay=t.weight_decay,
             mask=_decay_mask,
         )
@@ -141,11 +149,11 @@ def make_optimizer(
     return optax.chain(*parts)
 
 
-def make_loss_fn(model: SMMixViT, method: str, config: Config, num_classes: int) -> LossFn:
+def make_loss_fn(model: SMMixViT, method: str, mix: mixing.MixOptions, num_classes: int) -> LossFn:
     """`loss_fn(params, {"images": [B, H, W, C], "labels": [B]}, rng) -> (loss, metrics)`, the
     metrics of every method having the same keys (loss_cls, loss_fine, loss_con, smmix, top1)."""
     kind, use_fine, use_con = METHODS[method]
-    mc, s = config.mix, config.mix.label_smoothing
+    mc, s = mix, mix.label_smoothing
     patch = model.backbone.patch_size
 
     def metrics(logits, labels, cls, fine=None, con=None, used=None):

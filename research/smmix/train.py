@@ -10,10 +10,8 @@ an unfinished one from its checkpoint). `DIR/results.{json,md}` give top-1 mean 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import statistics
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -26,10 +24,13 @@ from research.datasets import images as img
 from research.datasets.batching import epoch_indices
 from research.datasets.paths import resolve_data_dir
 from research.smmix import plots, report, steps
-from research.training.loop import train_loop
-from research.training.metrics import read_metrics
+from research.smmix.mixing import MixOptions
+from research.smmix.model import ModelOptions, make_model
+from research.training.loop import round_to_calls, train_loop
+from research.training.metrics import read_metrics, steady_steps_per_second
 from research.training.parallel import data_mesh, make_train_step
 from research.training.prefetch import Prefetcher
+from research.training.results import cached_result
 from research.training.train_state import TrainState
 
 Config = ml_collections.ConfigDict
@@ -146,7 +147,8 @@ class Runner:
 
     def __init__(self, config: Config, data: ImageData):
         self.config, self.data = config, data
-        t = config.train
+        self.mix = MixOptions(**config.mix)
+        t = steps.TrainOptions(**config.train)
         self.mesh = data_mesh()
         if t.batch_size % self.mesh.size or (t.batch_size // self.mesh.size) % 2:
             raise ValueError(
@@ -159,21 +161,22 @@ class Runner:
                 f"{len(data.train_labels)} training images are fewer than one batch "
                 f"(config.train.batch_size = {t.batch_size})"
             )
-        k = config.steps_per_call
-        self.num_steps = -(-t.epochs * self.steps_per_epoch // k) * k  # whole jitted calls
-        self.model = steps.make_model(config, data.num_classes)
-        self.optimizer = steps.make_optimizer(config, self.num_steps, self.steps_per_epoch)
+        # The steps train_loop runs (whole jitted calls): the cosine schedule ends there.
+        self.num_steps = round_to_calls(t.epochs * self.steps_per_epoch, config.steps_per_call)
+        self.model = make_model(
+            ModelOptions(**config.model), config.data.image_size, data.num_classes
+        )
+        self.optimizer = steps.make_optimizer(t, self.num_steps, self.steps_per_epoch)
         self.predict = steps.make_predict(self.model)
         self._steps: dict[str, Any] = {}
 
     def every(self, epochs: float) -> int:
-        """`epochs` as a step count, a multiple of steps_per_call."""
-        k = self.config.steps_per_call
-        return max(k, int(round(epochs * self.steps_per_epoch / k)) * k)
+        """`epochs` as a step count (at least 1); train_loop rounds it up to whole calls."""
+        return max(1, int(round(epochs * self.steps_per_epoch)))
 
     def train_step(self, method: str):
         if method not in self._steps:  # one compilation per method, reused by every seed
-            loss = steps.make_loss_fn(self.model, method, self.config, self.data.num_classes)
+            loss = steps.make_loss_fn(self.model, method, self.mix, self.data.num_classes)
             self._steps[method] = make_train_step(
                 loss, self.optimizer, self.mesh, steps_per_call=self.config.steps_per_call
             )
@@ -202,15 +205,20 @@ class Runner:
             y = d.eval_folder.labels[idx]
         return plots.mixtures_figure(
             path, self.model, jax.device_get(params), x, y, img.normalize(x, d.mean, d.std),
-            min_ratio=self.config.mix.min_side_ratio, max_ratio=self.config.mix.max_side_ratio,
+            min_ratio=self.mix.min_side_ratio, max_ratio=self.mix.max_side_ratio,
         )  # fmt: skip
 
     def run(self, method: str, seed: int, workdir: str) -> dict[str, Any]:
-        """Trains one model; returns (and writes) `result.json`, or reads it back."""
-        path = os.path.join(workdir, "result.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                return json.load(f)
+        """Trains one model; returns (and writes) `result.json`, or reads a finished one back."""
+        result = cached_result(
+            os.path.join(workdir, "result.json"), lambda: self._train(method, seed, workdir)
+        )
+        if not self.config.keep_checkpoints:  # only once result.json is written
+            shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
+        return result
+
+    def _train(self, method: str, seed: int, workdir: str) -> dict[str, Any]:
+        """Trains (or resumes) one (method, seed) in `workdir`; returns its result."""
         c = self.config
         start = time.perf_counter()
         with Prefetcher(
@@ -235,7 +243,7 @@ class Runner:
         seconds = time.perf_counter() - start
         records = read_metrics(workdir)
         last = [r for r in records if "eval/top1" in r][-1]
-        rates = [r["steps_per_s"] for r in records][1:]  # the first includes compilation
+        rate = steady_steps_per_second(workdir)  # the first interval includes compilation
         result = dict(
             method=method,
             seed=seed,
@@ -243,16 +251,23 @@ class Runner:
             top1_ema=last.get("eval/top1_ema"),
             train_steps=self.num_steps,
             seconds=seconds,
-            seconds_per_step=1.0 / statistics.median(rates) if rates else None,
+            seconds_per_step=1.0 / rate if rate else None,
             smmix_fraction=float(np.mean([r["smmix"] for r in records])),
         )
         if c.figure_images and method in ("smmix", "smmix_only"):
             self.mixtures_figure(os.path.join(workdir, plots.FIGURE), state.params)
-        with open(path, "w") as f:
-            json.dump(result, f, indent=2)
-        if not c.keep_checkpoints:
-            shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
         return result
+
+    def notes(self) -> str:
+        """The run's setting, under the title of results.md."""
+        c, t = self.config, self.config.train
+        return (
+            f"Data {c.data.name} at {c.data.image_size}x{c.data.image_size}, "
+            f"{len(self.data.train_labels)} training images, ViT {c.model.size} "
+            f"(patch {c.model.patch_size}), {self.num_steps} steps of batch {t.batch_size} "
+            f"({t.epochs} epochs), {c.num_seeds} seed(s). Top-1 of the final model on the "
+            "held-out split; std over seeds with ddof 1."
+        )
 
 
 def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
@@ -268,6 +283,6 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
             runs.append(
                 runner.run(method, seed, os.path.join(workdir, "runs", method, f"seed{seed}"))
             )
-    metrics = report.write_results(workdir, config, runs, runner)
+    metrics = report.write_report(workdir, runs, notes=runner.notes(), figure_seed=config.seed)
     metrics["wall_seconds"] = time.perf_counter() - start
     return metrics

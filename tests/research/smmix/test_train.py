@@ -9,6 +9,8 @@ import pytest
 
 from experiments.configs.smmix import get_config
 from research.smmix import steps, train
+from research.smmix.mixing import MixOptions
+from research.smmix.model import ModelOptions, make_model
 from research.training.parallel import data_mesh, make_train_step, shard_batch
 from research.training.train_state import TrainState
 
@@ -36,10 +38,11 @@ def test_tiny_preset_learns_writes_results_and_the_figure(tmp_path):
 def _step_setup(method: str, ema: float = 0.0):
     config = get_config("tiny")
     config.train.ema_decay = ema
-    model = steps.make_model(config, 10)
-    optimizer = steps.make_optimizer(config, 100, 10)
+    model = make_model(ModelOptions(**config.model), config.data.image_size, 10)
+    optimizer = steps.make_optimizer(steps.TrainOptions(**config.train), 100, 10)
     mesh = data_mesh()  # 4 fake CPU devices: the pairs (i, B-1-i) are formed per device
-    step = make_train_step(steps.make_loss_fn(model, method, config, 10), optimizer, mesh)
+    loss_fn = steps.make_loss_fn(model, method, MixOptions(**config.mix), 10)
+    step = make_train_step(loss_fn, optimizer, mesh)
     params = model.init_params(jax.random.PRNGKey(0), (16, 16, 1))
     state = TrainState.create(params, optimizer, jax.random.PRNGKey(1))
     rng = np.random.default_rng(0)

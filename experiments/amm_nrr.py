@@ -3,8 +3,9 @@
     python -m experiments.amm_nrr --config=experiments/configs/amm_nrr.py:tiny --workdir=DIR
 
 or, like the authors' binary, `--source=S --target=T --out=DIR [--radius --alpha --beta --use_aa]`
-(these set the config fields of the same name; --out is --workdir; without --config the `paper`
-preset is used). The logic is in research/amm_nrr/train.py.
+(--source/--target set `config.source/target`, --radius/--alpha/--beta/--use_aa the solver
+options `config.solver.*`; --out is --workdir; without --config the `paper` preset is used).
+The logic is in research/amm_nrr/train.py.
 """
 
 import os
@@ -15,7 +16,8 @@ from research.amm_nrr.train import train_and_evaluate
 
 _ALIASES = {
     "out": "workdir",
-    **{k: f"config.{k}" for k in ("source", "target", "radius", "alpha", "beta", "use_aa")},
+    **{k: f"config.{k}" for k in ("source", "target")},
+    **{k: f"config.solver.{k}" for k in ("radius", "alpha", "beta", "use_aa")},
 }
 _PAPER = os.path.join(os.path.dirname(__file__), "configs", "amm_nrr.py") + ":paper"
 

@@ -23,7 +23,7 @@ from threadpoolctl import threadpool_limits
 
 from experiments.bench.timing import format_table, median_seconds, record, write_json
 from experiments.configs.amm_nrr import get_config
-from ops.nearest import build_grid_index, grid_nearest, grid_nearest_cached, nearest_cache_init
+from ops.nearest_grid import build_grid_index, grid_nearest, grid_nearest_cached, nearest_cache_init
 from research.amm_nrr import energy as E
 from research.amm_nrr import solver, train
 from research.amm_nrr.graph import build_graph, normalise
@@ -43,14 +43,17 @@ _REPEATS = flags.DEFINE_integer("repeats", 3, "Solves per contender (median repo
 _DTYPE = flags.DEFINE_string("dtype", "float32", "float32 or float64.")
 
 
-def profile_step(pair: train.Pair, result: solver.Result, dtype) -> dict[str, float]:
+def profile_step(
+    pair: train.Pair, result: solver.Result, options: solver.Options
+) -> dict[str, float]:
     """Milliseconds per call of each part of one MM iteration at our converged result `result`
-    (the last stage's nu). "whole MM step" is the uncached step (full grid search); the solver
-    uses the cached closest points."""
+    of a solve with `options` (at the last stage's nu). "whole MM step" is the uncached step (full
+    grid search); the solver uses the cached closest points."""
+    dtype = jnp.dtype(options.dtype)
     norm = normalise(pair.source.vertices, pair.target.vertices)
     src = norm.apply(pair.source.vertices)
-    graph = build_graph(pair.source, src, pair.radius)
-    problem = E.make_problem(src, graph, alpha=100.0, beta=10.0, dtype=dtype)
+    graph = build_graph(pair.source, src, options.radius, coverage=options.coverage)
+    problem = E.make_problem(src, graph, alpha=options.alpha, beta=options.beta, dtype=dtype)
     index = build_grid_index(np.asarray(norm.apply(pair.target.vertices), dtype))
     n = src.shape[0]
     x = jnp.asarray(result.x, dtype)
@@ -87,13 +90,13 @@ def main(argv: list[str]) -> None:
     if _DTYPE.value == "float64":
         jax.config.update("jax_enable_x64", True)
     config = get_config("small")
-    config.pairs, config.dtype = _PAIRS.value, _DTYPE.value
+    config.pairs, config.solver.dtype = _PAIRS.value, _DTYPE.value
     rows, profiles = [], []
     for pair in train.load_pairs(config):
         scale = normalise(pair.source.vertices, pair.target.vertices).scale
-        iters = {}
+        iters, options = {}, {}
         for use_aa in (True, False):
-            opts = train.options_from(config, pair.radius, use_aa)
+            opts = options[use_aa] = train.options_from(config, pair.radius, use_aa)
             walls, cpus, compiles = [], [], []
             for _ in range(_REPEATS.value):
                 res = solver.register(pair.source, pair.target, opts)
@@ -123,9 +126,7 @@ def main(argv: list[str]) -> None:
             )
         speed = train._aa_speedup(iters[True], iters[False])
         rows[-2]["aa_iteration_ratio_stage0"] = speed["aa_iteration_ratio"]
-        profiles.append(
-            {"pair": pair.name, **profile_step(pair, iters[True], jnp.dtype(_DTYPE.value))}
-        )
+        profiles.append({"pair": pair.name, **profile_step(pair, iters[True], options[True])})
     print(
         format_table(
             rows,

@@ -1,4 +1,4 @@
-"""Exact nearest neighbour: ops.nearest (grid, XLA brute force, Pallas) vs scipy's cKDTree.
+"""Exact nearest neighbour: ops.nearest_grid, ops.nearest (XLA, Pallas) vs scipy's cKDTree.
 
     python -m experiments.bench.ops_nearest [--quick] [--out=bench_out/]   # CPU benchmark
     python -m experiments.bench.ops_nearest --gpu_check [--out=...]        # on the GPU machine
@@ -30,7 +30,7 @@ from experiments.bench.timing import (
     record,
     write_json,
 )
-from ops import nearest as nn
+from ops import nearest, nearest_grid
 
 OP = "nearest_neighbor"
 MESHES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "meshes")
@@ -106,14 +106,16 @@ def benchmark(quick: bool = False) -> list[dict]:
     for name, q, p in _cases(quick):
         shape = (len(q), len(p), q.shape[1])
         qj, pj = jnp.asarray(q), jnp.asarray(p)
-        tree, index = cKDTree(p), nn.build_grid_index(p)
+        tree, index = cKDTree(p), nearest_grid.build_grid_index(p)
         t = _interleaved(
             {
                 "kdtree build+query": lambda q=q, p=p: cKDTree(p).query(q, workers=-1),
                 "kdtree query": lambda q=q, t=tree: t.query(q, workers=-1),
-                "grid build+query": lambda q=qj, p=p: nn.grid_nearest(nn.build_grid_index(p), q),
-                "grid build": lambda p=p: nn.build_grid_index(p),
-                "grid query": lambda q=qj, i=index: nn.grid_nearest(i, q),
+                "grid build+query": lambda q=qj, p=p: nearest_grid.grid_nearest(
+                    nearest_grid.build_grid_index(p), q
+                ),
+                "grid build": lambda p=p: nearest_grid.build_grid_index(p),
+                "grid query": lambda q=qj, i=index: nearest_grid.grid_nearest(i, q),
             },
             rounds,
         )
@@ -124,7 +126,7 @@ def benchmark(quick: bool = False) -> list[dict]:
             "grid build+query": f"windows per level {[lv.window for lv in index.levels]}",
             "grid query": "index built beforehand (a registration iteration)",
         }
-        agree = _agreement(q, p, *nn.grid_nearest(index, qj))
+        agree = _agreement(q, p, *nearest_grid.grid_nearest(index, qj))
         for impl, seconds in t.items():
             extra = agree if impl == "grid build+query" else {}
             rows.append(
@@ -132,10 +134,10 @@ def benchmark(quick: bool = False) -> list[dict]:
             )
         if not name.startswith("AMM_NRR d1 s2tres"):  # brute force costs the same on both d1 cases
             xla = median_seconds(
-                lambda q=qj, p=pj: nn.nearest_neighbor(q, p, impl="xla"),
+                lambda q=qj, p=pj: nearest.nearest_neighbor(q, p, impl="xla"),
                 repeats=3 if quick else 1,
             )
-            agree = _agreement(q, p, *nn.nearest_neighbor(qj, pj, impl="xla"))
+            agree = _agreement(q, p, *nearest.nearest_neighbor(qj, pj, impl="xla"))
             rows.append(
                 record(
                     OP,
@@ -145,13 +147,13 @@ def benchmark(quick: bool = False) -> list[dict]:
                     xla,
                     **common,
                     **agree,
-                    note=f"tiles {nn.XLA_TILES}",
+                    note=f"tiles {nearest.XLA_TILES}",
                 )
             )
         if quick and name.startswith("uniform"):
             small_q, small_p = qj[:500], pj[:2000]
             pallas = median_seconds(
-                lambda q=small_q, p=small_p: nn.nearest_neighbor(
+                lambda q=small_q, p=small_p: nearest.nearest_neighbor(
                     q, p, impl="pallas", interpret=True
                 ),
                 repeats=1,
@@ -179,15 +181,15 @@ def _xla_tile_sweep() -> list[dict]:
     p = jnp.asarray(rng.random((40000, 3)), jnp.float32)
     rows = []
     for tiles in (
-        nn.NearestTiles(256, 1024),
-        nn.NearestTiles(512, 512),
-        nn.NearestTiles(1024, 256),
-        nn.NearestTiles(256, 256),
-        nn.NearestTiles(128, 2048),
-        nn.NearestTiles(256, 1024, candidates=1),
+        nearest.NearestTiles(256, 1024),
+        nearest.NearestTiles(512, 512),
+        nearest.NearestTiles(1024, 256),
+        nearest.NearestTiles(256, 256),
+        nearest.NearestTiles(128, 2048),
+        nearest.NearestTiles(256, 1024, candidates=1),
     ):
         t = median_seconds(
-            lambda tiles=tiles: nn.nearest_neighbor(q, p, impl="xla", tiles=tiles), repeats=2
+            lambda tiles=tiles: nearest.nearest_neighbor(q, p, impl="xla", tiles=tiles), repeats=2
         )
         label = f"xla tiles {tiles.block_q}x{tiles.block_p}, {tiles.candidates} candidates"
         rows.append(record(OP, label, (8192, 40000, 3), "float32", t, case="tile sweep"))
@@ -210,9 +212,9 @@ def gpu_check() -> list[dict]:
         kq, kp, key = jax.random.split(key, 3)
         q = jax.random.normal(kq, shape[::2], jnp.float32)
         p = jax.random.normal(kp, shape[1:], jnp.float32)
-        ref_i, ref_d = nn.nearest_neighbor_reference(q, p)
+        ref_i, ref_d = nearest.nearest_neighbor_reference(q, p)
         impls = [("xla", {}), ("pallas", {"interpret": interpret})]
-        for tiles in (nn.NearestTiles(32, 128), nn.NearestTiles(128, 64)):
+        for tiles in (nearest.NearestTiles(32, 128), nearest.NearestTiles(128, 64)):
             impls.append(("pallas", {"interpret": interpret, "tiles": tiles}))
         if shape[2] <= 3:
             impls.append(("grid", {}))
@@ -221,7 +223,7 @@ def gpu_check() -> list[dict]:
                 f" {kw['tiles'].block_q}x{kw['tiles'].block_p}" if "tiles" in kw else ""
             )
             try:
-                index, sq = nn.nearest_neighbor(q, p, impl=impl, **kw)
+                index, sq = nearest.nearest_neighbor(q, p, impl=impl, **kw)
                 rel = jnp.abs(sq - ref_d) / jnp.maximum(ref_d, 1e-12)
                 rows.append(
                     record(
@@ -257,13 +259,13 @@ def gpu_check() -> list[dict]:
                 case="timing",
             )
         )
-        index = nn.build_grid_index(p)
+        index = nearest_grid.build_grid_index(p)
         contenders = {
-            "xla": lambda q=qj, p=pj: nn.nearest_neighbor(q, p, impl="xla"),
-            "pallas": lambda q=qj, p=pj: nn.nearest_neighbor(
+            "xla": lambda q=qj, p=pj: nearest.nearest_neighbor(q, p, impl="xla"),
+            "pallas": lambda q=qj, p=pj: nearest.nearest_neighbor(
                 q, p, impl="pallas", interpret=interpret
             ),
-            "grid query": lambda q=qj, i=index: nn.grid_nearest(i, q),
+            "grid query": lambda q=qj, i=index: nearest_grid.grid_nearest(i, q),
         }
         for label, fn in contenders.items():
             try:

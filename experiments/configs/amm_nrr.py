@@ -12,6 +12,13 @@ Presets:
   paper  the official defaults (radius 5, alpha 100, beta 10, AA on) on d1 and d2 with their
          example radii, AA and plain MM, and the full robustness sweep (5 levels).
 
+`config.solver` holds the fields of `research.amm_nrr.solver.Options` (its defaults are the
+official CLI's): `--config.solver.alpha=100`, `--config.solver.dtype=float64`,
+`--config.solver.alignment=plane`, ... `solver.radius` is the explicit pair's node radius and
+`solver.use_aa` the variant run first; the shared pairs, the synthetic pair and the robustness
+sweep set their own radius. The binary's short flags map onto these fields
+(`--alpha` -> `--config.solver.alpha`, see experiments/amm_nrr.py).
+
 `--config.pairs=d1:8` picks shared pairs (NAME:RADIUS under `--config.data_dir`);
 `--config.source/target` (or --source/--target) register one explicit pair instead.
 """
@@ -20,7 +27,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from experiments.configs.common import select_preset
+from experiments.configs.common import options_config, select_preset
+from research.amm_nrr import solver
 
 
 def base() -> ml_collections.ConfigDict:
@@ -30,21 +38,9 @@ def base() -> ml_collections.ConfigDict:
     c.pairs = "d1:8,d2:5"  # NAME:RADIUS, comma-separated
     c.source = ""  # an explicit pair overrides `pairs`
     c.target = ""
-    c.radius = 5.0  # node radius / mean edge length, for the explicit pair
-    c.alpha = 100.0  # official CLI weights, rescaled inside (alpha |E| / n, beta r / n)
-    c.beta = 10.0
-    c.use_aa = True
-    c.compare_no_aa = True  # also run plain MM (same loop, AA off)
-    c.history = 5
-    c.max_iter = 100  # per nu stage
-    c.tol = 1e-5  # max vertex displacement, normalised units
-    c.robust = True  # False: the least-squares (l2) variant
-    c.alignment = "point"  # or "plane": point-to-plane along the target's vertex normals
-    c.plane_point_weight = 0.1  # plane: share of point-to-point added to the plane residual
-    c.dtype = "float32"
-    c.coverage = "auto"  # geodesic (meshes) / euclidean (point clouds)
     c.landmarks = ""  # file of `source_index target_index` lines, for the explicit pair
-    c.landmark_weight = 1.0
+    c.compare_no_aa = True  # also run plain MM (same loop, AA off)
+    c.solver = options_config(solver.Options)
 
     c.synthetic = ml_collections.ConfigDict()
     c.synthetic.enabled = False
@@ -71,7 +67,7 @@ def tiny() -> ml_collections.ConfigDict:
     c = base()
     c.synthetic.enabled = True
     c.compare_no_aa = False
-    c.max_iter = 40
+    c.solver.max_iter = 40
     return c
 
 

@@ -74,16 +74,18 @@ def sweep(
     levels: list[float],
     options: solver.Options,
     *,
-    seed: int = 0,
-    grid: int = 24,
-    density: int = 2,
-    amplitude: float = 0.01,
-    noise: float = 0.005,
-    outliers: float = 0.3,
-    cut: float = 0.3,
+    seed: int,
+    grid: int,
+    density: int,
+    amplitude: float,
+    noise: float,
+    outliers: float,
+    cut: float,
 ) -> list[dict[str, float]]:
     """RMSE vs ground truth for Welsch and least squares at each level: rows
-    {level, noise, outliers, cut, rmse_welsch, rmse_l2, rmse_initial, fit_welsch, fit_l2}."""
+    {level, noise, outliers, cut, rmse_welsch, rmse_l2, rmse_initial, fit_welsch, fit_l2}.
+    The settings (no defaults here) come from `config.robustness` (experiments/configs/amm_nrr.py);
+    noise, outliers and cut are the corruptions at level 1."""
     rows = []
     for level in levels:
         rng = np.random.default_rng(seed)

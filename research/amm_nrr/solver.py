@@ -1,6 +1,6 @@
 """The registration: nu stages of safeguarded Anderson-accelerated MM, each one jitted
 `lax.while_loop` (`ops.anderson.anderson_mm`), closest points by
-`ops.nearest.grid_nearest_cached` (exact; each source vertex keeps its `CANDIDATES` nearest
+`ops.nearest_grid.grid_nearest_cached` (exact; each source vertex keeps its `CANDIDATES` nearest
 target points between iterations and searches the grid only when they no longer prove the
 answer; the cache carries across stages).
 
@@ -21,7 +21,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ops.anderson import anderson_mm
-from ops.nearest import (
+from ops.nearest_grid import (
     GridIndex,
     NearestCache,
     build_grid_index,
@@ -36,26 +36,25 @@ from research.datasets.meshes import Mesh, vertex_normals
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-    """radius: node radius / mean edge length; alpha, beta: the official CLI weights.
-    robust=False is the least-squares ("l2") variant. max_iter is per stage; tol is on the
-    largest vertex displacement (normalised units). dtype: "float32" or "float64".
-    alignment: "point" (point-to-point, the official code) or "plane" (point-to-plane along the
-    target's vertex normals, `meshes.vertex_normals`, plus plane_point_weight x point-to-point;
-    a coupled 12r x 12r solve)."""
+    """The registration's options, defaults from the official CLI. The single source of these
+    defaults: experiments/configs/amm_nrr.py turns this class into `config.solver`.
+    alignment="plane" is point-to-plane along the target's vertex normals
+    (`meshes.vertex_normals`) plus plane_point_weight x point-to-point, a coupled 12r x 12r
+    solve; "point" is the official code's point-to-point."""
 
-    radius: float = 5.0
-    alpha: float = 100.0
+    radius: float = 5.0  # node radius / mean edge length
+    alpha: float = 100.0  # official CLI weights, rescaled inside (alpha |E| / n, beta r / n)
     beta: float = 10.0
-    use_aa: bool = True
-    history: int = 5
-    max_iter: int = 100
-    tol: float = 1e-5
-    robust: bool = True
-    dtype: str = "float32"
-    coverage: str = "auto"
+    use_aa: bool = True  # False: plain MM (same loop, AA off)
+    history: int = 5  # Anderson history m
+    max_iter: int = 100  # per nu stage
+    tol: float = 1e-5  # max vertex displacement, normalised units
+    robust: bool = True  # False: the least-squares (l2) variant
+    dtype: str = "float32"  # or "float64" (needs jax x64)
+    coverage: str = "auto"  # geodesic (meshes) / euclidean (point clouds)
     landmark_weight: float = 1.0
-    alignment: str = "point"
-    plane_point_weight: float = 0.1
+    alignment: str = "point"  # or "plane": point-to-plane along the target's vertex normals
+    plane_point_weight: float = 0.1  # plane: share of point-to-point added to the plane residual
 
 
 def cutoff(dtype) -> float:

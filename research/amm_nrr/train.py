@@ -59,21 +59,8 @@ def load_landmarks(path: str, num_source: int, num_target: int) -> np.ndarray:
 
 
 def options_from(config: Config, radius: float, use_aa: bool) -> solver.Options:
-    return solver.Options(
-        radius=radius,
-        alpha=config.alpha,
-        beta=config.beta,
-        use_aa=use_aa,
-        history=config.history,
-        max_iter=config.max_iter,
-        tol=config.tol,
-        robust=config.robust,
-        dtype=config.dtype,
-        coverage=config.coverage,
-        landmark_weight=config.landmark_weight,
-        alignment=config.alignment,
-        plane_point_weight=config.plane_point_weight,
-    )
+    """`config.solver` (the fields of `solver.Options`) with this run's radius and AA switch."""
+    return dataclasses.replace(solver.Options(**config.solver), radius=radius, use_aa=use_aa)
 
 
 def load_pairs(config: Config) -> list[Pair]:
@@ -96,7 +83,7 @@ def load_pairs(config: Config) -> list[Pair]:
         lm = None
         if config.landmarks:
             lm = load_landmarks(config.landmarks, len(src.vertices), len(tgt.vertices))
-        return [Pair("pair", src, tgt, config.radius, ext, truth, landmarks=lm)]
+        return [Pair("pair", src, tgt, config.solver.radius, ext, truth, landmarks=lm)]
     if config.synthetic.enabled:
         s = config.synthetic
         pair = robustness.make_pair(
@@ -142,14 +129,10 @@ def _aa_speedup(aa: solver.Result, mm: solver.Result) -> dict[str, float]:
 
 
 def run_pair(config: Config, pair: Pair, use_aa: bool, workdir: str) -> tuple[dict, Any]:
-    res = solver.register(
-        pair.source,
-        pair.target,
-        options_from(config, pair.radius, use_aa),
-        landmarks=pair.landmarks,
-    )
+    options = options_from(config, pair.radius, use_aa)
+    res = solver.register(pair.source, pair.target, options, landmarks=pair.landmarks)
     scale = normalise(pair.source.vertices, pair.target.vertices).scale
-    suffix = "_plane" if config.alignment == "plane" else ""
+    suffix = "_plane" if options.alignment == "plane" else ""
     run = f"{pair.name}_{'aa' if use_aa else 'mm'}{suffix}"
     out = os.path.join(workdir, run)
     save_mesh(os.path.join(out, "deformed" + pair.ext), Mesh(res.deformed, pair.source.faces))
@@ -183,7 +166,8 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
     os.makedirs(workdir, exist_ok=True)
     rows, metrics, speed = [], {}, []
     for pair in load_pairs(config):
-        variants = [config.use_aa] + ([not config.use_aa] if config.compare_no_aa else [])
+        first = config.solver.use_aa
+        variants = [first] + ([not first] if config.compare_no_aa else [])
         done = {}
         for use_aa in variants:
             row, done[use_aa] = run_pair(config, pair, use_aa, workdir)
@@ -201,7 +185,7 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
         r = config.robustness
         sweep = robustness.sweep(
             list(r.levels),
-            options_from(config, r.radius, config.use_aa),
+            options_from(config, r.radius, config.solver.use_aa),
             seed=config.seed,
             grid=r.grid,
             density=r.density,

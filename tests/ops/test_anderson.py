@@ -323,6 +323,28 @@ def test_stop_on_step_measures_consecutive_iterates():
     assert float(i_prev.residual) >= 1e-4
 
 
+def test_residual_fn_replaces_the_stopping_residual():
+    """residual_fn(x, T(x)) replaces max|T(x) - x| in the stopping rule."""
+
+    def step(x):  # contraction towards 1 with energy |x - 1|^2
+        return 0.5 * (x + 1.0), jnp.sum((x - 1.0) ** 2)
+
+    x0 = jnp.zeros((3,), jnp.float32)
+    _, plain = anderson_mm(step, None, x0, use_aa=False, max_iter=50, tol=1e-3)
+    _, scaled = anderson_mm(
+        step,
+        None,
+        x0,
+        use_aa=False,
+        max_iter=50,
+        tol=1e-3,
+        residual_fn=lambda x, gx: 100.0 * jnp.max(jnp.abs(gx - x)),
+    )
+    assert bool(plain.converged) and bool(scaled.converged)
+    assert int(scaled.iterations) > int(plain.iterations)
+    assert float(scaled.residual) < 1e-3
+
+
 def test_aux_is_threaded_through_every_evaluation():
     """aux: step_fn(x, aux) -> (T(x), E(x), aux); same iterates, final aux returned."""
     step, energy, x0 = _least_squares_mm(n=30, rho=0.9, seed=6)

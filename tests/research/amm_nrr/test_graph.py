@@ -58,14 +58,16 @@ def test_landmark_file(tmp_path):
 def test_binary_maps_the_authors_flags():
     from experiments.amm_nrr import _rewrite
 
-    argv = _rewrite(["amm", "--source=s.obj", "--out=D", "--use_aa=false", "--config.max_iter=3"])
+    argv = _rewrite(
+        ["amm", "--source=s.obj", "--out=D", "--use_aa=false", "--config.solver.max_iter=3"]
+    )
     assert argv[1].startswith("--config=") and argv[1].endswith("amm_nrr.py:paper")
     assert argv[2:] == [
         "--config.source=s.obj",
         "--workdir=D",
-        "--config.use_aa=false",
-        "--config.max_iter=3",
+        "--config.solver.use_aa=false",
+        "--config.solver.max_iter=3",
     ]
     # An explicit --config moves first (absl reads --config.* only after it).
     argv = _rewrite(["amm", "--radius=8", "--config=c.py:tiny", "--workdir=W"])
-    assert argv == ["amm", "--config=c.py:tiny", "--config.radius=8", "--workdir=W"]
+    assert argv == ["amm", "--config=c.py:tiny", "--config.solver.radius=8", "--workdir=W"]

@@ -96,7 +96,7 @@ def train_loop(
                 writer.write(done, scalars)
                 bar.set_postfix(loss=f"{scalars['loss']:.4g}")
                 if bar.disable:
-                    logging.info("%s step %d/%d: %s", desc, done, num_steps, _fmt(scalars))
+                    logging.info("%s step %d/%d: %s", desc, done, num_steps, log_line(scalars))
             checkpointer.save(done, state, force=done == num_steps)
     finally:
         bar.close()
@@ -121,5 +121,10 @@ def round_to_calls(count: int, steps_per_call: int) -> int:
     return -(-count // steps_per_call) * steps_per_call
 
 
-def _fmt(scalars: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:.4g}" for k, v in scalars.items())
+def log_line(scalars: dict[str, float]) -> str:
+    """The short per-step log text: the loss, evaluation metrics and the step rate (every
+    other metric is in metrics.jsonl and TensorBoard)."""
+    shown = {"loss": scalars["loss"]}
+    shown.update({k.removeprefix("eval/"): v for k, v in scalars.items() if k.startswith("eval/")})
+    text = ", ".join(f"{k} {v:.4g}" for k, v in shown.items())
+    return f"{text} ({scalars['steps_per_s']:.3g} steps/s)"

@@ -69,3 +69,11 @@ def test_difference_against_its_standard_error():
     assert d.exceeds_spread()
     assert not stats.difference(a, stats.seed_summary([1.05, 1.3, 0.9])).exceeds_spread()
     assert stats.difference(stats.seed_summary([1.0]), stats.seed_summary([1.0])).z == 0.0
+
+
+def test_log_line_is_short():
+    from research.training.loop import log_line
+
+    scalars = {"loss": 0.123456, "positive_loss": 0.5, "negative_loss": 0.7, "steps_per_s": 12.34}
+    scalars["eval/valid_mrr"] = 0.4567
+    assert log_line(scalars) == "loss 0.1235, valid_mrr 0.4567 (12.3 steps/s)"

@@ -160,3 +160,12 @@ def test_a_second_run_on_a_workdir_in_use_stops_naming_the_holder(tmp_path):
     # The lock dies with its holder (even by SIGKILL): the next run proceeds and resumes.
     run_toy(workdir, "--config.step_sleep=0.1", check=True)
     assert os.path.exists(os.path.join(workdir, "final_params.npz"))
+
+
+def test_a_workdir_under_a_file_is_one_line(tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    proc = run_toy(str(a_file / "sub"))
+    assert proc.returncode == 1
+    (line,) = error_lines(proc)
+    assert "Not a directory" in line and str(a_file / "sub") in line

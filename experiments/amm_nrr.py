@@ -5,13 +5,15 @@
 or, like the authors' binary, `--source=S --target=T --out=DIR [--radius --alpha --beta --use_aa]`
 (--source/--target set `config.source/target`, --radius/--alpha/--beta/--use_aa the solver
 options `config.solver.*`; --out is --workdir; without --config the `paper` preset is used).
-The logic is in research/amm_nrr/train.py.
+The logic is in research/amm_nrr/train.py; research/amm_nrr/config_rules.py checks the config
+first (a bad value ends the run with one line naming the field, exit status 1).
 """
 
 import os
 import sys
 
 from experiments.app import run
+from research.amm_nrr.config_rules import validate_config
 from research.amm_nrr.train import train_and_evaluate
 
 _ALIASES = {
@@ -38,4 +40,4 @@ def _rewrite(argv: list[str]) -> list[str]:
 
 if __name__ == "__main__":
     sys.argv = _rewrite(sys.argv)
-    run(train_and_evaluate)
+    run(train_and_evaluate, validate_config)

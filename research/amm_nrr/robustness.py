@@ -85,7 +85,8 @@ def sweep(
     """RMSE vs ground truth for Welsch and least squares at each level: rows
     {level, noise, outliers, cut, rmse_welsch, rmse_l2, rmse_initial, fit_welsch, fit_l2}.
     The settings (no defaults here) come from `config.robustness` (experiments/configs/amm_nrr.py);
-    noise, outliers and cut are the corruptions at level 1."""
+    noise, outliers and cut are the corruptions at level 1. A solve that ends with a NaN or
+    infinite energy or vertices raises NonFiniteError naming the level."""
     rows = []
     for level in levels:
         rng = np.random.default_rng(seed)
@@ -105,6 +106,7 @@ def sweep(
             res = solver.register(
                 pair.source, pair.target, dataclasses.replace(options, robust=robust)
             )
+            solver.check_finite(res, f"robustness level {level:g} ({name})")
             row[f"rmse_{name}"] = rmse(res.deformed, pair.truth)
             row[f"fit_{name}"] = solver.fit_metric(res.deformed, pair.target.vertices, scale)
         rows.append(row)

@@ -32,6 +32,7 @@ from ops.nearest_grid import (
 from research.amm_nrr import energy as E
 from research.amm_nrr.graph import build_graph, normalise
 from research.datasets.meshes import Mesh, vertex_normals
+from research.training.errors import NonFiniteError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -328,6 +329,26 @@ def _solve(problem, index, plane, src, graph, norm, options, setup, n, dtype) ->
         stages=stages,
         log=log,
     )
+
+
+def check_finite(result: Result, label: str) -> None:
+    """Raises NonFiniteError (one line naming `label` and the stage) when a stage ended with a
+    NaN or infinite energy or the deformed vertices are not all finite: such a result must not
+    be written or scored."""
+    for stage in result.stages:
+        if not np.isfinite(stage["energy"]):
+            raise NonFiniteError(
+                f"{label}: the registration's energy is {stage['energy']} in stage "
+                f"{stage['stage']} (nu_a={stage['nu_a']:.3g}, after {stage['iterations']} "
+                "iterations); no result was written for it"
+            )
+    bad = np.flatnonzero(~np.isfinite(result.deformed).all(axis=1))
+    if bad.size:
+        raise NonFiniteError(
+            f"{label}: {bad.size} of {len(result.deformed)} deformed vertices are NaN or "
+            f"infinite after the last stage ({len(result.stages) - 1}; first: vertex {bad[0]}); "
+            "no result was written for it"
+        )
 
 
 def fit_metric(deformed: np.ndarray, target: np.ndarray, scale: float) -> float:

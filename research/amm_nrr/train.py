@@ -20,6 +20,7 @@ import numpy as np
 from absl import logging
 
 from research.amm_nrr import robustness, solver
+from research.amm_nrr.config_rules import parse_pairs
 from research.amm_nrr.graph import normalise
 from research.datasets.meshes import Mesh, load_mesh, save_mesh
 from research.datasets.paths import resolve_data_dir
@@ -41,21 +42,33 @@ class Pair:
 
 
 def load_landmarks(path: str, num_source: int, num_target: int) -> np.ndarray:
-    """The authors' landmark file: one `source_index target_index` pair per line."""
+    """The authors' landmark file: one `source_index target_index` pair per line (blank lines
+    and `#` comments skipped). Returns [L, 2] int64; a ValueError names the file and the line
+    of anything else (not two integers, an index out of range) and an empty file."""
+    expected = (
+        "expected 'source_index target_index' (integers, source in "
+        f"[0, {num_source}), target in [0, {num_target}))"
+    )
     try:
-        pairs = np.loadtxt(path, dtype=np.int64, ndmin=2)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{path}: cannot read landmark pairs: {err}") from err
-    if (
-        pairs.shape[1] != 2
-        or pairs.min(initial=0) < 0
-        or (len(pairs) and (pairs[:, 0].max() >= num_source or pairs[:, 1].max() >= num_target))
-    ):
-        raise ValueError(
-            f"{path}: expected lines 'source_index target_index' with indices below "
-            f"{num_source} / {num_target}, got an array of shape {pairs.shape}"
-        )
-    return pairs
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not a text file ({err}); {expected}") from err
+    pairs = []
+    for number, line in enumerate(lines, 1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        try:
+            i, j = (int(part) for part in text.split())
+        except ValueError:
+            i = j = -1
+        if not (0 <= i < num_source and 0 <= j < num_target):
+            raise ValueError(f"{path}, line {number}: {expected}, got {line.strip()!r}")
+        pairs.append((i, j))
+    if not pairs:
+        raise ValueError(f"{path}: no landmark pairs found; {expected}, one pair per line")
+    return np.asarray(pairs, np.int64)
 
 
 def options_from(config: Config, radius: float, use_aa: bool) -> solver.Options:
@@ -96,10 +109,7 @@ def load_pairs(config: Config) -> list[Pair]:
         return [Pair("synthetic", pair.source, pair.target, s.radius, truth=pair.truth)]
     root = resolve_data_dir(config.data_dir)
     pairs = []
-    for item in [p for p in config.pairs.split(",") if p]:
-        name, _, radius = item.partition(":")
-        if not radius:
-            raise ValueError(f"config.pairs entry {item!r}: expected NAME:RADIUS, e.g. d1:8")
+    for name, radius in parse_pairs(config.pairs):
         folder = os.path.join(root, name)
         official = os.path.join(folder, "s2tres.obj")
         pairs.append(
@@ -107,7 +117,7 @@ def load_pairs(config: Config) -> list[Pair]:
                 name,
                 load_mesh(os.path.join(folder, "source.obj")),
                 load_mesh(os.path.join(folder, "target.obj")),
-                float(radius),
+                radius,
                 official=load_mesh(official).vertices if os.path.exists(official) else None,
             )
         )
@@ -131,6 +141,7 @@ def _aa_speedup(aa: solver.Result, mm: solver.Result) -> dict[str, float]:
 def run_pair(config: Config, pair: Pair, use_aa: bool, workdir: str) -> tuple[dict, Any]:
     options = options_from(config, pair.radius, use_aa)
     res = solver.register(pair.source, pair.target, options, landmarks=pair.landmarks)
+    solver.check_finite(res, f"pair {pair.name} ({'AA' if use_aa else 'plain MM'})")
     scale = normalise(pair.source.vertices, pair.target.vertices).scale
     suffix = "_plane" if options.alignment == "plane" else ""
     run = f"{pair.name}_{'aa' if use_aa else 'mm'}{suffix}"

@@ -85,22 +85,38 @@ def _check_format(path: str) -> str:
 
 
 def load_mesh(path: str) -> Mesh:
-    """Reads an OBJ or PLY (ASCII or binary) triangle mesh or point cloud, vertex order kept."""
+    """Reads an OBJ or PLY (ASCII or binary) triangle mesh or point cloud, vertex order kept.
+
+    Every problem with the file (missing, empty, unparsable, no vertices, NaN or infinite
+    coordinates, face indices out of range) raises an error naming `path` and what was expected.
+    """
     ext = _check_format(path)
+    expected = f"expected a triangle mesh or point cloud in {ext[1:].upper()} format"
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: mesh file not found")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{path}: empty file; {expected}")
     try:
         loaded = trimesh.load(path, process=False, maintain_order=True, force=None)
     except Exception as err:  # noqa: BLE001 - re-raised with the file name
-        raise ValueError(f"{path}: cannot parse as {ext[1:].upper()}: {err}") from err
+        raise ValueError(f"{path}: cannot parse as {ext[1:].upper()} ({err}); {expected}") from err
     if isinstance(loaded, trimesh.Scene):
         geoms = list(loaded.geometry.values())
+        if not geoms:
+            raise ValueError(f"{path}: no vertices found; {expected}")
         if len(geoms) != 1:
             raise ValueError(f"{path}: expected one mesh or point cloud, found {len(geoms)}")
         loaded = geoms[0]
     vertices = np.asarray(getattr(loaded, "vertices", np.zeros((0, 3))), np.float64)
     if vertices.ndim != 2 or vertices.shape[0] == 0:
-        raise ValueError(f"{path}: no vertices found")
+        raise ValueError(f"{path}: no vertices found; {expected}")
+    bad = np.flatnonzero(~np.isfinite(vertices).all(axis=1))
+    if bad.size:
+        raise ValueError(
+            f"{path}: {bad.size} of {len(vertices)} vertices hold NaN or infinite coordinates "
+            f"(first: vertex {bad[0]} = {vertices[bad[0]].tolist()}, 0-based); expected finite "
+            "x y z"
+        )
     faces = getattr(loaded, "faces", None)
     faces = None if faces is None or len(faces) == 0 else np.asarray(faces, np.int64)
     try:

@@ -83,5 +83,7 @@ def data_dir(config: Any, *, name: str = "data_dir", uses_files: bool) -> None:
             "the chosen data set is synthetic or bundled and reads no folder; choose a data "
             "set that reads it (see --help) or leave the field empty",
         )
-    if uses_files and value and not os.path.isdir(resolve_data_dir(value)):
+    if uses_files and not value:
+        raise _fail(name, value, "the chosen data set reads files: give their folder")
+    if uses_files and not os.path.isdir(resolve_data_dir(value)):
         raise _fail(name, value, "no such folder")

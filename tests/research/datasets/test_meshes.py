@@ -1,5 +1,7 @@
 """Mesh I/O round trips (OBJ, PLY ascii and binary; meshes and point clouds) and errors."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -75,3 +77,46 @@ def test_vertex_normals_of_a_mesh_and_a_point_cloud():
         assert cosine.min() > 0.995, cosine.min()
     with pytest.raises(ValueError, match=">= 3 points"):
         vertex_normals(Mesh(np.zeros((2, 3))))
+
+
+@pytest.mark.parametrize(
+    "name,text,expected",
+    [
+        (
+            "nan.obj",
+            "v 0 0 0\nv 1 0 0\nv 0 1 nan\nf 1 2 3\n",
+            r"1 of 3 vertices .*NaN or inf.*vertex 2",
+        ),
+        (
+            "inf.ply",
+            "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
+            "property float z\nend_header\n0 0 0\n1 inf 0\n0 1 0\n",
+            r"1 of 3 vertices .*NaN or inf.*vertex 1",
+        ),
+        ("empty.obj", "", r"empty file; expected"),
+        ("empty.ply", "", r"empty file; expected"),
+        ("words.obj", "hello world\n", r"no vertices found; expected"),
+        ("range.obj", "v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 5\n", r"cannot parse as OBJ.*expected"),
+        (
+            "range.ply",
+            "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
+            "property float z\nelement face 1\nproperty list uchar int vertex_indices\n"
+            "end_header\n0 0 0\n1 0 0\n0 1 0\n3 0 1 7\n",
+            r"face indices span \[0, 7\], outside \[0, 3\)",
+        ),
+    ],
+)
+def test_bad_files_name_the_file_and_what_was_expected(tmp_path, name, text, expected):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ": .*" + expected):
+        load_mesh(str(path))
+
+
+def test_a_truncated_binary_ply_names_the_file(tmp_path):
+    path = save_mesh(str(tmp_path / "m.ply"), grid_surface(4), binary=True)
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=re.escape(path) + r": cannot parse as PLY"):
+        load_mesh(path)

@@ -57,6 +57,9 @@ def test_a_data_folder_for_synthetic_data_is_an_error(tmp_path):
     config.data_dir = str(tmp_path / "missing")
     with pytest.raises(ValueError, match="no such folder"):
         checks.data_dir(config, uses_files=True)
+    config.data_dir = ""
+    with pytest.raises(ValueError, match="give their folder"):
+        checks.data_dir(config, uses_files=True)
 
 
 def test_help_lists_presets_and_fields():

@@ -2,28 +2,44 @@
 
     python -m experiments.ankge --config=experiments/configs/ankge.py:<preset> --workdir=DIR
 
-Presets:
-  tiny                 seconds: synthetic KG with planted analogies, RotatE dim 16, for tests.
-  wn18rr_rotate_small  CPU, <= 30 min: RotatE on WN18RR (`--config.data_dir`), dim 200, batch
-                       1024, 256 negatives shared by 4 groups per batch, lr 2e-3, 1,600 steps;
-                       then AnKGE with the official WN18RR RotatE settings (1,000 steps),
-                       lambdas chosen on validation (`ankge.lambda_grid`).
-  small                alias of wn18rr_rotate_small.
-  wn18rr_rotate        official: dim 500, gamma 6, 1024 negatives, batch 512, lr 5e-5,
-                       alpha_adv 0.5, 80,000 steps (GPU; `paper` is an alias).
-  wn18rr_transe        official: dim 500, gamma 6, 256 negatives, batch 2048, lr 5e-4, alpha 1.
+Presets (`PRESETS` below says what each runs, its time and what it needs):
+  tiny                  seconds: synthetic KG with planted analogies, RotatE dim 16, for tests.
+  wn18rr_rotate_small   CPU, <= 30 min: RotatE on WN18RR (`--config.data_dir`), dim 200, batch
+                        1024, 256 negatives shared by 4 groups per batch, lr 2e-3, 1,600 steps;
+                        then AnKGE with the official WN18RR RotatE settings (1,000 steps),
+                        lambdas chosen on validation (`ankge.lambda_grid`).
+  small                 alias of wn18rr_rotate_small.
+  fb15k237_rotate_small wn18rr_rotate_small's dim / batch / negatives / steps on FB15k-237 with
+                        its official gamma 9 and alpha_adv 1; then AnKGE with the official
+                        FB15k-237 RotatE settings (beta 1, 1000 x 40 triple candidates, 5 kept,
+                        lambdas 0.01 / 0.2 / 0.05 and the same validation grid).
+  wn18rr_rotate         official: dim 500, gamma 6, 1024 negatives, batch 512, lr 5e-5,
+                        alpha_adv 0.5, 80,000 steps (GPU; `paper` is an alias).
+  wn18rr_transe         official: dim 500, gamma 6, 256 negatives, batch 2048, lr 5e-4, alpha 1.
   wn18rr_hake / wn18rr_pairre   as wn18rr_rotate with the HAKE / PairRE scorer.
-  fb15k237_transe / fb15k237_rotate / fb15k237_hake / fb15k237_pairre
-                       official FB15k-237 settings (dim 500, gamma 9, 256 negatives, batch 1024).
+  fb15k237_rotate       the RotatE paper's FB15k-237 recipe (its best_config.sh): hidden dim
+                        1000 (1000 complex coordinates per entity), gamma 9, 256 negatives,
+                        batch 1024, lr 5e-5, alpha_adv 1, 100,000 steps; then AnKGE with the
+                        official FB15k-237 RotatE settings (AnKnn_RotatE_FB.sh). GPU. The
+                        AnKGE authors trained their FB15k-237 RotatE base with dim 500 and lr
+                        1e-4 (RotatE_Rev_FB.sh): `--config.model.dim=500 --config.base.lr=1e-4`.
+  fb15k237_transe / fb15k237_hake / fb15k237_pairre
+                        the AnKGE code's FB15k-237 base settings (dim 500, gamma 9, 256
+                        negatives, batch 1024, alpha_adv 1, lr 5e-4 TransE / 1e-4 others,
+                        100,000 steps).
 
 Stage 1 trains the base model in DIR/base/, stage 2 AnKGE in DIR/ankge/ (retrieval cached in
-DIR/ankge/retrieval.npz); re-running resumes either stage. `c.base` holds the fields of
+DIR/ankge/retrieval.npz); re-running resumes either stage. `c.data_dir` is the data folder
+(`""` = the synthetic KG of `c.synthetic`). `c.base` holds the fields of
 `research.ankge.train_base.BaseRecipe`, `c.ankge` those of `research.ankge.analogy.AnKGEOptions`
 (their defaults are the official WN18RR RotatE settings; the presets below change some).
-Override anything, e.g. `--config.base.num_steps=2000 --config.ankge.enabled=False`.
+Override anything, e.g. `--config.base.num_steps=2000 --config.ankge.enabled=False`; the
+rules every value must follow are in `research/ankge/config_rules.py`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import ml_collections
 
@@ -69,9 +85,14 @@ def _wn(name: str) -> ml_collections.ConfigDict:
     return c
 
 
+FB15K237 = "../shared/data/kg/FB15k-237"
+
+
 def _fb(name: str) -> ml_collections.ConfigDict:
+    """The AnKGE code's FB15k-237 base settings (PAPERS.md table) and AnKGE's FB15k-237 RotatE
+    lambdas / triple-level relations, for every scorer."""
     c = base()
-    c.data_dir = "../shared/data/kg/FB15k-237"
+    c.data_dir = FB15K237
     c.model.name, c.model.gamma = name, 9.0
     c.base.num_negatives, c.base.batch_size, c.base.alpha_adv = 256, 1024, 1.0
     c.base.lr = 5e-4 if name == "transe" else 1e-4
@@ -79,6 +100,27 @@ def _fb(name: str) -> ml_collections.ConfigDict:
     c.ankge.beta = 1.0
     c.ankge.triple_rel_knn = 40
     c.ankge.ent_lambda, c.ankge.rel_lambda, c.ankge.triple_lambda = 0.01, 0.2, 0.05
+    return c
+
+
+def _ankge_fb_rotate(c: ml_collections.ConfigDict) -> None:
+    """Stage 2 as the official AnKnn_RotatE_FB.sh: beta (trans_alpha) 1, 1 entity / 1 relation
+    analogue, triple level 5 of 1000 entities x 40 relations, lambdas 0.01 / 0.2 / 0.05,
+    regularization 1e-7 (batch 4096, Adam 1e-3, alpha 10: the defaults)."""
+    c.ankge.beta = 1.0
+    c.ankge.ent_knn, c.ankge.rel_knn, c.ankge.triple_knn = 1, 1, 5
+    c.ankge.triple_ent_knn, c.ankge.triple_rel_knn = 1000, 40
+    c.ankge.ent_lambda, c.ankge.rel_lambda, c.ankge.triple_lambda = 0.01, 0.2, 0.05
+    c.ankge.regularization = 1e-7
+
+
+def fb15k237_rotate() -> ml_collections.ConfigDict:
+    """The RotatE paper's FB15k-237 recipe (best_config.sh: hidden dim 1000, gamma 9, 256
+    negatives, batch 1024, lr 5e-5, alpha_adv 1, 100,000 steps), then official AnKGE."""
+    c = _fb("rotate")
+    c.model.dim = 1000
+    c.base.lr = 5e-5
+    _ankge_fb_rotate(c)
     return c
 
 
@@ -108,14 +150,73 @@ def wn18rr_rotate_small() -> ml_collections.ConfigDict:
     return c
 
 
-def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
-    builders = {
+def fb15k237_rotate_small() -> ml_collections.ConfigDict:
+    """wn18rr_rotate_small's CPU budget (dim 200, batch 1024, 256 negatives in 4 groups, lr
+    2e-3, 1,600 steps; 1,000 AnKGE steps, the same lambda grid) on FB15k-237, with its official
+    gamma 9 and alpha_adv 1 and the official FB15k-237 RotatE AnKGE settings."""
+    c = wn18rr_rotate_small()
+    c.data_dir = FB15K237
+    c.model.gamma = 9.0
+    c.base.alpha_adv = 1.0
+    _ankge_fb_rotate(c)
+    return c
+
+
+def builders() -> dict[str, Callable[[], ml_collections.ConfigDict]]:
+    """Every preset's builder, in the order of `PRESETS`."""
+    out = {
         "tiny": tiny,
         "small": wn18rr_rotate_small,
         "wn18rr_rotate_small": wn18rr_rotate_small,
+        "fb15k237_rotate_small": fb15k237_rotate_small,
         "paper": lambda: _wn("rotate"),
     }
     for name in ("transe", "rotate", "hake", "pairre"):
-        builders[f"wn18rr_{name}"] = lambda n=name: _wn(n)
-        builders[f"fb15k237_{name}"] = lambda n=name: _fb(n)
-    return select_preset("ankge", preset, builders)
+        out[f"wn18rr_{name}"] = lambda n=name: _wn(n)
+    for name in ("transe", "rotate", "hake", "pairre"):
+        out[f"fb15k237_{name}"] = fb15k237_rotate if name == "rotate" else (lambda n=name: _fb(n))
+    return out
+
+
+_GPU_WN = (
+    "needs a GPU (the RotatE recipe's step measured 27.9 ms on an H100, ~37 min for 80,000 "
+    "steps; 2.4-3.8 s on the 2-core CPU, 2-3.5 days); data shipped (../shared/data/kg/WN18RR)"
+)
+_GPU_FB = "needs a GPU; data shipped (../shared/data/kg/FB15k-237)"
+
+PRESETS = {
+    "tiny": "synthetic KG with planted analogies (160 entities), RotatE dim 16, 300 base + 100 "
+    "AnKGE steps; TINY_TIME on the 2-core CPU; no GPU, no data",
+    "small": "alias of wn18rr_rotate_small",
+    "wn18rr_rotate_small": "RotatE dim 200 on WN18RR, 1,600 steps, then AnKGE (official WN18RR "
+    "settings, 1,000 steps, lambdas chosen on validation): base 19 min (test MRR 0.4535), whole "
+    "command 1 h 14 min on the 2-core CPU (AnKGE 0.4562); CPU; data shipped "
+    "(../shared/data/kg/WN18RR)",
+    "fb15k237_rotate_small": "wn18rr_rotate_small's RotatE budget on FB15k-237 (gamma 9), then "
+    "AnKGE with the official FB15k-237 settings (paper, at full size: RotatE 0.338, AnKGE "
+    "0.385); not measured yet: base estimated 20-45 min on the 2-core CPU (50 smoke steps ran "
+    "at 0.65 steps/s on a busy CPU, test evaluation 100 s), the 1000 x 40 triple-level "
+    "retrieval over 544,230 triples estimated at ~10.6 h from its kernel's rate on a busy CPU "
+    "(README); CPU; data shipped (../shared/data/kg/FB15k-237)",
+    "paper": "alias of wn18rr_rotate",
+    "wn18rr_transe": "official TransE WN18RR recipe (dim 500, 80,000 steps) + AnKGE; not "
+    f"measured; {_GPU_WN}",
+    "wn18rr_rotate": "official RotatE WN18RR recipe (dim 500, 1,024 negatives, 80,000 steps; "
+    f"paper MRR 0.476) + AnKGE (paper 0.500 with HAKE); {_GPU_WN}",
+    "wn18rr_hake": "official HAKE WN18RR recipe (paper MRR 0.496) + AnKGE; not measured; "
+    f"{_GPU_WN}",
+    "wn18rr_pairre": f"official PairRE WN18RR recipe + AnKGE; not measured; {_GPU_WN}",
+    "fb15k237_transe": "AnKGE code's TransE FB15k-237 base (dim 500, 100,000 steps) + AnKGE; "
+    f"not measured; {_GPU_FB}",
+    "fb15k237_rotate": "RotatE paper's FB15k-237 recipe (dim 1000, lr 5e-5, 100,000 steps; "
+    "paper MRR 0.338) + official AnKGE (paper 0.385); not measured (estimated ~47 min of "
+    f"training on an H100, from the WN18RR step's 27.9 ms); {_GPU_FB}",
+    "fb15k237_hake": "AnKGE code's HAKE FB15k-237 base (dim 500; paper MRR 0.346) + AnKGE; not "
+    f"measured; {_GPU_FB}",
+    "fb15k237_pairre": "AnKGE code's PairRE FB15k-237 base (dim 500) + AnKGE; not measured; "
+    f"{_GPU_FB}",
+}
+
+
+def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
+    return select_preset("ankge", preset, builders())

@@ -203,9 +203,18 @@ def retrieve(
 def cached_retrieve(
     path: str, model: KGEModel, params: Params, triples: np.ndarray, sizes: RetrievalSizes, **kw
 ) -> Retrieval:
-    """`retrieve`, cached at `path` (.npz); a cache whose shapes do not match is an error."""
+    """`retrieve`, cached at `path` (.npz); a cache that cannot be read, whose shapes do not
+    match or whose ids are outside the model's entities / relations is an error naming it."""
     if os.path.exists(path):
-        got = Retrieval.load(path)
+        try:
+            got = Retrieval.load(path)
+        except OSError:
+            raise
+        except Exception as err:  # noqa: BLE001 - zipfile / format errors lack the path
+            raise ValueError(
+                f"{path}: cannot read the cached retrieval ({type(err).__name__}: {err}); "
+                "delete the file to recompute"
+            ) from err
         want = (len(triples), sizes.ent_knn, sizes.rel_knn, sizes.triple_knn)
         have = (
             len(got.entity),
@@ -218,6 +227,13 @@ def cached_retrieve(
                 f"{path}: cached retrieval has (triples, ent_knn, rel_knn, triple_knn) = {have}, "
                 f"the config wants {want}; delete the file to recompute"
             )
+        for name, x in dataclasses.asdict(got).items():
+            size = model.num_relations if name.endswith("relation") else model.num_entities
+            if x.size and (x.min() < 0 or x.max() >= size):
+                raise ValueError(
+                    f"{path}: cached {name} ids span [{x.min()}, {x.max()}], the model has "
+                    f"{size}; delete the file to recompute"
+                )
         return got
     result = retrieve(model, params, triples, sizes, **kw)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

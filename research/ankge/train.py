@@ -27,7 +27,7 @@ import optax
 from absl import logging
 
 from models.kge import KGEModel, Params
-from research.ankge import evaluate, retriever, scoring, train_base
+from research.ankge import config_rules, evaluate, retriever, scoring, train_base
 from research.ankge.analogy import (
     AdaptiveWeights,
     AnKGEOptions,
@@ -48,13 +48,54 @@ Config = ml_collections.ConfigDict
 
 
 def load_data(config: Config) -> KG:
-    """The KG of `config.data_dir`, or the synthetic one (`config.synthetic`) when it is ""."""
+    """The KG of `config.data_dir`, or the synthetic one (`config.synthetic`) when it is "".
+    Every split must hold triples (an empty valid or test split would give NaN metrics)."""
     if not config.data_dir:
         s = config.synthetic
         return synthetic_kg(
             s.num_groups, group_size=s.group_size, num_relations=s.num_relations, seed=config.seed
         )
-    return load_kg(resolve_data_dir(config.data_dir))
+    data_dir = resolve_data_dir(config.data_dir)
+    kg = load_kg(data_dir)
+    for split in ("valid", "test"):
+        if not len(kg.split(split)):
+            raise ValueError(
+                f"{os.path.join(data_dir, split + '.txt')}: no triples; AnKGE validates on "
+                "valid.txt and reports test.txt, each needs at least one triple"
+            )
+    return kg
+
+
+def load_params(path: str, expected: Params) -> dict[str, np.ndarray]:
+    """The arrays saved at `path` (.npz) by a finished stage, checked against `expected` (the
+    names and shapes, e.g. `jax.eval_shape` of the initialiser) and finite: a truncated, foreign
+    or NaN file raises ValueError naming it instead of being evaluated."""
+    try:
+        with np.load(path) as f:
+            arrays = {name: f[name] for name in f.files}
+    except OSError:
+        raise
+    except Exception as err:  # noqa: BLE001 - zipfile / pickle / format errors lack the path
+        raise ValueError(
+            f"{path}: cannot read the saved parameters ({type(err).__name__}: {err}); delete it "
+            "to recompute the stage"
+        ) from err
+    want = {name: tuple(x.shape) for name, x in expected.items()}
+    have = {name: tuple(x.shape) for name, x in arrays.items()}
+    if have != want:
+        raise ValueError(
+            f"{path}: holds arrays {have}, the config's model expects {want}; delete it to "
+            "recompute the stage"
+        )
+    for name, x in arrays.items():
+        bad = ~np.isfinite(x)
+        if bad.any():
+            kinds = sorted({"NaN" if np.isnan(v) else str(v) for v in x[bad][:1000].tolist()})
+            raise ValueError(
+                f"{path}: array {name!r} {x.shape} holds {int(bad.sum())} non-finite values "
+                f"({', '.join(kinds)}); delete it to recompute the stage"
+            )
+    return arrays
 
 
 def make_model(config: Config, kg: KG) -> KGEModel:
@@ -133,7 +174,8 @@ def train_base_model(
     metrics = results.cached_result(
         os.path.join(workdir, "result.json"), compute, reuse=lambda _: os.path.exists(params_path)
     )
-    return dict(np.load(params_path)), metrics
+    expected = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+    return load_params(params_path, expected), metrics
 
 
 def _train_analogy(
@@ -309,7 +351,8 @@ def train_ankge(
         metrics: dict[str, Any] = {}
         if os.path.exists(ank_path):  # trained before: reuse the parameters and the timings
             logging.info("reusing the trained analogy functions of %s", ank_path)
-            ank = {k: jnp.asarray(v) for k, v in np.load(ank_path).items()}
+            expected = jax.eval_shape(lambda key: init_analogy(model, key), jax.random.PRNGKey(0))
+            ank = {k: jnp.asarray(v) for k, v in load_params(ank_path, expected).items()}
             for k in ("retrieval_seconds", "train_seconds", "train_steps"):
                 if k in previous:
                     metrics[k] = previous[k]
@@ -364,6 +407,7 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, float]:
     options = AnKGEOptions(**config.ankge)
     kg = load_data(config)
     logging.info("knowledge graph: %s", kg.summary())
+    config_rules.check_against_graph(config, kg)
     model = make_model(config, kg)
     base_dir = os.path.join(workdir, "base")
     params, base_metrics = train_base_model(config, kg, model, base_dir)

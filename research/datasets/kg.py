@@ -5,8 +5,10 @@ Layout of a dataset folder (as in the RotatE / NeuralKG / AnKGE code): `train.tx
 `test.txt` with one tab-separated `head<TAB>relation<TAB>tail` triple per line, and optionally
 `entities.dict` / `relations.dict` with `id<TAB>name` lines (ids 0..n-1). When a dict is absent
 it is built from the names in the order they first appear in train, valid, test. Triples are
-`[N, 3] int32` arrays of `(head, relation, tail)` ids. Malformed lines, names missing from a dict,
-duplicate or non-contiguous ids raise ValueError naming the file and the line.
+`[N, 3] int32` arrays of `(head, relation, tail)` ids. Malformed lines (not 3 / 2 tab-separated
+fields, an empty name, a name with leading or trailing whitespace, text that is not UTF-8), names
+missing from a dict, duplicate or non-contiguous ids and an empty train.txt raise ValueError
+naming the file and the line.
 
 Reverse triples: `(t, r + R, h)` for R relations, so that head prediction is tail prediction with
 the reverse relation; models then hold 2R relation embeddings.
@@ -61,29 +63,50 @@ class KG:
         }
 
 
+def _lines(path: str):
+    """`(line number, line without its end)` of every non-blank line of a UTF-8 text file."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{path}:{lineno}: not UTF-8 text ({err})") from None
+            line = line.rstrip("\n").rstrip("\r")
+            if line.strip():
+                yield lineno, line
+
+
+def _check_names(path: str, lineno: int, line: str, names: list[str]) -> None:
+    """Names are non-empty and carry no leading / trailing whitespace (`"a "` and `"a"` would
+    silently become two entities when the ids are built from the triples)."""
+    for name in names:
+        if not name or name != name.strip():
+            what = "an empty name" if not name.strip() else f"name {name!r} padded with spaces"
+            raise ValueError(
+                f"{path}:{lineno}: {what} (fields are separated by single tabs), got {line!r}"
+            )
+
+
 def read_dict(path: str) -> list[str]:
     """Reads an `id<TAB>name` file; returns the names by id (ids must be exactly 0..n-1)."""
     names: dict[int, str] = {}
     seen: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\n").rstrip("\r")
-            if not line.strip():
-                continue
-            parts = line.split("\t")
-            if len(parts) != 2 or not parts[1]:
-                raise ValueError(f"{path}:{lineno}: expected 'id<TAB>name', got {line!r}")
-            try:
-                idx = int(parts[0])
-            except ValueError:
-                raise ValueError(f"{path}:{lineno}: id {parts[0]!r} is not an integer") from None
-            if idx in names:
-                raise ValueError(f"{path}:{lineno}: duplicate id {idx} (also {names[idx]!r})")
-            if parts[1] in seen:
-                raise ValueError(
-                    f"{path}:{lineno}: duplicate name {parts[1]!r} (ids {seen[parts[1]]} and {idx})"
-                )
-            names[idx], seen[parts[1]] = parts[1], idx
+    for lineno, line in _lines(path):
+        parts = line.split("\t")
+        if len(parts) != 2 or not parts[1]:
+            raise ValueError(f"{path}:{lineno}: expected 'id<TAB>name', got {line!r}")
+        _check_names(path, lineno, line, parts[1:])
+        try:
+            idx = int(parts[0])
+        except ValueError:
+            raise ValueError(f"{path}:{lineno}: id {parts[0]!r} is not an integer") from None
+        if idx in names:
+            raise ValueError(f"{path}:{lineno}: duplicate id {idx} (also {names[idx]!r})")
+        if parts[1] in seen:
+            raise ValueError(
+                f"{path}:{lineno}: duplicate name {parts[1]!r} (ids {seen[parts[1]]} and {idx})"
+            )
+        names[idx], seen[parts[1]] = parts[1], idx
     if sorted(names) != list(range(len(names))):
         missing = sorted(set(range(len(names))) - set(names))[:5]
         raise ValueError(f"{path}: ids must be 0..{len(names) - 1}; missing e.g. {missing}")
@@ -93,17 +116,14 @@ def read_dict(path: str) -> list[str]:
 def read_triple_names(path: str) -> list[tuple[str, str, str, int]]:
     """`(head, relation, tail, line number)` of every non-empty line of a triple file."""
     out = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\n").rstrip("\r")
-            if not line.strip():
-                continue
-            parts = line.split("\t")
-            if len(parts) != 3 or not all(parts):
-                raise ValueError(
-                    f"{path}:{lineno}: expected 'head<TAB>relation<TAB>tail', got {line!r}"
-                )
-            out.append((parts[0], parts[1], parts[2], lineno))
+    for lineno, line in _lines(path):
+        parts = line.split("\t")
+        if len(parts) != 3 or not all(parts):
+            raise ValueError(
+                f"{path}:{lineno}: expected 'head<TAB>relation<TAB>tail', got {line!r}"
+            )
+        _check_names(path, lineno, line, parts)
+        out.append((parts[0], parts[1], parts[2], lineno))
     return out
 
 
@@ -129,6 +149,8 @@ def _to_ids(
 def load_kg(data_dir: str) -> KG:
     """Loads `data_dir/{train,valid,test}.txt` (+ `entities.dict`, `relations.dict` if present)."""
     if not os.path.isdir(data_dir):
+        if os.path.exists(data_dir):
+            raise NotADirectoryError(f"knowledge-graph folder {data_dir} is not a folder")
         raise FileNotFoundError(f"knowledge-graph folder {data_dir} does not exist")
     rows = {}
     for split in SPLITS:
@@ -136,6 +158,11 @@ def load_kg(data_dir: str) -> KG:
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path} is missing (expected {', '.join(SPLITS)} .txt files)")
         rows[split] = read_triple_names(path)
+    if not rows["train"]:
+        raise ValueError(
+            f"{os.path.join(data_dir, 'train.txt')}: no triples (expected one "
+            "'head<TAB>relation<TAB>tail' line or more)"
+        )
     names = {}
     for kind, cols in (("entities", (0, 2)), ("relations", (1,))):
         path = os.path.join(data_dir, f"{kind}.dict")

@@ -79,6 +79,35 @@ def test_broken_files_name_file_and_line(tmp_path, files, match):
         load_kg(_write(tmp_path, base))
 
 
+@pytest.mark.parametrize(
+    "files, match",
+    [
+        ({"train.txt": TRAIN + "a\tlikes\tc \n"}, r"train.txt:4: name 'c ' padded with spaces"),
+        ({"valid.txt": "a\t likes\tb\n"}, r"valid.txt:1: name ' likes' padded with spaces"),
+        ({"entities.dict": "0\ta\n1\tb \n2\tc\n"}, r"entities.dict:2: name 'b ' padded"),
+        ({"test.txt": "a\tlikes\tb\n\xff\tis\ta\n"}, r"test.txt:2: not UTF-8 text"),
+        ({"train.txt": "\n\n"}, r"train.txt: no triples"),
+    ],
+)
+def test_padded_names_bad_bytes_and_an_empty_train_name_the_file(tmp_path, files, match):
+    base = {"train.txt": TRAIN, "valid.txt": "", "test.txt": ""}
+    base.update(files)
+    folder = _write(tmp_path, {k: v for k, v in base.items() if "\xff" not in v})
+    for name, text in base.items():
+        if "\xff" in text:  # bytes that are not UTF-8
+            with open(os.path.join(folder, name), "wb") as f:
+                f.write(text.encode("latin-1"))
+    with pytest.raises(ValueError, match=match):
+        load_kg(folder)
+
+
+def test_a_file_given_as_the_folder(tmp_path):
+    path = tmp_path / "train.txt"
+    path.write_text(TRAIN)
+    with pytest.raises(NotADirectoryError, match="train.txt is not a folder"):
+        load_kg(str(path))
+
+
 def test_missing_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_kg(str(tmp_path / "nope"))

@@ -4,7 +4,7 @@
 
 Presets:
   tiny      seconds: a synthetic 2,000-node graph, 2-layer GraphSAGE, float32 / sq1 / sq2+cache.
-  small     CPU minutes: Cora (Planetoid split) from `--config.data.data_dir` (default: the
+  small     CPU minutes: Cora (Planetoid split) from `--config.data_dir` (default: the
             shared/data/planetoid folder beside the repository), every scheme, 5 seeds. Cora
             setting (documented deviation from the large-graph recipe): 2 layers, fan-outs
             (10, 25), batch 32, weight decay 5e-4, 60 epochs, best-validation model selection,
@@ -13,14 +13,15 @@ Presets:
             the largest degree product first) and compare float32 with 1/2-bit SQ and VQ, 5 seeds.
   paper     the official recipe (GPU): GraphSAGE mean, 3 layers, fan-outs (5, 10, 15), batch 1000,
             hidden 256, dropout 0.5, Adam lr 0.003 x0.98 per epoch, 50 epochs, eval every 10
-            epochs, on ogbn-products in the OGB layout under `data_dir` (override
+            epochs, on ogbn-products in the OGB layout under `--config.data_dir` (override
             `--config.data.name=ogbn-papers100M`, or `mag240m` for a homogeneous MAG240M
             converted to the OGB npz layout).
   paper_gat the recipe's GAT variant: 3 layers, 8 heads, hidden 32, lr 0.005.
 
 Override anything, e.g. `--config.schemes=float32,sq8 --config.num_seeds=1`,
-`--config.train.fanouts="(5,10,15)"`. Relative `data_dir` paths are relative to the repository
-root.
+`--config.train.fanouts="(5,10,15)"`. `data_dir` is "" for the synthetic graph and names the
+data folder otherwise; relative paths are relative to the repository root.
+`research/bifeat/config_rules.py` lists the rules every value must follow.
 """
 
 from __future__ import annotations
@@ -28,6 +29,23 @@ from __future__ import annotations
 import ml_collections
 
 from experiments.configs.common import select_preset
+
+# --help lists these: what each preset runs, its wall time on the 2-core CPU (measured; see
+# research/bifeat/README.md), and what it needs beyond this repository and ../shared/data.
+PRESETS = {
+    "tiny": "synthetic 2,000-node graph, GraphSAGE, float32 / sq1 / sq2+cache, 1 seed; "
+    "TINY_TIME on the 2-core CPU; no GPU, no data files",
+    "small": "Cora (../shared/data/planetoid), every feature-store scheme x 5 seeds; ~16 min on "
+    "the 2-core CPU (260 s for seed 0 + 692 s for seeds 1-4); no GPU",
+    "edge_drop": "Cora with 50/80/95% of the edges dropped (random, by degree), float32 / sq1 / "
+    "sq2 / vq16x16 x 5 seeds; ~27 min on the 2-core CPU (1,112 s + 500 s); no GPU",
+    "paper": "the official recipe (GraphSAGE 3 x 256, fan-outs 5/10/15, batch 1000, 50 epochs) "
+    "on ogbn-products; not run on the 2-core CPU; needs a GPU and the OGB files (not in "
+    "../shared/data) via --config.data_dir",
+    "paper_gat": "the recipe's GAT variant (3 layers, 8 heads, hidden 32, lr 0.005) on "
+    "ogbn-products; not run on the 2-core CPU; needs a GPU and the OGB files (not in "
+    "../shared/data) via --config.data_dir",
+}
 
 # Every scheme of research/bifeat/stores.py (VQ settings that reach >= 30x on Cora's 1,433
 # columns once the codebooks are counted).
@@ -52,10 +70,11 @@ def base() -> ml_collections.ConfigDict:
     c.checkpoint_every_epochs = 10
     c.keep_checkpoints = False  # delete a run's checkpoints once its result.json is written
     c.log_every = 50
+    # The data folder of data.name ("" for the synthetic graph); relative to the repository root.
+    c.data_dir = "../shared/data/planetoid"
 
     c.data = ml_collections.ConfigDict()
-    c.data.name = "cora"
-    c.data.data_dir = "../shared/data/planetoid"
+    c.data.name = "cora"  # cora / citeseer / pubmed, ogbn-* / mag240m*, or synthetic
     c.data.synthetic = ml_collections.ConfigDict(
         dict(
             num_nodes=2000,
@@ -108,6 +127,7 @@ def base() -> ml_collections.ConfigDict:
 def tiny() -> ml_collections.ConfigDict:
     c = base()
     c.data.name = "synthetic"
+    c.data_dir = ""
     c.num_seeds = 1
     c.schemes = "float32,sq1,sq2+cache"
     c.model.hidden = 32
@@ -136,7 +156,7 @@ def paper() -> ml_collections.ConfigDict:
     c = base()
     c.feature_norm = "none"  # the official code: dense features, decoded as they are
     c.data.name = "ogbn-products"
-    c.data.data_dir = "../shared/data/ogb"
+    c.data_dir = "../shared/data/ogb"
     c.num_seeds = 1
     c.schemes = "float32,sq1,sq2,sq4,sq8,sq16,vq16x2048,vq16x8192,vq12x1024"
     c.model.num_layers = 3

@@ -37,15 +37,15 @@ Config = ml_collections.ConfigDict
 
 
 def load_data(config: Config) -> Graph:
-    """The graph of `config.data` (Planetoid / OGB from `data_dir`, or synthetic)."""
+    """The graph of `config.data` (Planetoid / OGB from `config.data_dir`, or synthetic)."""
     d = config.data
     if d.name == "synthetic":
         return load_graph("synthetic", **d.synthetic.to_dict())
-    data_dir = resolve_data_dir(d.data_dir)
+    data_dir = resolve_data_dir(config.data_dir)
     if not os.path.isdir(data_dir):
         raise FileNotFoundError(
             f"data folder {data_dir} for dataset {d.name!r} does not exist; set "
-            "--config.data.data_dir to the folder with the dataset files"
+            "--config.data_dir to the folder with the dataset files"
         )
     return load_graph(d.name, data_dir)
 

@@ -5,7 +5,9 @@ Every loader returns a `Graph`: numpy CSR adjacency (`indptr [N+1] int64`, `indi
 the neighbours of node `i` are `indices[indptr[i]:indptr[i+1]]`, sorted), `features [N, D]
 float32`, `labels [N] int32` (-1 = unlabelled) and the train / validation / test node ids.
 Edges are stored in both directions, deduplicated and without self-loops unless a loader says
-otherwise. Missing or malformed files raise an error that names the file and what is wrong.
+otherwise. Missing or malformed files raise an error that names the file and what is wrong;
+so do values read from files that cannot be right: NaN or infinite features, labels that are
+not class ids, edge endpoints outside the node range.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import gzip
 import os
 import pickle
 import warnings
+import zipfile
 
 import numpy as np
 import scipy.sparse as sp
@@ -93,6 +96,41 @@ def sorted_unique(values: np.ndarray) -> np.ndarray:
     if out.size:
         out = out[np.concatenate([[True], out[1:] != out[:-1]])]
     return out
+
+
+def check_finite(values: np.ndarray, path: str, what: str) -> None:
+    """ValueError naming `path` when `values` (`[rows, ...]`, read from that file) hold NaN or
+    infinity: how many, and where the first is. Checked in blocks of rows, so the temporary
+    mask stays small for tables of 100M+ rows."""
+    values = np.asarray(values)
+    if values.ndim == 0:
+        values = values.reshape(1)
+    count, first = 0, None
+    block = max(1, (1 << 24) // max(1, values[:1].size))
+    for start in range(0, len(values), block):
+        bad = ~np.isfinite(values[start : start + block])
+        n = int(bad.sum())
+        if n and first is None:
+            first = np.unravel_index(int(np.argmax(bad.reshape(-1))), bad.shape)
+            first = (first[0] + start, *first[1:])
+        count += n
+    if count:
+        where = f"row {int(first[0])}" + "".join(f", column {int(i)}" for i in first[1:2])
+        raise ValueError(
+            f"{path}: {what} hold {count} non-finite value{'s' if count > 1 else ''} (NaN or "
+            f"inf), the first at {where}; expected finite numbers"
+        )
+
+
+def _check_edges(
+    src: np.ndarray, dst: np.ndarray, num_nodes: int, path: str, what: str = "edge"
+) -> None:
+    """ValueError naming `path` when an edge endpoint is not a node id in [0, num_nodes)."""
+    if src.size and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= num_nodes):
+        raise ValueError(
+            f"{path}: {what} endpoints must lie in [0, {num_nodes}) (the node count); got range "
+            f"[{min(src.min(), dst.min())}, {max(src.max(), dst.max())}]"
+        )
 
 
 def csr_from_edges(
@@ -176,11 +214,18 @@ def load_planetoid(root: str, name: str = "cora", *, normalize_features: bool = 
 
     def dense(suffix: str) -> np.ndarray:
         value = parts[suffix]
-        arr = value.toarray() if sp.issparse(value) else np.asarray(value)
+        path = os.path.join(root, f"ind.{name}.{suffix}")
+        try:
+            arr = value.toarray() if sp.issparse(value) else np.asarray(value)
+            arr = arr.astype(np.float32)
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"{path}: expected a numeric matrix, got {type(value).__name__} ({err})"
+            ) from None
         if arr.ndim != 2:
-            path = os.path.join(root, f"ind.{name}.{suffix}")
             raise ValueError(f"{path}: expected a 2-D matrix, got shape {arr.shape}")
-        return arr.astype(np.float32)
+        check_finite(arr, path, "features" if suffix.endswith("x") else "labels")
+        return arr
 
     x, y, tx, ty, allx, ally = (dense(s) for s in ("x", "y", "tx", "ty", "allx", "ally"))
     for a, b, what in ((tx, ty, "tx/ty"), (allx, ally, "allx/ally"), (x, y, "x/y")):
@@ -218,10 +263,7 @@ def load_planetoid(root: str, name: str = "cora", *, normalize_features: bool = 
         raise ValueError(f"ind.{name}.graph in {root}: expected a dict of adjacency lists")
     src = np.fromiter((u for u, nbrs in graph.items() for _ in nbrs), np.int64)
     dst = np.fromiter((v for nbrs in graph.values() for v in nbrs), np.int64)
-    if src.size and max(src.max(), dst.max()) >= num_nodes:
-        raise ValueError(
-            f"ind.{name}.graph in {root}: node id {max(src.max(), dst.max())} >= {num_nodes} nodes"
-        )
+    _check_edges(src, dst, num_nodes, os.path.join(root, f"ind.{name}.graph"))
     indptr, indices = csr_from_edges(src, dst, num_nodes)
     n_train = len(y)
     return Graph(
@@ -284,16 +326,22 @@ def read_csv_gz(path: str, *, dtype: type, num_cols: int | None = None) -> np.nd
 
 
 def _load_npz(path: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The arrays `keys` of the npz file `path` (no pickles); errors name the file."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"OGB file {path} is missing")
     try:
         with np.load(path) as f:
-            missing = [k for k in keys if k not in f.files]
-            if missing:
-                raise ValueError(f"{path}: missing arrays {missing} (has {f.files})")
-            return {k: f[k] for k in keys}
-    except (OSError, EOFError, pickle.UnpicklingError) as err:
-        raise ValueError(f"{path}: not a readable npz file ({err})") from None
+            if not hasattr(f, "files"):  # a plain .npy file
+                raise ValueError("a single array, not an npz archive")
+            names = f.files
+            missing = [k for k in keys if k not in names]
+            if not missing:
+                return {k: f[k] for k in keys}
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError) as err:
+        # numpy raises ValueError for pickled (object) arrays or non-npz bytes, BadZipFile and
+        # EOFError for a truncated archive
+        raise ValueError(f"{path}: not a readable npz file ({type(err).__name__}: {err})") from None
+    raise ValueError(f"{path}: missing arrays {missing} (has {names})")
 
 
 def load_ogb_node(
@@ -321,27 +369,37 @@ def load_ogb_node(
         edge_index, features = data["edge_index"], data["node_feat"]
         if edge_index.ndim != 2 or edge_index.shape[0] != 2:
             raise ValueError(f"{npz}: edge_index must be [2, E], got {edge_index.shape}")
+        if not np.issubdtype(edge_index.dtype, np.integer):
+            raise ValueError(f"{npz}: edge_index must hold integers, got {edge_index.dtype}")
         num_nodes = int(np.sum(data["num_nodes_list"]))
-        labels = _load_npz(os.path.join(raw, "node-label.npz"), ("node_label",))["node_label"]
         label_file = os.path.join(raw, "node-label.npz")
+        labels = _load_npz(label_file, ("node_label",))["node_label"]
+        feature_file = edge_file = npz
+        edge_what = "edge_index"
         src, dst = edge_index
     else:
-        edges = read_csv_gz(os.path.join(raw, "edge.csv.gz"), dtype=np.int64, num_cols=2)
-        features = read_csv_gz(os.path.join(raw, "node-feat.csv.gz"), dtype=np.float32)
+        edge_file, edge_what = os.path.join(raw, "edge.csv.gz"), "edge"
+        edges = read_csv_gz(edge_file, dtype=np.int64, num_cols=2)
+        feature_file = os.path.join(raw, "node-feat.csv.gz")
+        features = read_csv_gz(feature_file, dtype=np.float32)
         label_file = os.path.join(raw, "node-label.csv.gz")
         labels = read_csv_gz(label_file, dtype=np.float64, num_cols=1)
         num_nodes = len(features)
         src, dst = edges[:, 0], edges[:, 1]
     if features.ndim != 2 or len(features) != num_nodes:
         raise ValueError(
-            f"{raw}: node features have shape {features.shape}, expected [{num_nodes}, D]"
+            f"{feature_file}: node features have shape {features.shape}, expected [{num_nodes}, D]"
         )
+    if not np.issubdtype(features.dtype, np.number):
+        raise ValueError(f"{feature_file}: node features must be numbers, got {features.dtype}")
+    check_finite(features, feature_file, "node features")
     labels = np.asarray(labels, np.float64).reshape(len(labels), -1)
     if labels.shape != (num_nodes, 1):
         raise ValueError(
             f"{label_file}: labels have shape {labels.shape}, expected [{num_nodes}, 1]"
         )
-    labels = np.where(np.isnan(labels[:, 0]), -1, labels[:, 0]).astype(np.int32)
+    labels = _class_ids(labels[:, 0], label_file)
+    _check_edges(src, dst, num_nodes, edge_file, edge_what)
     splits = _read_ogb_split(root, split, num_nodes)
     indptr, indices = csr_from_edges(src, dst, num_nodes, symmetric=symmetric)
     return Graph(
@@ -355,6 +413,19 @@ def load_ogb_node(
         test_idx=splits["test"],
         num_classes=int(labels.max()) + 1 if num_nodes else 0,
     )
+
+
+def _class_ids(labels: np.ndarray, path: str) -> np.ndarray:
+    """[N] float labels read from `path` -> int32 class ids, NaN (unlabelled) -> -1; ValueError
+    naming the file for an infinite, negative or fractional label."""
+    known = labels[~np.isnan(labels)]
+    bad = ~np.isfinite(known) | (known < 0) | (known != np.round(known))
+    if bad.any():
+        raise ValueError(
+            f"{path}: {int(bad.sum())} labels are not a class id (a non-negative integer, or "
+            f"nan for an unlabelled node), e.g. {known[bad][0]!r}"
+        )
+    return np.where(np.isnan(labels), -1, labels).astype(np.int32)
 
 
 def _read_ogb_split(root: str, split: str | None, num_nodes: int) -> dict[str, np.ndarray]:

@@ -8,6 +8,7 @@ import pytest
 
 from experiments.configs.bifeat import get_config
 from research.bifeat import train
+from research.training.errors import NonFiniteError
 
 
 def test_tiny_preset_learns_writes_results_and_resumes(tmp_path):
@@ -47,8 +48,8 @@ def test_edge_drop_with_sampled_eval(tmp_path):
 
 def test_config_errors(tmp_path):
     config = get_config("small")
-    config.data.data_dir = str(tmp_path / "missing")
-    with pytest.raises(FileNotFoundError, match="missing"):
+    config.data_dir = str(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="missing.*set --config.data_dir"):
         train.load_data(config)
     config = get_config("tiny")
     config.train.batch_size = 66  # not divisible by the 4 test devices
@@ -63,3 +64,15 @@ def test_config_errors(tmp_path):
     )
     with pytest.raises(ValueError, match="unknown preset"):
         get_config("huge")
+
+
+def test_a_diverging_learning_rate_stops_the_run(tmp_path):
+    """lr 1e30: Adam's first steps move every weight by ~1e30, the logits overflow float32 and the
+    loss is NaN at the first logging step; the loop stops instead of reporting an accuracy."""
+    config = get_config("tiny")
+    config.schemes = "float32"
+    config.train.lr = 1e30
+    config.train.epochs = 2
+    with pytest.raises(NonFiniteError, match="float32 seed 0: the loss is nan"):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert not os.path.exists(tmp_path / "results.json")

@@ -191,6 +191,88 @@ def test_ogb_errors_name_file_and_problem(tmp_path):
         graphs.load_ogb_node(root)
 
 
+def test_ogb_non_finite_values_name_the_file(tmp_path):
+    for npz in (True, False):
+        root = str(tmp_path / f"ogbn_nan_{npz}")
+        raw = os.path.join(root, "raw")
+        write_ogb(root, npz=npz)
+        if npz:
+            with np.load(os.path.join(raw, "data.npz")) as f:
+                arrays = {k: f[k] for k in f.files}
+            arrays["node_feat"][2, 1] = np.nan
+            arrays["node_feat"][4, 0] = np.inf
+            np.savez(os.path.join(raw, "data.npz"), **arrays)
+            expected = r"data\.npz: node features hold 2 non-finite values \(NaN or inf\), "
+            expected += "the first at row 2, column 1"
+        else:
+            write_gz(os.path.join(raw, "node-feat.csv.gz"), "0,1,2\n3,nan,5\n6,7,8\n9,1,2\n3,4,5\n")
+            expected = r"node-feat\.csv\.gz: node features hold 1 non-finite value"
+        with pytest.raises(ValueError, match=expected):
+            graphs.load_ogb_node(root)
+    write_ogb(root, npz=True)
+    np.savez(
+        os.path.join(raw, "node-label.npz"), node_label=np.array([[1.0], [np.inf], [0], [2], [1]])
+    )
+    with pytest.raises(ValueError, match=r"node-label\.npz: .*not a class id"):
+        graphs.load_ogb_node(root)
+    np.savez(os.path.join(raw, "node-label.npz"), node_label=np.array([[1.5], [0], [0], [2], [1]]))
+    with pytest.raises(ValueError, match=r"node-label\.npz: .*1\.5"):
+        graphs.load_ogb_node(root)
+
+
+def test_ogb_npz_errors_name_the_file(tmp_path):
+    root = str(tmp_path / "ogbn_bad_npz")
+    raw = os.path.join(root, "raw")
+    write_ogb(root, npz=True)
+    with open(os.path.join(raw, "data.npz"), "wb") as f:
+        f.write(b"not an npz file at all")
+    with pytest.raises(ValueError, match=r"data\.npz: not a readable npz file"):
+        graphs.load_ogb_node(root)
+    write_ogb(root, npz=True)
+    data = open(os.path.join(raw, "data.npz"), "rb").read()
+    with open(os.path.join(raw, "data.npz"), "wb") as f:
+        f.write(data[: len(data) // 2])  # truncated
+    with pytest.raises(ValueError, match=r"data\.npz: not a readable npz file"):
+        graphs.load_ogb_node(root)
+    write_ogb(root, npz=True)
+    np.savez(
+        os.path.join(raw, "data.npz"),
+        edge_index=np.array([[0, 1], [1, 7]]),
+        node_feat=np.zeros((5, 3), np.float32),
+        num_nodes_list=np.array([5]),
+    )
+    with pytest.raises(ValueError, match=r"data\.npz: edge_index.*\[0, 5\)"):
+        graphs.load_ogb_node(root)
+    np.savez(
+        os.path.join(raw, "data.npz"),
+        edge_index=np.array([[0, 1], [1, 2]]),
+        node_feat=np.array([[object()]] * 5, dtype=object),
+        num_nodes_list=np.array([5]),
+    )
+    with pytest.raises(ValueError, match=r"data\.npz: not a readable npz file"):
+        graphs.load_ogb_node(root)
+    root = str(tmp_path / "ogbn_bad_csv")
+    write_ogb(root)
+    write_gz(os.path.join(root, "raw", "edge.csv.gz"), "0,1\n1,9\n")
+    with pytest.raises(ValueError, match=r"edge\.csv\.gz: edge endpoints must lie in \[0, 5\)"):
+        graphs.load_ogb_node(root)
+
+
+def test_planetoid_non_finite_features_name_the_file(tmp_path):
+    write_planetoid(tmp_path, "cora")
+    allx = sp.lil_matrix(np.ones((6, 5), np.float32))
+    allx[3, 2] = np.nan
+    with open(tmp_path / "ind.cora.allx", "wb") as f:
+        pickle.dump(sp.csr_matrix(allx), f, protocol=2)
+    with pytest.raises(ValueError, match=r"ind\.cora\.allx: .*1 non-finite value"):
+        graphs.load_planetoid(str(tmp_path), "cora")
+    write_planetoid(tmp_path, "cora")
+    with open(tmp_path / "ind.cora.tx", "wb") as f:
+        pickle.dump([["a", "b"]] * 4, f, protocol=2)
+    with pytest.raises(ValueError, match=r"ind\.cora\.tx: expected a numeric matrix"):
+        graphs.load_planetoid(str(tmp_path), "cora")
+
+
 # ----------------------------------------------------------------------------- synthetic
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import ml_collections
 
 from research.bifeat.stores import parse_schemes
-from research.datasets.graphs import PLANETOID_NAMES
+from research.datasets.graph_files import PLANETOID_NAMES
 from research.training import config_checks as checks
 
 Config = ml_collections.ConfigDict
@@ -24,7 +24,7 @@ FEATURE_NORMS = ("none", "center")
 EVAL_MODES = ("full", "sampled")
 EVAL_SELECTS = ("best_val", "last")
 EDGE_DROP_MODES = ("random", "degree")
-# Prefixes of the data sets read in the OGB layout (research.datasets.graphs.load_graph).
+# Prefixes of the data sets read in the OGB layout (research.datasets.graph_files.load_graph).
 OGB_PREFIXES = ("ogbn", "mag240m")
 
 

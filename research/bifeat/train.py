@@ -24,7 +24,8 @@ from models.gnn import GAT, GraphSAGE, blocks_from_fanout
 from research.bifeat import pipeline, report
 from research.bifeat.sampler import NeighborSampler, calibrate_caps
 from research.bifeat.stores import FeatureStore, Scheme, build_store, parse_schemes
-from research.datasets.graphs import Graph, drop_edges, load_graph
+from research.datasets.graph_files import load_graph
+from research.datasets.graphs import Graph, drop_edges
 from research.datasets.paths import resolve_data_dir
 from research.training.loop import train_loop
 from research.training.metrics import read_metrics

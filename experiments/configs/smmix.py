@@ -5,7 +5,7 @@ no-mixing / Mixup / CutMix baselines and the SMMix ablations.
 
 Presets:
   tiny    seconds: digits at 16 x 16, a 2-block ViT, none / CutMix / SMMix, 1 seed, 12 epochs.
-  small   CPU minutes: scikit-learn digits upsampled to 16 x 16 (patch 2: an 8 x 8 grid), a
+  small   0.7-2 CPU hours: scikit-learn digits upsampled to 16 x 16 (patch 2: an 8 x 8 grid), a
           mini ViT (width 48, 3 blocks, 3 heads), 150 epochs, methods none / Mixup / CutMix /
           SMMix / SMMix without the fine-grained loss / SMMix without consistency, 3 seeds each.
   small_lt  `small` on a long-tailed digits training set (imbalance factor 10), 80 epochs,
@@ -17,9 +17,10 @@ Presets:
           repeated augmentation, SMMix with Mixup (Beta(0.8, 0.8)) switching per batch.
 
 Override anything, e.g. `--config.methods=cutmix,smmix --config.num_seeds=1`,
-`--config.data.name=folder --config.data.data_dir=PATH` (CIFAR-style folders; relative paths are
-relative to the repository root), `--config.data.imbalance_factor=10` (long-tailed subset),
-`--config.train.ema_decay=0.9998`.
+`--config.data.name=folder --config.data_dir=PATH` (CIFAR-style folders; relative paths are
+relative to the repository root; a data_dir with the bundled digits is an error),
+`--config.data.imbalance_factor=10` (long-tailed subset), `--config.train.ema_decay=0.9998`.
+research/smmix/config_rules.py lists the rules every value must meet.
 
 `model`, `train` and `mix` are built from the method's options dataclasses, which hold their
 defaults and document each field: `research.smmix.model.ModelOptions`,
@@ -36,6 +37,20 @@ from research.smmix import mixing, model, steps
 
 SMALL_METHODS = "none,mixup,cutmix,smmix,smmix_no_fine,smmix_no_con"
 
+# What each preset runs, its wall time on the 2-core CPU (research/smmix/README.md) and what it
+# needs; `python -m experiments.smmix --help` prints it.
+PRESETS = {
+    "tiny": "digits 16x16, 2-block ViT, none/CutMix/SMMix, 1 seed, 12 epochs; TINY_TIME on the "
+    "2-core CPU; no GPU, no data files (digits ship with scikit-learn)",
+    "small": "digits 16x16, mini ViT, 6 methods x 3 seeds, 150 epochs (56,700 steps); about "
+    "0.7-2 h on the 2-core CPU (0.045-0.124 s / step measured, not timed end to end); no GPU, "
+    "no data files",
+    "small_lt": "small on long-tailed digits (imbalance 10), none/CutMix/SMMix x 3 seeds, 80 "
+    "epochs; 29.5 min wall (9.6 min CPU) measured on the 2-core CPU; no GPU, no data files",
+    "paper": "DeiT-T on ImageNet-1k, 300 epochs, Mixup/CutMix vs SMMix; not run here, no time "
+    "measured; needs GPUs and ImageNet-1k in ImageFolder layout (not in ../shared/data)",
+}
+
 
 def base() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -48,9 +63,12 @@ def base() -> ml_collections.ConfigDict:
     c.log_every = 50
     c.figure_images = 8  # SMMix mixtures drawn in smmix_mixtures.png (0: no figure)
 
+    # The ImageFolder root of data.name = "folder"; "" for the bundled digits (a folder given
+    # with digits is an error, not silently ignored).
+    c.data_dir = ""
+
     c.data = ml_collections.ConfigDict()
     c.data.name = "digits"  # or "folder": <data_dir>/<train_split|eval_split>/<class>/*
-    c.data.data_dir = ""
     c.data.train_split = "train"
     c.data.eval_split = "val"
     c.data.in_memory = True  # folder: decode everything once (CIFAR-size) or stream (ImageNet)
@@ -120,8 +138,8 @@ def paper() -> ml_collections.ConfigDict:
     c = base()
     c.num_seeds = 1
     c.methods = "mixup_cutmix,smmix"
+    c.data_dir = "../shared/data/imagenet"
     c.data.name = "folder"
-    c.data.data_dir = "../shared/data/imagenet"
     c.data.in_memory = False
     c.data.image_size = 224
     c.data.prefetch = 4

@@ -9,6 +9,8 @@ Images are float32 [N, H, W, C] in [0, 1] until `normalize`; labels int32 [N].
     x = rand_augment(x, rng, num_ops=2, magnitude=9)                 # [B, H, W, C] in [0, 1]
 
 Every random choice takes a `np.random.Generator`, so a batch is a pure function of its seed.
+An image that cannot be decoded (truncated, corrupt, not an image) or a float image with NaN /
+inf pixels raises ValueError naming the file.
 """
 
 from __future__ import annotations
@@ -166,25 +168,21 @@ class ImageFolder:
         out = np.empty((len(indices), image_size, image_size, 3), np.float32)
         for k, i in enumerate(np.asarray(indices)):
             path = self.paths[int(i)]
-            try:
-                with Image.open(path) as im:
-                    im = im.convert("RGB")
-                    w, h = im.size
-                    if train:
-                        box = _random_resized_box(w, h, scale, rng)
-                        im = im.resize((image_size, image_size), Image.BICUBIC, box=box)
-                        if rng.random() < 0.5:
-                            im = im.transpose(Image.FLIP_LEFT_RIGHT)
-                    else:
-                        short = int(image_size / crop_fraction)
-                        s = short / min(w, h)
-                        im = im.resize((max(short, round(w * s)), max(short, round(h * s))))
-                        left = (im.size[0] - image_size) // 2
-                        top = (im.size[1] - image_size) // 2
-                        im = im.crop((left, top, left + image_size, top + image_size))
-                    out[k] = np.asarray(im, np.float32) / 255.0
-            except OSError as err:
-                raise OSError(f"cannot decode image {path}: {err}") from err
+            with _open_rgb(path) as im:
+                w, h = im.size
+                if train:
+                    box = _random_resized_box(w, h, scale, rng)
+                    im = im.resize((image_size, image_size), Image.BICUBIC, box=box)
+                    if rng.random() < 0.5:
+                        im = im.transpose(Image.FLIP_LEFT_RIGHT)
+                else:
+                    short = int(image_size / crop_fraction)
+                    s = short / min(w, h)
+                    im = im.resize((max(short, round(w * s)), max(short, round(h * s))))
+                    left = (im.size[0] - image_size) // 2
+                    top = (im.size[1] - image_size) // 2
+                    im = im.crop((left, top, left + image_size, top + image_size))
+                out[k] = np.asarray(im, np.float32) / 255.0
         return out
 
     def load_all(self, image_size: int) -> np.ndarray:
@@ -193,10 +191,35 @@ class ImageFolder:
 
         out = np.empty((len(self), image_size, image_size, 3), np.float32)
         for k, path in enumerate(self.paths):
-            with Image.open(path) as im:
-                im = im.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
+            with _open_rgb(path) as im:
+                im = im.resize((image_size, image_size), Image.BILINEAR)
                 out[k] = np.asarray(im, np.float32) / 255.0
         return out
+
+
+def _open_rgb(path: str):
+    """The image at `path` decoded and converted to RGB (a PIL image; use it as a context
+    manager). A file Pillow cannot decode (truncated, corrupt, not an image) raises ValueError
+    naming `path`; a float image (mode F) with NaN or inf pixels too, as converting it to RGB
+    would silently turn them into 0 / 255. A file-system error (missing file, no permission)
+    stays the OSError that names the file."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            if im.mode == "F":
+                bad = int((~np.isfinite(np.asarray(im))).sum())
+                if bad:
+                    raise ValueError(
+                        f"{path}: {bad} NaN or infinite pixel values (expected finite values)"
+                    )
+            return im.convert("RGB")
+    except (OSError, SyntaxError, Image.DecompressionBombError) as err:
+        if isinstance(err, OSError) and err.errno is not None:
+            raise  # from the file system, with the file name
+        # Pillow's decoding errors ("image file is truncated", UnidentifiedImageError, and
+        # SyntaxError for some broken files) do not all name the file.
+        raise ValueError(f"{path}: cannot decode the image ({err})") from err
 
 
 def _random_resized_box(

@@ -24,6 +24,7 @@ from research.datasets import images as img
 from research.datasets.batching import epoch_indices
 from research.datasets.paths import resolve_data_dir
 from research.smmix import plots, report, steps
+from research.smmix.config_rules import validate_config
 from research.smmix.mixing import MixOptions
 from research.smmix.model import ModelOptions, make_model
 from research.training.loop import round_to_calls, train_loop
@@ -55,7 +56,8 @@ class ImageData:
 
 
 def load_data(config: Config) -> ImageData:
-    """The data of `config.data` (digits or an ImageFolder tree), long-tailed if asked."""
+    """The data of `config.data` (digits, or the ImageFolder tree at `config.data_dir`),
+    long-tailed if asked."""
     d = config.data
     if d.name == "digits":
         s = img.load_digits(
@@ -67,10 +69,13 @@ def load_data(config: Config) -> ImageData:
             train_x=s.train_x[keep], test_x=s.test_x, test_y=s.test_y,
         )  # fmt: skip
     if d.name != "folder":
-        raise ValueError(f"config.data.name must be 'digits' or 'folder', got {d.name!r}")
-    if not d.data_dir:
-        raise ValueError("config.data.data_dir must name the ImageFolder root for data.name=folder")
-    root = resolve_data_dir(d.data_dir)
+        raise ValueError(f"config.data.name = {d.name!r}: must be one of digits, folder")
+    if not config.data_dir:
+        raise ValueError(
+            f"config.data_dir = {config.data_dir!r}: must name the ImageFolder root for "
+            "config.data.name = 'folder'"
+        )
+    root = resolve_data_dir(config.data_dir)
     train = img.ImageFolder(root, d.train_split)
     evals = img.ImageFolder(root, d.eval_split, classes=train.classes)
     keep = _subset(train.labels, d.imbalance_factor, d.split_seed)
@@ -273,6 +278,7 @@ class Runner:
 def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
     """Every method x seed of `config`; writes results.{json,md}, top1.png, the mixing figure."""
     start = time.perf_counter()
+    validate_config(config)
     methods = steps.parse_methods(config.methods)
     data = load_data(config)
     runner = Runner(config, data)

@@ -2,6 +2,7 @@
 augmentations, epoch order."""
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -105,3 +106,48 @@ def test_augmentations_are_seeded_and_shape_preserving():
         assert out.shape == (16, 12, 12, 1) and np.isfinite(out).all(), name
     with pytest.raises(ValueError, match="unknown RandAugment ops"):
         img.rand_augment(x, rng, ops=("blur",))
+
+
+def _jpeg_folder(root, n=3):
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        os.makedirs(os.path.join(root, "train", name))
+        for i in range(n):
+            pixels = rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(os.path.join(root, "train", name, f"{i}.jpg"))
+    return img.ImageFolder(root, "train")
+
+
+def test_a_truncated_or_corrupt_image_names_the_file(tmp_path):
+    folder = _jpeg_folder(str(tmp_path))
+    bad = folder.paths[4]
+    data = open(bad, "rb").read()
+    open(bad, "wb").write(data[: len(data) // 2])  # truncated JPEG
+    for load in (
+        lambda: folder.load_all(8),
+        lambda: folder.load(np.arange(6), image_size=8, train=False),
+        lambda: folder.load(np.arange(6), image_size=8, train=True, rng=np.random.default_rng()),
+    ):
+        with pytest.raises(
+            ValueError, match=f"{re.escape(bad)}: cannot decode the image .*[Tt]runcated"
+        ):
+            load()
+    open(bad, "wb").write(b"not an image")
+    with pytest.raises(ValueError, match=f"{re.escape(bad)}: cannot decode the image"):
+        folder.load_all(8)
+    os.remove(bad)
+    with pytest.raises(FileNotFoundError, match=re.escape(bad)):
+        folder.load_all(8)
+
+
+def test_a_float_image_with_nan_pixels_names_the_file(tmp_path):
+    folder = _jpeg_folder(str(tmp_path), n=1)
+    pixels = np.full((6, 6), 0.5, np.float32)
+    pixels[0, 0], pixels[1, 1] = np.nan, np.inf
+    bad = os.path.join(str(tmp_path), "train", "b", "float.tif")
+    Image.fromarray(pixels, mode="F").save(bad)
+    folder = img.ImageFolder(str(tmp_path), "train")
+    with pytest.raises(ValueError, match=f"{re.escape(bad)}: 2 NaN or infinite pixel values"):
+        folder.load_all(8)
+    with pytest.raises(ValueError, match="float.tif: 2 NaN"):
+        folder.load(np.arange(len(folder)), image_size=8, train=False)

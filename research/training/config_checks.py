@@ -48,12 +48,12 @@ def fraction(config: Any, names: Iterable[str]) -> None:
     """Every field in `names` is a number in [0, 1]."""
     for name in names:
         value = field(config, name)
-        if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
             raise _fail(name, value, "must be in [0, 1]")
 
 
 def one_of(config: Any, name: str, choices: Iterable[str]) -> None:
-    """The field is one of `choices` (each item of a comma-separated string, if `name` lists)."""
+    """The field is one of `choices`."""
     choices = tuple(choices)
     value = field(config, name)
     if value not in choices:

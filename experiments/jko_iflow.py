@@ -4,7 +4,8 @@ python -m experiments.jko_iflow --config=experiments/configs/jko_iflow.py:tiny -
 """
 
 from experiments.app import run
+from research.jko_iflow.config_rules import validate_config
 from research.jko_iflow.train import train_and_evaluate
 
 if __name__ == "__main__":
-    run(train_and_evaluate)
+    run(train_and_evaluate, validate_config)

@@ -2,19 +2,22 @@
 
     python -m experiments.jko_iflow --config=experiments/configs/jko_iflow.py:<preset> --workdir=DIR
 
-Presets:
+Presets (`PRESETS` below: what each runs, its time on the 2-core CPU, what it needs):
   tiny      seconds: 8gaussians, 2 small blocks, for tests.
-  small     CPU minutes: every 2D density (6 toy densities, the correlated Gaussian, rose, tree),
-            JKO-iFlow vs the baseline at equal number of optimizer steps.
+  small     about 31 minutes on the CPU: every 2D density (6 toy densities, the correlated
+            Gaussian, rose, tree), JKO-iFlow vs the baseline at equal number of optimizer steps.
   rose      the rose image density in the setting measured with the official code on this CPU:
             8 blocks x 250 iterations, batch 2000, width 128, 3 RK4 sub-steps, lr 1e-4.
   gaussian  the correlated Gaussian N(0, [[7, 5], [5, 7]]) (closed-form NLL 4.4269).
   paper     the official recipe on rose: 8 blocks x 10,000 iterations (GPU).
 
-Override anything, e.g. `--config.densities=rose,tree --config.jko.iters_per_block=500`;
-`--config.data_dir` is the folder with rose.png / tree.png (relative paths are relative to the
-repository root); tabular benchmarks (`--config.densities=power`) read
-`<tabular_dir>/power/{train,val,test}.npy`.
+Override anything, e.g. `--config.densities=rose,tree --config.jko.iters_per_block=500`.
+`--config.data_dir` is the one data folder: it holds `<name>.png` for the image densities
+(rose, tree) and `<name>/{train,val,test}.npy` for the tabular benchmarks
+(`--config.densities=power --config.data_dir=DIR`); relative paths are relative to the
+repository root. It is empty ("") when every chosen density is generated in code (the toy
+densities and `gaussian`): a folder given for those is an error, as is a missing one for a
+density that reads files (`research/jko_iflow/config_rules.py`).
 
 The `model`, `jko` (with `jko.reparam`), `baseline` and `eval` sub-dicts are built from the
 frozen options dataclasses `flow.ModelOptions`, `jko.JKOOptions`, `jko.BaselineOptions` and
@@ -36,8 +39,7 @@ def base() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.densities = "rose"  # comma-separated: TOY_DENSITIES, rose, tree, or power/gas/...
-    c.data_dir = "../shared/data/densities2d"
-    c.tabular_dir = "../shared/data/tabular"
+    c.data_dir = "../shared/data/densities2d"  # rose.png, tree.png; "" for generated densities
     c.num_train = 500_000  # official ntr
     c.num_test = 50_000  # official nte
     c.steps_per_call = 25  # optimizer steps per host round-trip (lax.scan)
@@ -53,6 +55,7 @@ def base() -> ml_collections.ConfigDict:
 def tiny() -> ml_collections.ConfigDict:
     c = base()
     c.densities = "8gaussians"
+    c.data_dir = ""  # generated in code
     c.num_train, c.num_test = 4096, 2048
     c.steps_per_call, c.checkpoint_every, c.log_every = 10, 30, 10
     c.model.width, c.model.depth = 32, 2
@@ -90,6 +93,7 @@ def rose() -> ml_collections.ConfigDict:
 def gaussian() -> ml_collections.ConfigDict:
     c = base()
     c.densities = "gaussian"
+    c.data_dir = ""  # generated in code
     c.num_train, c.num_test = 100_000, 10_000  # official 2d_gaussian.yaml
     c.jko.num_blocks, c.jko.step_sizes, c.jko.num_substeps = 2, (10.0, 10.0), 5
     c.jko.iters_per_block = 500
@@ -106,6 +110,23 @@ def paper() -> ml_collections.ConfigDict:
     c.jko.reparam.rounds, c.jko.reparam.iters_per_block = 1, 2000
     c.checkpoint_every = 1000
     return c
+
+
+PRESETS = {
+    "tiny": "8gaussians, 2 blocks x 60 iterations, width 32, JKO-iFlow and the baseline; "
+    "TINY_TIME on the 2-core CPU; no GPU, no data files",
+    "small": "all nine 2D densities (toy, Gaussian, rose, tree), up to 4 blocks x 200 iterations, "
+    "JKO-iFlow vs the baseline; about 31 min (1854 s) on the 2-core CPU; no GPU; rose.png and "
+    "tree.png, shipped in ../shared/data/densities2d",
+    "rose": "rose, 8 blocks x 250 iterations, batch 2000, width 128 (the official code's measured "
+    "setting), no baseline; about 9 min (525 s) on the 2-core CPU; no GPU; rose.png, shipped in "
+    "../shared/data/densities2d",
+    "gaussian": "correlated Gaussian (closed-form NLL 4.4269), 2 blocks x 500 iterations, no "
+    "baseline; about 10 min (596 s) on the 2-core CPU; no GPU, no data files",
+    "paper": "the official rose recipe, 8 blocks x 10,000 iterations + one reparameterization "
+    "round, with the baseline; not measured on the 2-core CPU (hours there); meant for a GPU; "
+    "rose.png, shipped in ../shared/data/densities2d",
+}
 
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:

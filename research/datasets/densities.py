@@ -128,12 +128,28 @@ def read_grey_image(path: str) -> np.ndarray:
         raise FileNotFoundError(f"image density file {path} does not exist")
     try:
         with Image.open(path) as img:
+            if img.mode == "F":  # float pixels: convert("L") would turn a NaN into 0 (black)
+                _check_finite(path, np.asarray(img), "pixel values")
             grey = np.asarray(img.convert("L"), np.float64)
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"cannot read {path} as an image: {err}") from err
     if grey.ndim != 2 or min(grey.shape) < 2:
         raise ValueError(f"{path}: expected a 2D image of at least 2 x 2 pixels, got {grey.shape}")
+    _check_finite(path, grey, "grey levels")
     return grey
+
+
+def _check_finite(path: str, values: np.ndarray, what: str) -> None:
+    """ValueError naming `path`, the count of NaN / infinite entries and the first one's index."""
+    if not np.issubdtype(values.dtype, np.floating):
+        return
+    bad = ~np.isfinite(values)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{path}: {int(np.isnan(values).sum())} NaN and {int(np.isinf(values).sum())} "
+            f"infinite {what} (first at index {first}); expected finite numbers"
+        )
 
 
 def image_sampler(grey: np.ndarray) -> Sampler:
@@ -143,6 +159,8 @@ def image_sampler(grey: np.ndarray) -> Sampler:
     x = -4 + 8 c / (w - 1), y = 4 - 8 r / (h - 1) (upright), plus N(0, diag(8/(2w), 8/(2h))^2).
     """
     h, w = grey.shape
+    if not np.all(np.isfinite(grey)):
+        raise ValueError("image density: the grey levels hold NaN or infinite values")
     weight = (grey.max() - grey)[::-1].reshape(-1)  # flip rows: row 0 of `weight` is the bottom
     if weight.sum() <= 0:
         raise ValueError("image density: the image is uniform, every pixel has weight zero")
@@ -159,8 +177,13 @@ def image_sampler(grey: np.ndarray) -> Sampler:
 
 
 def load_image_density(data_dir: str, name: str) -> Sampler:
-    """The sampler of `<data_dir>/<name>.png` (e.g. rose, tree)."""
-    return image_sampler(read_grey_image(os.path.join(data_dir, f"{name}.png")))
+    """The sampler of `<data_dir>/<name>.png` (e.g. rose, tree). Errors name the file."""
+    path = os.path.join(data_dir, f"{name}.png")
+    grey = read_grey_image(path)
+    try:
+        return image_sampler(grey)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
 
 
 def get_sampler(name: str, data_dir: str | None = None) -> Sampler:
@@ -204,7 +227,6 @@ def load_tabular(data_dir: str, name: str) -> dict[str, np.ndarray]:
         d = expected_d or splits.get("train", arr).shape[1]
         if arr.shape[1] != d or arr.shape[0] == 0:
             raise ValueError(f"{path}: expected shape [N > 0, {d}] for {name}, got {arr.shape}")
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{path}: contains NaN or infinite values")
+        _check_finite(path, arr, "values")
         splits[split] = arr.astype(np.float32)
     return splits

@@ -14,27 +14,32 @@ from research.datasets.paths import resolve_data_dir
 
 
 def load_data(
-    name: str, *, data_dir: str, tabular_dir: str, num_train: int, num_test: int, seed: int
+    name: str, *, data_dir: str, num_train: int, num_test: int, seed: int
 ) -> dict[str, Any]:
     """Train and test samples of density `name`.
 
-    2D densities (code or image) draw `num_train` and `num_test` independent samples, as the
-    official code does; tabular benchmarks read their `.npy` splits (train, test; `num_*` cap
-    the sizes when positive). Returns {"train": [N, d], "test": [M, d], "true_logpdf": fn or None}.
+    2D densities (code or image `<data_dir>/<name>.png`) draw `num_train` and `num_test`
+    independent samples, as the official code does; tabular benchmarks read their `.npy` splits
+    `<data_dir>/<name>/{train,test}.npy` (`num_*` cap the sizes when positive). Returns
+    {"train": [N, d], "test": [M, d], "true_logpdf": fn or None}. Errors name the file or the
+    folder and what was expected; values read from files are checked finite by the loaders.
     """
+    reads_files = name.lower() in densities.TABULAR_DIMS or name in densities.IMAGE_DENSITIES
+    if reads_files:
+        folder = resolve_data_dir(data_dir) if data_dir else ""
+        if not folder or not os.path.isdir(folder):
+            raise FileNotFoundError(
+                f"data folder {folder or '(none)'} (from --config.data_dir={data_dir!r}) does not "
+                f"exist; density {name} reads its files from it (rose, tree: "
+                "shared/data/densities2d beside the repository)"
+            )
     if name.lower() in densities.TABULAR_DIMS:
-        splits = densities.load_tabular(resolve_data_dir(tabular_dir), name.lower())
+        splits = densities.load_tabular(folder, name.lower())
         train, test = splits["train"], splits["test"]
         train = train[:num_train] if num_train > 0 else train
         test = test[:num_test] if num_test > 0 else test
         return {"train": train, "test": test, "true_logpdf": None}
     if name in densities.IMAGE_DENSITIES:
-        folder = resolve_data_dir(data_dir)
-        if not os.path.isdir(folder):
-            raise FileNotFoundError(
-                f"data folder {folder} (from --config.data_dir={data_dir!r}) does not exist; it "
-                f"should hold {name}.png (shared/data/densities2d beside the repository)"
-            )
         sampler = densities.load_image_density(folder, name)
     else:
         sampler = densities.get_sampler(name)

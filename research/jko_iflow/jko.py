@@ -205,8 +205,8 @@ def reparameterize(
     if len(h) != len(movements):
         raise ValueError(f"{len(h)} step sizes but {len(movements)} movements")
     a = np.asarray(movements, np.float64)
-    if np.any(a <= 0):
-        raise ValueError(f"movements must be positive, got {list(a)}")
+    if not np.all(np.isfinite(a) & (a > 0)):  # a NaN movement would give NaN step sizes
+        raise ValueError(f"block movements must be finite and positive, got {list(a)}")
     mean_a = float(np.mean(a))
     return [
         float(min(hk + eta * (mean_a * hk / ak - hk), h_max)) for hk, ak in zip(h, a, strict=True)

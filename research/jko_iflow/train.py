@@ -29,11 +29,13 @@ from absl import logging
 
 from models.flows import VelocityMLP, init_velocity
 from research.jko_iflow import evaluate, flow, jko, plots
+from research.jko_iflow.config_rules import density_names, validate_config
 from research.jko_iflow.data import epoch_batches, load_data
 from research.jko_iflow.evaluate import EvalOptions
 from research.jko_iflow.flow import ModelOptions
 from research.jko_iflow.jko import BaselineOptions, JKOOptions
 from research.training import results
+from research.training.errors import NonFiniteError
 from research.training.loop import round_to_calls, train_loop
 from research.training.metrics import steady_steps_per_second
 from research.training.parallel import data_mesh, make_train_step
@@ -55,6 +57,27 @@ class RunSettings:
     @classmethod
     def from_config(cls, config: Config) -> RunSettings:
         return cls(config.seed, config.steps_per_call, config.checkpoint_every, config.log_every)
+
+
+class NonFiniteDataError(NonFiniteError, ValueError):
+    """The training data pushed through a trained block hold NaN or infinity: the next block
+    would train on them (one line, exit status 1, like the loop's NaN guard)."""
+
+
+def push_through_block(
+    model: VelocityMLP, params: Any, x: np.ndarray, *, solver: flow.Solver, name: str
+) -> np.ndarray:
+    """`x` [N, d] pushed through one trained block; raises NonFiniteDataError naming the block
+    when a pushed point is NaN or infinite (finite parameters can still overflow)."""
+    x_next = np.asarray(flow.flow_forward(model, [params], x, solver=solver)[-1])
+    bad = ~np.all(np.isfinite(x_next), axis=-1)
+    if bad.any():
+        raise NonFiniteDataError(
+            f"{name}: {int(bad.sum())} of the {len(x)} training points pushed through the trained "
+            f"block are NaN or infinite (first: row {int(np.argmax(bad))}); the next block would "
+            "train on them; lower config.jko.lr or check the data"
+        )
+    return x_next
 
 
 def make_optimizer(lr: float, clip: float) -> optax.GradientTransformation:
@@ -167,7 +190,6 @@ def train_jko(
     s = opts.num_substeps
     step_fn = jko_train_step(opts, model, steps_per_call=run.steps_per_call)
     push_solver = flow.Solver("rk4", num_steps=s)
-    push = lambda p, x: np.asarray(flow.flow_forward(model, [p], x, solver=push_solver)[-1])
     h = opts.block_step_sizes()
 
     def train_block(params, x, k, h_k, num_steps, name):
@@ -184,7 +206,7 @@ def train_jko(
             extra={"w2_weight": 1.0 / (2.0 * h_k)},
         )
         state, seconds = _loop(run, bdir, state, step_fn, batch_fn, steps, name)
-        x_next = push(state.params, x)
+        x_next = push_through_block(model, state.params, x, solver=push_solver, name=name)
         sub = slice(0, min(len(x), 20000))
         # A re-run reads a finished block's info back (its training time is the first run's).
         info = results.cached_result(
@@ -284,7 +306,6 @@ def run_density(config: Config, name: str, workdir: str) -> tuple[dict[str, floa
     data = load_data(
         name,
         data_dir=config.data_dir,
-        tabular_dir=config.tabular_dir,
         num_train=config.num_train,
         num_test=config.num_test,
         seed=config.seed,
@@ -369,10 +390,10 @@ METRIC_COLUMNS = (
 
 
 def train_and_evaluate(config: Config, workdir: str) -> dict[str, float]:
-    """Runs every density of `config.densities`; writes results.json / results.md / plots."""
-    names = [n.strip() for n in config.densities.split(",") if n.strip()]
-    if not names:
-        raise ValueError("--config.densities is empty; give comma-separated density names")
+    """Runs every density of `config.densities`; writes results.json / results.md / plots.
+    The config is checked first (`config_rules.validate_config`)."""
+    validate_config(config)
+    names = density_names(config)
     all_metrics: dict[str, float] = {}
     rows, figs = [], []
     for name in names:

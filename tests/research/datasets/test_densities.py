@@ -82,3 +82,33 @@ def test_tabular_loader_errors(tmp_path):
     np.save(tmp_path / "power" / "val.npy", bad)
     with pytest.raises(ValueError, match="NaN"):
         densities.load_tabular(str(tmp_path), "power")
+
+
+def test_image_density_with_nan_pixels_or_uniform_grey_names_the_file(tmp_path):
+    grey = np.full((20, 30), 200.0, np.float32)
+    grey[3, 4], grey[5, 6] = np.nan, np.inf
+    # A float image under the density's name: converting it to grey would turn NaN into black.
+    Image.fromarray(grey, mode="F").save(tmp_path / "rose.png", format="TIFF")
+    with pytest.raises(ValueError, match=r"rose\.png: 1 NaN and 1 infinite pixel values"):
+        densities.load_image_density(str(tmp_path), "rose")
+    Image.fromarray(np.full((8, 8), 7, np.uint8)).save(tmp_path / "tree.png")
+    with pytest.raises(ValueError, match=r"tree\.png: image density: the image is uniform"):
+        densities.load_image_density(str(tmp_path), "tree")
+
+
+def test_truncated_image_and_non_finite_tabular_values_name_the_file(tmp_path):
+    img = (np.random.default_rng(0).random((60, 80)) * 255).astype(np.uint8)
+    Image.fromarray(img).save(tmp_path / "rose.png")
+    data = (tmp_path / "rose.png").read_bytes()
+    (tmp_path / "rose.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"rose\.png as an image: image file is truncated"):
+        densities.load_image_density(str(tmp_path), "rose")
+    _write_splits(tmp_path / "power", d=6)
+    bad = np.ones((12, 6))
+    bad[7, 2] = -np.inf
+    np.save(tmp_path / "power" / "test.npy", bad)
+    with pytest.raises(
+        ValueError,
+        match=r"power/test\.npy: 0 NaN and 1 infinite values \(first at index \(7, 2\)\)",
+    ):
+        densities.load_tabular(str(tmp_path), "power")

@@ -110,3 +110,9 @@ def test_step_sizes_stopping_rule_and_reparameterization():
     np.testing.assert_allclose(jko.block_movements(traj), [np.sqrt(2), 2 * np.sqrt(2)])
     with pytest.raises(ValueError, match="movements"):
         jko.reparameterize([1.0], [1.0, 2.0])
+
+
+def test_reparameterization_refuses_a_nan_movement():
+    # Before, a NaN movement gave NaN step sizes and the blocks were retrained with them.
+    with pytest.raises(ValueError, match="movements must be finite and positive"):
+        jko.reparameterize([1.0, 1.0], [1.0, float("nan")])

@@ -3,13 +3,19 @@
 import json
 import os
 
+import jax
+import numpy as np
 import pytest
 
 from experiments.configs.jko_iflow import get_config
+from models.flows import init_velocity
+from research.datasets.densities import get_sampler
+from research.jko_iflow import flow
 from research.jko_iflow.evaluate import EvalOptions
-from research.jko_iflow.flow import ModelOptions
+from research.jko_iflow.flow import ModelOptions, Solver
 from research.jko_iflow.jko import BaselineOptions, JKOOptions, ReparamOptions
-from research.jko_iflow.train import train_and_evaluate
+from research.jko_iflow.train import RunSettings, push_through_block, train_and_evaluate, train_jko
+from research.training.errors import NonFiniteError
 from research.training.results import read_results
 
 
@@ -66,3 +72,34 @@ def test_tiny_preset_end_to_end_then_resume_adds_a_block(tmp_path):
         info = json.load(f)
     assert info["step_sizes"] != [1.0, 1.5, 2.25]  # reparameterized
     assert metrics["8gaussians/jko/nll"] < jko["nll_standard_normal"] - 1.0
+
+
+def _tiny_field_and_data():
+    model = ModelOptions(width=8, depth=1).make(2)
+    return model, get_sampler("8gaussians")(64, np.random.default_rng(0))
+
+
+def test_a_block_that_sends_training_points_to_inf_is_named():
+    model, x = _tiny_field_and_data()
+    # Finite parameters can still overflow: a field scaled by 1e30 sends the points to inf.
+    huge = jax.tree.map(lambda p: p * 1e30, init_velocity(model, jax.random.PRNGKey(0)))
+    with pytest.raises(NonFiniteError, match=r"block_07: \d+ of the 64 training points pushed"):
+        push_through_block(model, huge, x, solver=Solver("rk4", num_steps=1), name="block_07")
+
+
+def test_non_finite_pushed_data_stop_training_in_that_block(tmp_path, monkeypatch):
+    # Block 1's pushed data holding one NaN point stop the run in block 1, with a ValueError
+    # naming it (before: block 2 trained on them and its NaN loss was caught a block later).
+    model, x = _tiny_field_and_data()
+    forward = flow.flow_forward
+
+    def one_nan_point(*args, **kwargs):
+        traj = forward(*args, **kwargs)
+        return traj[:-1] + [traj[-1].at[3, 0].set(np.nan)]
+
+    monkeypatch.setattr(flow, "flow_forward", one_nan_point)
+    opts = JKOOptions(num_blocks=2, num_substeps=1, iters_per_block=5, batch_size=16, lr=1e-3)
+    run = RunSettings(seed=0, steps_per_call=5, checkpoint_every=5, log_every=5)
+    with pytest.raises(ValueError, match=r"block_01: 1 of the 64 training points .*first: row 3"):
+        train_jko(opts, model, x, str(tmp_path), jax.random.PRNGKey(0), run=run)
+    assert not (tmp_path / "block_02").exists()

@@ -38,13 +38,18 @@ from research.ankge.analogy import (
 from research.datasets.batching import EpochBatches
 from research.datasets.kg import KG, add_reverse, load_kg, synthetic_kg
 from research.datasets.paths import resolve_data_dir
-from research.training import results
+from research.training import identity, results
 from research.training.loop import round_to_calls, train_loop
 from research.training.metrics import read_metrics, steady_steps_per_second
 from research.training.parallel import data_mesh, make_train_step
 from research.training.train_state import TrainState
 
 Config = ml_collections.ConfigDict
+
+# Stage 2 re-selects the lambdas on a finished run's trained analogy functions when these change
+# (`train_ankge`'s stored settings), so a workdir may be re-run with other lambda settings.
+LAMBDA_FIELDS = ("lambda_grid", "lambda_valid_queries", "ent_lambda", "rel_lambda", "triple_lambda")
+identity.reevaluated_by_the_code(*(f"ankge.{name}" for name in LAMBDA_FIELDS))
 
 
 def load_data(config: Config) -> KG:

@@ -6,7 +6,9 @@ identity is the flattened config minus the fields that do not change any result:
 - bookkeeping (`NON_RESULT_FIELDS`: logging and checkpoint cadence, prefetch depth, the preset
   name, which is only a label for the fields), and
 - selection (`SELECTION_FIELDS`: which seeds, methods, schemes, densities or pairs to run), so that
-  adding seeds or methods to a finished experiment reuses the runs it already has.
+  adding seeds or methods to a finished experiment reuses the runs it already has, and
+- fields a paper declares with `reevaluated_by_the_code`, whose change its own code detects and
+  recomputes from (the stored result records them and is re-evaluated when they differ).
 
 `experiments.app` compares the identity with the workdir's `config.json` before any work, and
 sets it as the current identity; the checkpointer and `results.cached_result` store it beside
@@ -37,6 +39,16 @@ NON_RESULT_FIELDS = frozenset(
 SELECTION_FIELDS = frozenset({"num_seeds", "schemes", "methods", "densities", "pairs"})
 
 
+_REEVALUATED: set[str] = set()
+
+
+def reevaluated_by_the_code(*names: str) -> None:
+    """Declares dotted config fields (e.g. "ankge.lambda_grid") whose change a paper's own code
+    detects on a finished run and recomputes what depends on them (AnKGE re-selects its lambdas
+    on the trained analogy functions): they are left out of the identity."""
+    _REEVALUATED.update(names)
+
+
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """{"a.b": value} of a nested mapping (tuples as lists)."""
     flat = {}
@@ -55,7 +67,11 @@ def result_fields(config: Any) -> dict[str, Any]:
     ignored = NON_RESULT_FIELDS | SELECTION_FIELDS
     # One JSON round trip, so a config read back from config.json compares equal.
     flat = json.loads(json.dumps(flatten(tree), default=str))
-    return {k: v for k, v in flat.items() if k.rsplit(".", 1)[-1] not in ignored}
+    return {
+        k: v
+        for k, v in flat.items()
+        if k.rsplit(".", 1)[-1] not in ignored and k not in _REEVALUATED
+    }
 
 
 def fingerprint(fields: Mapping[str, Any]) -> str:

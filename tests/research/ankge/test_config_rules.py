@@ -144,3 +144,17 @@ def test_binary_reports_a_bad_value_in_one_line(tmp_path):
     assert len(lines) == 1, proc.stderr
     assert "config.base.batch_size = 0: must be > 0" in lines[0]
     assert not os.path.exists(workdir / "base")
+
+
+def test_lambda_settings_are_outside_the_run_identity():
+    """A finished workdir may be re-run with other lambdas (stage 2 re-selects them on the
+    trained analogy functions); every other stage-2 setting still belongs to the identity."""
+    from research.training import identity  # research.ankge.train (imported) declares them
+
+    config = configs.get_config("tiny")
+    before = identity.fingerprint(identity.result_fields(config))
+    config.ankge.lambda_grid = "0,0.1"
+    config.ankge.triple_lambda = 0.3
+    assert identity.fingerprint(identity.result_fields(config)) == before
+    config.ankge.lr = 0.5
+    assert identity.fingerprint(identity.result_fields(config)) != before

@@ -138,7 +138,6 @@ def _check_data(config: Any) -> None:
             "nothing to register: list NAME:RADIUS pairs, enable the synthetic pair or the "
             "robustness sweep, or give --source/--target",
         )
-    checks.data_dir(config, uses_files=bool(pairs))
     if pairs and not config.data_dir:
         raise _fail(
             "data_dir",
@@ -146,6 +145,7 @@ def _check_data(config: Any) -> None:
             f"the shared pairs (config.pairs = {config.pairs!r}) are read from this folder; give "
             f"it (e.g. {DEFAULT_DATA_DIR}), or use the tiny preset or --source/--target",
         )
+    checks.data_dir(config, uses_files=bool(pairs))
 
 
 def validate_config(config: Any) -> None:

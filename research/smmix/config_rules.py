@@ -52,9 +52,6 @@ def _data(config: Any) -> None:
             "ImageFolder <data_dir>/<split>/<class>/*)"
         ) from None
     if d.name == "folder":
-        if not config.data_dir:
-            raise _fail("data_dir", config.data_dir, "must name the ImageFolder root for "
-                        "config.data.name = 'folder'")  # fmt: skip
         for name in ("data.train_split", "data.eval_split"):
             if not checks.field(config, name):
                 raise _fail(name, checks.field(config, name), "must name a sub-folder")

@@ -3,19 +3,16 @@ files, the presets listed for --help, and a non-finite solve that must not becom
 
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from experiments.configs import amm_nrr as amm_config
 from experiments.configs.amm_nrr import get_config
 from research.amm_nrr import robustness, solver, train
 from research.amm_nrr.config_rules import DEFAULT_DATA_DIR, validate_config
 from research.datasets.meshes import grid_surface, save_mesh
 from research.training.errors import NonFiniteError
-from tests.conftest import REPO_ROOT
+from tests.binaries import assert_one_error_line, run_binary
 
 
 def explicit_pair(tmp_path):
@@ -138,16 +135,6 @@ def test_explicit_pair_conflicts(tmp_path):
         validate_config(config)
 
 
-def test_presets_lists_exactly_the_presets_of_get_config():
-    with pytest.raises(ValueError, match="available presets: (.*)") as err:
-        get_config("no_such_preset")
-    available = err.value.args[0].split("available presets: ")[1].split(", ")
-    assert list(amm_config.PRESETS) == available
-    for name, text in amm_config.PRESETS.items():
-        assert get_config(name).preset == name
-        assert text and "\n" not in text
-
-
 @pytest.mark.parametrize(
     "text,line",
     [
@@ -217,15 +204,9 @@ def test_a_non_finite_robustness_solve_raises(monkeypatch):
 def test_binary_reports_a_bad_value_in_one_line(tmp_path):
     """The authors' CLI (paper preset) with a negative --radius: exit status 1, one line."""
     source = save_mesh(str(tmp_path / "s.obj"), grid_surface(3))
-    cmd = [sys.executable, "-m", "experiments.amm_nrr", f"--source={source}"]
-    cmd += [f"--target={source}", f"--out={tmp_path / 'w'}", "--radius=-1"]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1, proc.stderr
-    lines = [
-        line
-        for line in proc.stderr.splitlines()
-        if line.strip() and not (line[:1] in "IWE" and line[1:5].isdigit())
-    ]
-    assert len(lines) == 1, proc.stderr
-    assert "config.solver.radius = -1.0: must be > 0" in lines[0]
+    proc = run_binary(
+        "experiments.amm_nrr", f"--source={source}", f"--target={source}",
+        f"--out={tmp_path / 'w'}", "--radius=-1",
+    )  # fmt: skip
+    assert_one_error_line(proc, "config.solver.radius = -1.0: must be > 0")
     assert not os.path.exists(tmp_path / "w" / "pair_aa")

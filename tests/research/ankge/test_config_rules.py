@@ -2,8 +2,6 @@
 PRESETS table, the FB15k-237 presets, and the binary's one-line error for a bad value."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -11,7 +9,7 @@ from experiments.configs import ankge as configs
 from research.ankge.config_rules import check_against_graph, validate_config
 from research.ankge.train import load_data, train_and_evaluate
 from research.datasets.paths import resolve_data_dir
-from tests.conftest import REPO_ROOT
+from tests.binaries import assert_one_error_line, run_binary
 
 
 def tiny(**overrides):
@@ -20,13 +18,6 @@ def tiny(**overrides):
         section, _, field = name.rpartition("__")
         (config[section] if section else config)[field] = value
     return config
-
-
-def test_presets_lists_every_preset_of_get_config_in_order():
-    assert list(configs.PRESETS) == list(configs.builders())
-    for name, text in configs.PRESETS.items():
-        assert configs.get_config(name).preset == name
-        assert text and "\n" not in text
 
 
 @pytest.mark.parametrize("preset", list(configs.PRESETS))
@@ -126,23 +117,11 @@ def test_fb15k237_presets_follow_the_official_settings():
 
 def test_binary_reports_a_bad_value_in_one_line(tmp_path):
     workdir = tmp_path / "w"
-    cmd = [
-        sys.executable,
-        "-m",
-        "experiments.ankge",
-        "--config=experiments/configs/ankge.py:tiny",
-        f"--workdir={workdir}",
-        "--config.base.batch_size=0",
-    ]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1, proc.stderr
-    lines = [
-        line
-        for line in proc.stderr.splitlines()
-        if line.strip() and not (line[:1] in "IWE" and line[1:5].isdigit())
-    ]
-    assert len(lines) == 1, proc.stderr
-    assert "config.base.batch_size = 0: must be > 0" in lines[0]
+    proc = run_binary(
+        "experiments.ankge", "--config=experiments/configs/ankge.py:tiny",
+        f"--workdir={workdir}", "--config.base.batch_size=0",
+    )  # fmt: skip
+    assert_one_error_line(proc, "config.base.batch_size = 0: must be > 0")
     assert not os.path.exists(workdir / "base")
 
 

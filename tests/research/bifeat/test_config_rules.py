@@ -4,15 +4,13 @@ file's PRESETS describes every preset."""
 
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-from experiments.configs import bifeat as bifeat_config
 from experiments.configs.bifeat import get_config
 from research.bifeat.config_rules import validate_config
-from tests.conftest import REPO_ROOT, SHARED_DATA
+from tests.binaries import assert_one_error_line, run_binary
+from tests.conftest import SHARED_DATA
 
 
 def _escape(text):
@@ -126,32 +124,10 @@ def test_data_dir_only_for_data_sets_that_read_files(tmp_path):
         validate_config(config)
 
 
-def test_presets_describes_every_preset_in_order():
-    with pytest.raises(ValueError, match="available presets: (.*)") as err:
-        get_config("no_such_preset")
-    names = err.value.args[0].split("available presets: ")[1].split(", ")
-    assert list(bifeat_config.PRESETS) == names
-    for name, text in bifeat_config.PRESETS.items():
-        assert get_config(name).preset == name
-        assert text and "\n" not in text
-
-
 def test_binary_reports_a_bad_value_in_one_line(tmp_path):
-    cmd = [
-        sys.executable,
-        "-m",
-        "experiments.bifeat",
-        "--config=experiments/configs/bifeat.py:tiny",
-        f"--workdir={tmp_path / 'w'}",
-        "--config.model.hidden=0",
-    ]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1, proc.stderr
-    lines = [
-        line
-        for line in proc.stderr.splitlines()
-        if line.strip() and not (line[:1] in "IWE" and line[1:5].isdigit())
-    ]
-    assert len(lines) == 1, proc.stderr
-    assert "config.model.hidden = 0: must be > 0" in lines[0]
+    proc = run_binary(
+        "experiments.bifeat", "--config=experiments/configs/bifeat.py:tiny",
+        f"--workdir={tmp_path / 'w'}", "--config.model.hidden=0",
+    )  # fmt: skip
+    assert_one_error_line(proc, "config.model.hidden = 0: must be > 0")
     assert not os.path.exists(tmp_path / "w" / "runs")  # rejected before any work

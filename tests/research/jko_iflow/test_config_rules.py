@@ -1,17 +1,13 @@
 """Config validation (research/jko_iflow/config_rules.py), the presets list and the binary's
 one-line error for a bad value."""
 
-import re
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from PIL import Image
 
 from experiments.configs import jko_iflow as configs
 from research.jko_iflow.config_rules import validate_config
-from tests.conftest import REPO_ROOT
+from tests.binaries import assert_one_error_line, run_binary
 
 
 def _tiny(**fields):
@@ -83,31 +79,11 @@ def test_data_dir_is_given_exactly_for_densities_that_read_files(tmp_path):
     validate_config(small)
 
 
-def test_presets_lists_every_preset_of_get_config_in_order():
-    with pytest.raises(ValueError, match="available presets: ") as err:
-        configs.get_config("no-such-preset")
-    available = str(err.value).split("available presets: ")[1].split(", ")
-    assert list(configs.PRESETS) == available
-    for name, text in configs.PRESETS.items():
-        assert configs.get_config(name).preset == name
-        assert "2-core CPU" in text and "GPU" in text, name
-
-
 def test_the_binary_rejects_a_bad_value_with_one_line(tmp_path):
-    cmd = [
-        sys.executable,
-        "-m",
-        "experiments.jko_iflow",
-        "--config=experiments/configs/jko_iflow.py:tiny",
-        "--config.jko.batch_size=0",
-        f"--workdir={tmp_path / 'w'}",
-    ]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1, proc.stderr[-2000:]
-    lines = [
-        line
-        for line in proc.stderr.splitlines()
-        if line.strip() and not re.match(r"[IWE]\d{4}", line)
-    ]
-    assert lines == ["jko_iflow.py: error: ValueError: config.jko.batch_size = 0: must be > 0"]
+    proc = run_binary(
+        "experiments.jko_iflow", "--config=experiments/configs/jko_iflow.py:tiny",
+        "--config.jko.batch_size=0", f"--workdir={tmp_path / 'w'}",
+    )  # fmt: skip
+    line = assert_one_error_line(proc, "config.jko.batch_size = 0: must be > 0")
+    assert line == "jko_iflow.py: error: ValueError: config.jko.batch_size = 0: must be > 0"
     assert not (tmp_path / "w").exists()  # nothing was started

@@ -15,6 +15,7 @@ import pytest
 from research.training import identity
 from research.training.checkpoint import Checkpointer
 from research.training.errors import NonFiniteError, RunMismatchError
+from tests.binaries import error_lines
 from tests.conftest import REPO_ROOT
 from tests.research.training import toy_regression as toy
 
@@ -23,15 +24,6 @@ def run_toy(workdir, *extra, check=False):
     cmd = [sys.executable, "-m", toy.MODULE, f"--config={toy.CONFIG_FILE}:tiny"]
     cmd += [f"--workdir={workdir}", *extra]
     return subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, check=check)
-
-
-def error_lines(proc):
-    """stderr lines that are not absl log records (those start with a level letter + date)."""
-    return [
-        line
-        for line in proc.stderr.splitlines()
-        if line.strip() and not (line[:1] in "IWE" and line[1:5].isdigit())
-    ]
 
 
 def params_of(workdir):

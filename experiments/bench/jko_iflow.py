@@ -25,7 +25,7 @@ from experiments.bench.timing import format_table, record, write_json
 from experiments.configs.jko_iflow import get_config
 from models.flows import init_velocity
 from research.jko_iflow import train
-from research.jko_iflow.flow import ModelOptions
+from research.jko_iflow.flow import ModelOptions, make_model
 from research.jko_iflow.jko import BaselineOptions, JKOOptions
 from research.training.parallel import data_mesh, replicate, shard_batch
 from research.training.train_state import TrainState
@@ -72,7 +72,7 @@ def main(argv: list[str]) -> None:
     config.jko.num_substeps, config.steps_per_call = _SUBSTEPS.value, _STEPS.value
     k, b = _STEPS.value, _BATCH.value
     opts, baseline = JKOOptions(**config.jko), BaselineOptions(**config.baseline)
-    model = ModelOptions(**config.model).make(2)
+    model = make_model(ModelOptions(**config.model), 2)
     mesh = data_mesh(jax.local_devices()[:1])
     rng = np.random.default_rng(0)
     batch = {

@@ -42,15 +42,16 @@ class ModelOptions:
     beta: float = VelocityMLP.beta
     time_dependent: bool = VelocityMLP.time_dependent
 
-    def make(self, dim: int) -> VelocityMLP:
-        """The field for data of dimension `dim`: (t, x [B, dim]) -> [B, dim]."""
-        return VelocityMLP(
-            dim,
-            width=self.width,
-            depth=self.depth,
-            beta=self.beta,
-            time_dependent=self.time_dependent,
-        )
+
+def make_model(options: ModelOptions, dim: int) -> VelocityMLP:
+    """The field for data of dimension `dim`: (t, x [B, dim]) -> [B, dim]."""
+    return VelocityMLP(
+        dim,
+        width=options.width,
+        depth=options.depth,
+        beta=options.beta,
+        time_dependent=options.time_dependent,
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -311,7 +311,7 @@ def run_density(config: Config, name: str, workdir: str) -> tuple[dict[str, floa
         seed=config.seed,
     )
     dim = data["train"].shape[1]
-    model = ModelOptions(**config.model).make(dim)
+    model = flow.make_model(ModelOptions(**config.model), dim)
     opts, baseline = JKOOptions(**config.jko), BaselineOptions(**config.baseline)
     eval_opts = EvalOptions(**config.eval)
     run = RunSettings.from_config(config)

@@ -12,7 +12,7 @@ from models.flows import init_velocity
 from research.datasets.densities import get_sampler
 from research.jko_iflow import flow
 from research.jko_iflow.evaluate import EvalOptions
-from research.jko_iflow.flow import ModelOptions, Solver
+from research.jko_iflow.flow import ModelOptions, Solver, make_model
 from research.jko_iflow.jko import BaselineOptions, JKOOptions, ReparamOptions
 from research.jko_iflow.train import RunSettings, push_through_block, train_and_evaluate, train_jko
 from research.training.errors import NonFiniteError
@@ -28,7 +28,7 @@ def test_config_sub_dicts_read_back_as_options():
     assert JKOOptions(**get_config("rose").jko) == JKOOptions(stop_tol=0.0)
     assert JKOOptions().block_step_sizes()[-1] == pytest.approx(0.25 * 1.4**7)
     assert BaselineOptions(**config.baseline) == BaselineOptions(enabled=False)
-    assert ModelOptions(**config.model).make(2).width == 128
+    assert make_model(ModelOptions(**config.model), 2).width == 128
     assert EvalOptions(**config.eval).flow_solver().kind == "dopri5"
     with pytest.raises(ValueError, match="jko.divergence='bogus'"):
         JKOOptions(divergence="bogus")
@@ -75,7 +75,7 @@ def test_tiny_preset_end_to_end_then_resume_adds_a_block(tmp_path):
 
 
 def _tiny_field_and_data():
-    model = ModelOptions(width=8, depth=1).make(2)
+    model = make_model(ModelOptions(width=8, depth=1), 2)
     return model, get_sampler("8gaussians")(64, np.random.default_rng(0))
 
 

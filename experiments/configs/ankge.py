@@ -189,9 +189,9 @@ PRESETS = {
     "AnKGE steps; TINY_TIME on the 2-core CPU; no GPU, no data",
     "small": "alias of wn18rr_rotate_small",
     "wn18rr_rotate_small": "RotatE dim 200 on WN18RR, 1,600 steps, then AnKGE (official WN18RR "
-    "settings, 1,000 steps, lambdas chosen on validation): base 19 min (test MRR 0.4535), whole "
-    "command 1 h 14 min on the 2-core CPU (AnKGE 0.4562); CPU; data shipped "
-    "(../shared/data/kg/WN18RR)",
+    "settings, 1,000 steps, lambdas chosen on validation): test MRR 0.4534, AnKGE 0.4562; "
+    "55 min on the 2-core CPU shared with other jobs (base training 26 min, retrieval 24 min); "
+    "CPU; data shipped (../shared/data/kg/WN18RR)",
     "fb15k237_rotate_small": "wn18rr_rotate_small's RotatE budget on FB15k-237 (gamma 9), then "
     "AnKGE with the official FB15k-237 settings (paper, at full size: RotatE 0.338, AnKGE "
     "0.385); not measured yet: base estimated 20-45 min on the 2-core CPU (50 smoke steps ran "

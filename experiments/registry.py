@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 
 # The ten papers in the order of shared/docs/PAPERS.md.
@@ -41,3 +42,15 @@ def available_papers() -> list[str]:
         if os.path.exists(os.path.join(_EXPERIMENTS, f"{p}.py"))
         and os.path.exists(os.path.join(_EXPERIMENTS, "configs", f"{p}.py"))
     ]
+
+
+def presets_markdown() -> str:
+    """The README's table of every paper's presets: `PRESETS` of each config module (what the
+    preset runs, its time on the 2-core CPU, what it needs), one row per preset."""
+    rows = ["| paper | preset | what it runs, its time on the 2-core CPU, what it needs |"]
+    rows.append("|---|---|---|")
+    for paper in available_papers():
+        module = importlib.import_module(f"experiments.configs.{paper}")
+        for name, text in module.PRESETS.items():
+            rows.append(f"| {paper} | `{name}` | {text} |")
+    return "\n".join(rows) + "\n"

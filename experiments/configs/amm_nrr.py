@@ -36,14 +36,14 @@ from research.amm_nrr import config_rules, solver
 
 # What each preset runs, its wall time on the 2-core CPU and what it needs (listed by --help).
 PRESETS = {
-    "tiny": "a synthetic pair generated in code, AA, at most 40 iterations per stage; TINY_TIME "
-    "on the 2-core CPU; no GPU, no data files",
+    "tiny": "a synthetic pair generated in code, AA, at most 40 iterations per stage; about 14 s "
+    "on the 2-core CPU (measured with experiments.reproduce); no GPU, no data files",
     "small": "d1 (radius 8) and d2 (radius 5), AA and plain MM vs the authors' s2tres.obj, plus "
-    "the 3-level robustness sweep; total wall time not measured (README: each d1/d2 solve "
-    "0.99-2.46 s plus 3.5-7.2 s compilation); no GPU; d1/d2 shipped in ../shared/data",
+    "the 3-level robustness sweep; about 98 s on the 2-core CPU (2026-12-03); no GPU; d1/d2 "
+    "shipped in ../shared/data",
     "paper": "the official defaults on d1 and d2, AA and plain MM, plus the 5-level robustness "
-    "sweep; total wall time not measured (README: each d1/d2 solve 0.99-2.46 s plus 3.5-7.2 s "
-    "compilation); no GPU; d1/d2 shipped in ../shared/data",
+    "sweep; about 129 s on the 2-core CPU (2026-12-03); no GPU; d1/d2 shipped in "
+    "../shared/data",
 }
 
 

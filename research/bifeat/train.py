@@ -11,7 +11,6 @@ of the graph in `DIR/runs/<mode>-<fraction>/...`. `DIR/results.{json,md}` and pl
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from typing import Any
 
@@ -27,6 +26,7 @@ from research.bifeat.stores import FeatureStore, Scheme, build_store, parse_sche
 from research.datasets.graph_files import load_graph
 from research.datasets.graphs import Graph, drop_edges
 from research.datasets.paths import resolve_data_dir
+from research.training.checkpoint import delete_checkpoints
 from research.training.loop import train_loop
 from research.training.metrics import read_metrics
 from research.training.parallel import data_mesh, make_train_step
@@ -187,7 +187,7 @@ class Runner:
             raise ValueError(f"no feature store for the unfinished run in {workdir}")
         result = cached_result(path, lambda: self._train(store, seed, workdir))
         if not finished and not self.config.keep_checkpoints:  # once result.json is written
-            shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
+            delete_checkpoints(workdir)
         return result
 
     def _train(self, store: FeatureStore, seed: int, workdir: str) -> dict[str, Any]:

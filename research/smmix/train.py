@@ -11,7 +11,6 @@ an unfinished one from its checkpoint). `DIR/results.{json,md}` give top-1 mean 
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +26,7 @@ from research.smmix import plots, report, steps
 from research.smmix.config_rules import validate_config
 from research.smmix.mixing import MixOptions
 from research.smmix.model import ModelOptions, make_model
+from research.training.checkpoint import delete_checkpoints
 from research.training.loop import round_to_calls, train_loop
 from research.training.metrics import read_metrics, steady_steps_per_second
 from research.training.parallel import data_mesh, make_train_step
@@ -219,7 +219,7 @@ class Runner:
             os.path.join(workdir, "result.json"), lambda: self._train(method, seed, workdir)
         )
         if not self.config.keep_checkpoints:  # only once result.json is written
-            shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
+            delete_checkpoints(workdir)
         return result
 
     def _train(self, method: str, seed: int, workdir: str) -> dict[str, Any]:

@@ -190,3 +190,9 @@ class Checkpointer:
             dst,
         )
         return dst
+
+
+def delete_checkpoints(workdir: str) -> None:
+    """Deletes a finished run's `checkpoints/` and their meta files (once its result is kept)."""
+    for name in ("checkpoints", "checkpoints_meta"):
+        shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)

@@ -77,3 +77,17 @@ def test_log_line_is_short():
     scalars = {"loss": 0.123456, "positive_loss": 0.5, "negative_loss": 0.7, "steps_per_s": 12.34}
     scalars["eval/valid_mrr"] = 0.4567
     assert log_line(scalars) == "loss 0.1235, valid_mrr 0.4567 (12.3 steps/s)"
+
+
+def test_tensorboard_opens_the_event_files(tmp_path):
+    """TensorBoard itself (installed with the dev requirements) reads what MetricWriter wrote."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    writer = MetricWriter(str(tmp_path))
+    for step in (10, 20):
+        writer.write(step, {"loss": 1.0 / step, "eval/valid_mrr": 0.25})
+    writer.close()
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [(e.step, round(e.value, 4)) for e in events.Scalars("loss")] == [(10, 0.1), (20, 0.05)]
+    assert "eval/valid_mrr" in events.Tags()["scalars"]

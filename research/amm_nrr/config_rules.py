@@ -33,10 +33,6 @@ COVERAGES = ("auto", "geodesic", "euclidean")
 DTYPES = ("float32", "float64")
 
 
-def _fail(name: str, value: Any, rule: str) -> ValueError:
-    return ValueError(f"config.{name} = {value!r}: {rule}")
-
-
 def parse_pairs(pairs: str) -> list[tuple[str, float]]:
     """`config.pairs` ("d1:8,d2:5") as [(name, radius)]; a ValueError naming the field for an
     entry that is not NAME:RADIUS with a finite RADIUS > 0."""
@@ -48,7 +44,7 @@ def parse_pairs(pairs: str) -> list[tuple[str, float]]:
         except ValueError:
             value = math.nan
         if not name or not (math.isfinite(value) and value > 0):
-            raise _fail(
+            raise checks.fail(
                 "pairs", pairs, f"entry {item!r} is not NAME:RADIUS with a RADIUS > 0, e.g. d1:8"
             )
         parsed.append((name, value))
@@ -59,7 +55,7 @@ def _at_least(config: Any, names: list[str], low: int) -> None:
     for name in names:
         value = checks.field(config, name)
         if value < low:
-            raise _fail(name, value, f"must be >= {low}")
+            raise checks.fail(name, value, f"must be >= {low}")
 
 
 def _check_solver(config: Any) -> None:
@@ -72,7 +68,7 @@ def _check_solver(config: Any) -> None:
     checks.one_of(config, "solver.coverage", COVERAGES)
     checks.one_of(config, "solver.dtype", DTYPES)
     if config.solver.dtype == "float64" and not jax.config.jax_enable_x64:
-        raise _fail("solver.dtype", "float64", "needs jax x64: run with JAX_ENABLE_X64=1")
+        raise checks.fail("solver.dtype", "float64", "needs jax x64: run with JAX_ENABLE_X64=1")
 
 
 def _check_synthetic(config: Any) -> None:
@@ -88,9 +84,11 @@ def _check_synthetic(config: Any) -> None:
     if not levels or not all(
         isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x <= 1 for x in levels
     ):
-        raise _fail("robustness.levels", levels, "must be a non-empty list of levels in [0, 1]")
+        raise checks.fail(
+            "robustness.levels", levels, "must be a non-empty list of levels in [0, 1]"
+        )
     if config.robustness.cut * max(levels) >= 1:
-        raise _fail(
+        raise checks.fail(
             "robustness.cut",
             config.robustness.cut,
             f"cuts away the whole target at level {max(levels):g}; must be < 1 / that level",
@@ -102,26 +100,28 @@ def _check_data(config: Any) -> None:
     if config.source or config.target:
         if not (config.source and config.target):
             name = "target" if config.source else "source"
-            raise _fail(
+            raise checks.fail(
                 name,
                 config[name],
                 "--source and --target (config.source / config.target) must be given together",
             )
         ignored = "is not read with an explicit --source/--target pair (its files are used as "
         if config.synthetic.enabled:
-            raise _fail(
+            raise checks.fail(
                 "synthetic.enabled",
                 True,
                 "an explicit --source/--target pair replaces the synthetic pair; set it false "
                 "or drop the explicit pair",
             )
         if config.data_dir not in ("", DEFAULT_DATA_DIR):
-            raise _fail("data_dir", config.data_dir, ignored + "given); leave it at its default")
+            raise checks.fail(
+                "data_dir", config.data_dir, ignored + "given); leave it at its default"
+            )
         if config.pairs not in ("", DEFAULT_PAIRS):
-            raise _fail("pairs", config.pairs, ignored + "given); leave it at its default")
+            raise checks.fail("pairs", config.pairs, ignored + "given); leave it at its default")
         return
     if config.landmarks:
-        raise _fail(
+        raise checks.fail(
             "landmarks",
             config.landmarks,
             "landmarks are index pairs of an explicit --source/--target pair; give that pair "
@@ -132,14 +132,14 @@ def _check_data(config: Any) -> None:
         return
     pairs = parse_pairs(config.pairs)
     if not pairs and not config.robustness.enabled:
-        raise _fail(
+        raise checks.fail(
             "pairs",
             config.pairs,
             "nothing to register: list NAME:RADIUS pairs, enable the synthetic pair or the "
             "robustness sweep, or give --source/--target",
         )
     if pairs and not config.data_dir:
-        raise _fail(
+        raise checks.fail(
             "data_dir",
             "",
             f"the shared pairs (config.pairs = {config.pairs!r}) are read from this folder; give "

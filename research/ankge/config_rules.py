@@ -61,10 +61,6 @@ NON_NEGATIVE = (
 SYNTHETIC = ("synthetic.num_groups", "synthetic.group_size", "synthetic.num_relations")
 
 
-def _fail(name: str, value: Any, rule: str) -> ValueError:
-    return ValueError(f"config.{name} = {value!r}: {rule}")
-
-
 def validate_config(config: Any, num_devices: int | None = None) -> None:
     """Raises ValueError naming the first field that breaks a rule (sizes, step counts, learning
     rates and chunks > 0; weights, temperatures and lambdas >= 0; every float finite; a known
@@ -72,7 +68,7 @@ def validate_config(config: Any, num_devices: int | None = None) -> None:
     num_devices = num_devices or jax.local_device_count()
     for name, value in identity.flatten(config.to_dict()).items():
         if isinstance(value, float) and not math.isfinite(value):
-            raise _fail(name, value, "must be finite")
+            raise config_checks.fail(name, value, "must be finite")
     config_checks.one_of(config, "model.name", MODELS)
     config_checks.positive(config, POSITIVE)
     config_checks.non_negative(config, NON_NEGATIVE)
@@ -84,7 +80,7 @@ def validate_config(config: Any, num_devices: int | None = None) -> None:
     groups = config.base.negative_groups
     per_device = config.base.batch_size // num_devices
     if groups and per_device % groups:
-        raise _fail(
+        raise config_checks.fail(
             "base.negative_groups",
             groups,
             f"must divide the per-device batch (config.base.batch_size {config.base.batch_size} "
@@ -93,7 +89,7 @@ def validate_config(config: Any, num_devices: int | None = None) -> None:
     config_checks.divisible_by_devices(config, "ankge.batch_size", num_devices)
     a = config.ankge
     if a.triple_knn > a.triple_ent_knn * a.triple_rel_knn:
-        raise _fail(
+        raise config_checks.fail(
             "ankge.triple_knn",
             a.triple_knn,
             f"must be <= the triple-level candidates config.ankge.triple_ent_knn x "
@@ -103,9 +99,11 @@ def validate_config(config: Any, num_devices: int | None = None) -> None:
         try:
             grid = scoring.parse_lambda_grid(a.lambda_grid)
         except ValueError as err:
-            raise _fail("ankge.lambda_grid", a.lambda_grid, str(err)) from None
+            raise config_checks.fail("ankge.lambda_grid", a.lambda_grid, str(err)) from None
         if not all(math.isfinite(x) and x >= 0 for t in grid for x in t):
-            raise _fail("ankge.lambda_grid", a.lambda_grid, "every lambda must be finite and >= 0")
+            raise config_checks.fail(
+                "ankge.lambda_grid", a.lambda_grid, "every lambda must be finite and >= 0"
+            )
 
 
 def check_against_graph(config: Any, kg: KG) -> None:
@@ -118,14 +116,14 @@ def check_against_graph(config: Any, kg: KG) -> None:
     num_entities, num_relations = kg.num_entities, 2 * kg.num_relations
     for name in ("ent_knn", "triple_ent_knn"):
         if a[name] > num_entities - 1:
-            raise _fail(
+            raise config_checks.fail(
                 f"ankge.{name}",
                 a[name],
                 f"must be < the {num_entities} entities of {kg.name} (the tail is excluded)",
             )
     for name in ("rel_knn", "triple_rel_knn"):
         if a[name] > num_relations:
-            raise _fail(
+            raise config_checks.fail(
                 f"ankge.{name}",
                 a[name],
                 f"must be <= the {num_relations} relations of {kg.name} (with reverses)",

@@ -28,11 +28,6 @@ EDGE_DROP_MODES = ("random", "degree")
 OGB_PREFIXES = ("ogbn", "mag240m")
 
 
-def _fail(name: str, value: Any, rule: str) -> ValueError:
-    """The message format of `research.training.config_checks`."""
-    return ValueError(f"config.{name} = {value!r}: {rule}")
-
-
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -49,9 +44,9 @@ def _fanouts(config: Config, name: str, *, allow_empty: bool = False) -> None:
     if allow_empty and fanouts == ():
         return
     if not isinstance(fanouts, tuple) or not all(_is_int(k) and k > 0 for k in fanouts):
-        raise _fail(name, fanouts, "must be positive integers, one per layer")
+        raise checks.fail(name, fanouts, "must be positive integers, one per layer")
     if len(fanouts) != config.model.num_layers:
-        raise _fail(
+        raise checks.fail(
             name,
             fanouts,
             f"must have one entry per layer (config.model.num_layers = {config.model.num_layers})",
@@ -64,13 +59,13 @@ def _below_one(config: Config, names: list[str]) -> None:
     for name in names:
         value = checks.field(config, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-            raise _fail(name, value, "must be in [0, 1)")
+            raise checks.fail(name, value, "must be in [0, 1)")
 
 
 def _data(config: Config) -> None:
     name = config.data.name
     if not (name == "synthetic" or name in PLANETOID_NAMES or str(name).startswith(OGB_PREFIXES)):
-        raise _fail(
+        raise checks.fail(
             "data.name",
             name,
             f"must be synthetic, {', '.join(PLANETOID_NAMES)}, ogbn-* or mag240m* "
@@ -87,10 +82,10 @@ def _data(config: Config) -> None:
     checks.non_negative(config, ["data.synthetic.feature_signal", "data.synthetic.seed"])
     exponent = config.data.synthetic.power_law_exponent
     if isinstance(exponent, bool) or not isinstance(exponent, (int, float)) or not exponent > 1:
-        raise _fail("data.synthetic.power_law_exponent", exponent, "must be > 1")
+        raise checks.fail("data.synthetic.power_law_exponent", exponent, "must be > 1")
     split = tuple(config.data.synthetic.split_fractions)
     if len(split) != 3 or not all(0 <= f <= 1 for f in split) or sum(split) > 1:
-        raise _fail(
+        raise checks.fail(
             "data.synthetic.split_fractions",
             split,
             "must be 3 fractions (train, val, test), each in [0, 1] and sum to at most 1",
@@ -103,7 +98,7 @@ def validate_config(config: Config) -> None:
     try:
         parse_schemes(config.schemes)
     except ValueError as err:
-        raise _fail("schemes", config.schemes, str(err)) from None
+        raise checks.fail("schemes", config.schemes, str(err)) from None
     # seeds feed numpy's default_rng([seed, ...]), which rejects negative entropy
     checks.positive(config, ["num_seeds"])
     checks.non_negative(config, ["seed"])
@@ -127,11 +122,11 @@ def validate_config(config: Config) -> None:
         or not isinstance(lr_decay, (int, float))
         or not 0 < lr_decay <= 1
     ):
-        raise _fail(t + "lr_decay", lr_decay, "must be in (0, 1] (a factor per epoch)")
+        raise checks.fail(t + "lr_decay", lr_decay, "must be in (0, 1] (a factor per epoch)")
     checks.non_negative(config, [t + "weight_decay", t + "calibrate_batches"])
     margin = config.train.capacity_margin
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin >= 1:
-        raise _fail(
+        raise checks.fail(
             t + "capacity_margin",
             margin,
             "must be >= 1 (node capacities are this multiple of the largest sampled count; "
@@ -151,7 +146,7 @@ def validate_config(config: Config) -> None:
     if config.experiment == "edge_drop":
         modes = [m.strip() for m in config.edge_drop.modes.split(",") if m.strip()]
         if not modes or any(m not in EDGE_DROP_MODES for m in modes):
-            raise _fail(
+            raise checks.fail(
                 "edge_drop.modes",
                 config.edge_drop.modes,
                 f"must be a comma-separated list of {', '.join(EDGE_DROP_MODES)}",
@@ -161,4 +156,4 @@ def validate_config(config: Config) -> None:
             isinstance(f, (int, float)) and not isinstance(f, bool) and 0 <= f <= 1
             for f in fractions
         ):
-            raise _fail("edge_drop.fractions", fractions, "must be fractions in [0, 1]")
+            raise checks.fail("edge_drop.fractions", fractions, "must be fractions in [0, 1]")

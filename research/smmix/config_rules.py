@@ -19,10 +19,6 @@ DATA_SETS = ("digits", "folder")  # config.data.name
 SMMIX_KINDS = ("smmix", "smmix_only")  # steps.METHODS kinds that draw SMMix windows
 
 
-def _fail(name: str, value: Any, rule: str) -> ValueError:
-    return ValueError(f"config.{name} = {value!r}: {rule}")
-
-
 def validate_config(config: Any, num_devices: int | None = None) -> None:
     """Raises ValueError naming the first field of `config` that breaks a rule.
 
@@ -54,13 +50,13 @@ def _data(config: Any) -> None:
     if d.name == "folder":
         for name in ("data.train_split", "data.eval_split"):
             if not checks.field(config, name):
-                raise _fail(name, checks.field(config, name), "must name a sub-folder")
+                raise checks.fail(name, checks.field(config, name), "must name a sub-folder")
     checks.positive(config, ["data.image_size", "data.prefetch"])
     checks.non_negative(config, ["data.split_seed"])
     if not 0 < d.test_fraction < 1:
-        raise _fail("data.test_fraction", d.test_fraction, "must be in (0, 1)")
+        raise checks.fail("data.test_fraction", d.test_fraction, "must be in (0, 1)")
     if not d.imbalance_factor >= 1:
-        raise _fail("data.imbalance_factor", d.imbalance_factor, "must be >= 1 (1: balanced)")
+        raise checks.fail("data.imbalance_factor", d.imbalance_factor, "must be >= 1 (1: balanced)")
     checks.non_negative(
         config,
         ["augment.pad", "augment.rand_augment_ops", "augment.rand_augment_magnitude",
@@ -78,15 +74,15 @@ def _model(config: Any) -> None:
          "model.mlp_ratio"],
     )  # fmt: skip
     if not 0 <= m.drop_path < 1:
-        raise _fail("model.drop_path", m.drop_path, "must be in [0, 1)")
+        raise checks.fail("model.drop_path", m.drop_path, "must be in [0, 1)")
     if config.data.image_size % m.patch_size:
-        raise _fail(
+        raise checks.fail(
             "data.image_size",
             config.data.image_size,
             f"must be a multiple of config.model.patch_size = {m.patch_size}",
         )
     if m.size == "mini" and m.hidden_dim % m.num_heads:
-        raise _fail(
+        raise checks.fail(
             "model.hidden_dim",
             m.hidden_dim,
             f"must be divisible by config.model.num_heads = {m.num_heads}",
@@ -102,10 +98,10 @@ def _train(config: Any, num_devices: int) -> None:
          "train.grad_clip"],
     )  # fmt: skip
     if not 0 <= t.ema_decay < 1:
-        raise _fail("train.ema_decay", t.ema_decay, "must be in [0, 1) (0: no EMA)")
+        raise checks.fail("train.ema_decay", t.ema_decay, "must be in [0, 1) (0: no EMA)")
     checks.divisible_by_devices(config, "train.batch_size", num_devices)
     if (t.batch_size // num_devices) % 2:
-        raise _fail(
+        raise checks.fail(
             "train.batch_size",
             t.batch_size,
             f"must split into even per-device batches over the {num_devices} devices "
@@ -123,7 +119,7 @@ def _mix(config: Any) -> None:
         side = config.data.image_size // config.model.patch_size
         lo, hi = int(side * m.min_side_ratio), int(side * m.max_side_ratio)
         if not 1 <= lo <= hi <= side:
-            raise _fail(
+            raise checks.fail(
                 "mix.min_side_ratio",
                 m.min_side_ratio,
                 f"with config.mix.max_side_ratio = {m.max_side_ratio} gives SMMix window "

@@ -24,7 +24,8 @@ def field(config: Any, name: str) -> Any:
     return value
 
 
-def _fail(name: str, value: Any, rule: str) -> ValueError:
+def fail(name: str, value: Any, rule: str) -> ValueError:
+    """The error every rule raises: `config.<name> = <value>: <rule>` (papers' own rules too)."""
     return ValueError(f"config.{name} = {value!r}: {rule}")
 
 
@@ -33,7 +34,7 @@ def positive(config: Any, names: Iterable[str]) -> None:
     for name in names:
         value = field(config, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise _fail(name, value, "must be > 0")
+            raise fail(name, value, "must be > 0")
 
 
 def non_negative(config: Any, names: Iterable[str]) -> None:
@@ -41,7 +42,7 @@ def non_negative(config: Any, names: Iterable[str]) -> None:
     for name in names:
         value = field(config, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise _fail(name, value, "must be >= 0")
+            raise fail(name, value, "must be >= 0")
 
 
 def fraction(config: Any, names: Iterable[str]) -> None:
@@ -49,7 +50,7 @@ def fraction(config: Any, names: Iterable[str]) -> None:
     for name in names:
         value = field(config, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise _fail(name, value, "must be in [0, 1]")
+            raise fail(name, value, "must be in [0, 1]")
 
 
 def one_of(config: Any, name: str, choices: Iterable[str]) -> None:
@@ -57,7 +58,7 @@ def one_of(config: Any, name: str, choices: Iterable[str]) -> None:
     choices = tuple(choices)
     value = field(config, name)
     if value not in choices:
-        raise _fail(name, value, f"must be one of {', '.join(map(str, choices))}")
+        raise fail(name, value, f"must be one of {', '.join(map(str, choices))}")
 
 
 def divisible_by_devices(config: Any, name: str, num_devices: int | None = None) -> None:
@@ -65,7 +66,7 @@ def divisible_by_devices(config: Any, name: str, num_devices: int | None = None)
     num_devices = num_devices or jax.local_device_count()
     value = field(config, name)
     if value % num_devices:
-        raise _fail(
+        raise fail(
             name,
             value,
             f"must be divisible by the {num_devices} devices (each takes an equal share)",
@@ -77,13 +78,13 @@ def data_dir(config: Any, *, name: str = "data_dir", uses_files: bool) -> None:
     bundled data set would be silently ignored, so it is an error; a missing one is too."""
     value = field(config, name)
     if value and not uses_files:
-        raise _fail(
+        raise fail(
             name,
             value,
             "the chosen data set is synthetic or bundled and reads no folder; choose a data "
             "set that reads it (see --help) or leave the field empty",
         )
     if uses_files and not value:
-        raise _fail(name, value, "the chosen data set reads files: give their folder")
+        raise fail(name, value, "the chosen data set reads files: give their folder")
     if uses_files and not os.path.isdir(resolve_data_dir(value)):
-        raise _fail(name, value, "no such folder")
+        raise fail(name, value, "no such folder")

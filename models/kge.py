@@ -299,17 +299,22 @@ def _match_tails_bwd(model, res, g):
 match_tails.defvjp(_match_tails_fwd, _match_tails_bwd)
 
 
-def _columns(model: KGEModel, q: Any, t: jax.Array) -> tuple[tuple, tuple]:
-    """Per-coordinate columns: (query parts [K, Q] each, tail parts [K, E] each), K coordinates;
-    q leaves [Q, D'], prepared tails t [E, D]."""
-    half = lambda x: (x[:, : x.shape[1] // 2].T, x[:, x.shape[1] // 2 :].T)
-    if model.name == "transe":
-        return (q["hr"].T,), (t.T,)
-    if model.name == "rotate":
-        return (q["re"].T, q["im"].T), half(t)
-    if model.name == "hake":
-        return (q["phase"].T, q["mod"].T, q["tail_factor"].T), half(t)
-    return (q["hr"].T, q["r_t"].T), (t.T,)
+def _cols(x: jax.Array) -> jax.Array:
+    return jnp.moveaxis(x, -1, 0)
+
+
+def query_columns(model: KGEModel, q: Any) -> tuple:
+    """Per-coordinate query parts, [K, ..., Q] each (K coordinates), of q leaves [..., Q, D']."""
+    names = {"transe": ("hr",), "rotate": ("re", "im"), "hake": ("phase", "mod", "tail_factor")}
+    return tuple(_cols(q[k]) for k in names.get(model.name, ("hr", "r_t")))
+
+
+def tail_columns(model: KGEModel, t: jax.Array) -> tuple:
+    """Per-coordinate tail parts, [K, ..., E] each, of prepared tails t [..., E, D]."""
+    if model.name in ("rotate", "hake"):
+        half = t.shape[-1] // 2
+        return _cols(t[..., :half]), _cols(t[..., half:])
+    return (_cols(t),)
 
 
 def _coordinate_terms(model: KGEModel, qk: tuple, tk: tuple) -> tuple:
@@ -326,22 +331,40 @@ def _coordinate_terms(model: KGEModel, qk: tuple, tk: tuple) -> tuple:
 
 
 def pairwise_match(
-    model: KGEModel, small: Params, q: Any, tails: jax.Array, *, paired: bool = False
+    model: KGEModel,
+    small: Params,
+    q: Any,
+    tails: jax.Array,
+    *,
+    paired: bool = False,
 ) -> jax.Array:
-    """`model.match` of Q queries against E prepared tails, [Q, E], as a `lax.scan` over the
-    embedding coordinates that adds one [Q, E] block of summands per coordinate.
+    """`model.match` of Q queries against E prepared tails, [..., Q, E], as a `lax.scan` over the
+    embedding coordinates that adds one [..., Q, E] block of summands per coordinate.
 
-    q: leaves [Q, D'] (`model.query` of [Q, .] rows); tails: [E, D] (`model.tail`). paired=True:
-    tails [Q, D], one per query -> [Q, 1], with the same additions in the same order (so a
-    query's answer scored alone equals its entry in a block, bit for bit, which tie counting
-    needs). XLA:CPU vectorises the broadcast [Q, E, D] reduction badly: the full filtered
-    WN18RR evaluation at D = 500 became 2.3x (TransE) / 2.75x (RotatE) faster
+    q: leaves [..., Q, D'] (`model.query` of [..., Q, .] rows); tails: [..., E, D]
+    (`model.tail`), the same leading batch axes (none, or e.g. one block of candidates per row).
+    paired=True: tails [Q, D], one per query -> [Q, 1], with the same additions in the same
+    order (so a query's answer scored alone equals its entry in a block, bit for bit, which tie
+    counting needs). XLA:CPU vectorises the broadcast [Q, E, D] reduction badly: the full
+    filtered WN18RR evaluation at D = 500 became 2.3x (TransE) / 2.75x (RotatE) faster
     (research/ankge/README.md). Same values as `match` up to the summation order.
     """
-    qcols, tcols = _columns(model, q, tails)
-    row = lambda x: x[:, None]  # [Q] -> [Q, 1]
-    col = row if paired else (lambda x: x[None, :])  # [E] -> [1, E]
-    shape = (qcols[0].shape[1], 1 if paired else tails.shape[0])
+    # materialised before the scan: fused into it, the transposes become strided reads per step
+    qcols, tcols = jax.lax.optimization_barrier(
+        (query_columns(model, q), tail_columns(model, tails))
+    )
+    return match_columns(model, small, qcols, tcols, paired=paired)
+
+
+def match_columns(
+    model: KGEModel, small: Params, qcols: tuple, tcols: tuple, *, paired: bool = False
+) -> jax.Array:
+    """`pairwise_match` of `query_columns` [K, ..., Q] and `tail_columns` [K, ..., E] ->
+    [..., Q, E] (paired: tail columns [K, Q] -> [Q, 1]). Callers that match many query blocks
+    against one table transpose the table once and pass slices of its columns."""
+    row = lambda x: x[..., :, None]  # [..., Q] -> [..., Q, 1]
+    col = row if paired else (lambda x: x[..., None, :])  # [..., E] -> [..., 1, E]
+    shape = (*qcols[0].shape[1:], 1 if paired else tcols[0].shape[-1])
 
     def body(sums, cols):
         qk, tk = cols
@@ -349,7 +372,7 @@ def pairwise_match(
         return tuple(acc + term for acc, term in zip(sums, terms, strict=True)), None
 
     num_sums = 2 if model.name == "hake" else 1
-    zeros = tuple(jnp.zeros(shape, tails.dtype) for _ in range(num_sums))
+    zeros = tuple(jnp.zeros(shape, tcols[0].dtype) for _ in range(num_sums))
     sums, _ = jax.lax.scan(body, zeros, (qcols, tcols))
     if model.name == "hake":
         return sums[0] * small["phase_weight"] + safe_sqrt(sums[1]) * small["modulus_weight"]

@@ -7,12 +7,14 @@ For every (reverse-augmented) training triple (h, r, t), with the base distance 
                   `triple_ent_knn` entities of the entity level x the top `triple_rel_knn`
                   relations of the relation level.
 
-The entity level depends on (r, t) only, so it is computed once per distinct (r, t): a scan over
-entity chunks keeping a running top-k (`lax.top_k`) on the device. For TransE and RotatE,
+The entity level depends on (r, t) only, so it is computed once per distinct (r, t): distances
+to every entity over entity chunks on the device, then one `lax.top_k`. For TransE and RotatE,
 d(e, r, t) is a distance between e and one vector per (r, t) (t - r, or t rotated by -r since
-|e^{i theta}| = 1), so the entity chunks are matched against that vector without a per-pair
-rotation (`models.kge.pairwise_match`, a scan over the embedding coordinates); the other models
-evaluate d(e, r, t) directly. Results are cached in an .npz file.
+|e^{i theta}| = 1), so entities are matched against that vector without a per-pair rotation
+(`models.kge.match_columns`, a scan over the embedding coordinates of the entity table,
+transposed once); the triple level matches each triple's candidate entities against one such
+vector per candidate relation. The other models evaluate d(e, r, t) directly. Results are
+cached in an .npz file.
 """
 
 from __future__ import annotations
@@ -27,7 +29,16 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from models.kge import PI, KGEModel, Params, pairwise_match, small_params
+from models.kge import (
+    PI,
+    KGEModel,
+    Params,
+    match_columns,
+    pairwise_match,
+    query_columns,
+    small_params,
+    tail_columns,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,42 +74,60 @@ class Retrieval:
             )
 
 
-def _head_distance(model: KGEModel, params: Params, r: jax.Array, t: jax.Array, ids: jax.Array):
-    """d(e, r, t) [P, Ec] for entities `ids` [Ec] as heads and P (r, t) pairs."""
+MATCHES_HEADS = ("transe", "rotate")  # d(e, r, t) is a distance between e and a (r, t) vector
+TRIPLE_ROWS = 2  # triples per step of the triple level: their candidates' columns stay in cache
+
+
+def _head_query(model: KGEModel, params: Params, r: jax.Array, t: jax.Array) -> dict:
+    """For TransE / RotatE, the `model.query`-like vector q(r, t) (leaves [..., D']) with
+    d(e, r, t) = match(q, e) for every head e: t - r, or t rotated by -r."""
     ent, rel = params["entity"], params["relation"]
-    small = small_params(params)
     if model.name == "transe":
-        return pairwise_match(model, small, {"hr": ent[t] - rel[r]}, ent[ids])
-    if model.name == "rotate":
-        re_t, im_t = jnp.split(ent[t], 2, axis=-1)
-        phase = rel[r] / (model.embedding_range / PI)
-        c, s = jnp.cos(phase), jnp.sin(phase)  # t * e^{-i theta}
-        q = {"re": re_t * c + im_t * s, "im": im_t * c - re_t * s}
-        return pairwise_match(model, small, q, ent[ids])
-    return model.distance(params, ent[ids][None], rel[r][:, None], ent[t][:, None])
+        return {"hr": ent[t] - rel[r]}
+    re_t, im_t = jnp.split(ent[t], 2, axis=-1)
+    phase = rel[r] / (model.embedding_range / PI)
+    c, s = jnp.cos(phase), jnp.sin(phase)  # t * e^{-i theta}
+    return {"re": re_t * c + im_t * s, "im": im_t * c - re_t * s}
+
+
+def entity_columns(model: KGEModel, params: Params, ec: int) -> tuple | None:
+    """For TransE / RotatE, the entity table as `tail_columns` [K, E'] each, E' the entities
+    padded (with the last one) to a multiple of `ec`; transposed once for all `entity_topk`
+    calls. None for the other models."""
+    if model.name not in MATCHES_HEADS:
+        return None
+    ent = params["entity"]
+    pad = -ent.shape[0] % ec
+    return tail_columns(model, jnp.concatenate([ent, jnp.repeat(ent[-1:], pad, axis=0)]))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def entity_topk(model: KGEModel, k: int, ec: int, params: Params, r: jax.Array, t: jax.Array):
+def entity_topk(
+    model: KGEModel, k: int, ec: int, params: Params, columns: tuple | None, r, t
+) -> tuple[jax.Array, jax.Array]:
     """The k entities e != t with the smallest d(e, r, t), nearest first: ids [P, k] int32 and
-    distances [P, k], for P (r, t) pairs; scans entity chunks of `ec`."""
+    distances [P, k], for P (r, t) pairs; `columns` = `entity_columns(model, params, ec)`.
+    The distances are computed over entity chunks of `ec` (the running sums stay in cache),
+    then ranked with one `top_k` over all entities (a running top-k over the chunks spent most
+    of its time in the repeated `top_k`)."""
     num = model.num_entities
-    p = r.shape[0]
-
-    def body(carry, start):
-        best_d, best_i = carry
-        ids = start + jnp.arange(ec, dtype=jnp.int32)
-        d = _head_distance(model, params, r, t, jnp.minimum(ids, num - 1))
-        d = jnp.where((ids[None] >= num) | (ids[None] == t[:, None]), jnp.inf, d)
-        all_d = jnp.concatenate([best_d, d], axis=1)
-        all_i = jnp.concatenate([best_i, jnp.broadcast_to(ids, (p, ec))], axis=1)
-        neg, pos = jax.lax.top_k(-all_d, k)
-        return (-neg, jnp.take_along_axis(all_i, pos, axis=1)), None
-
-    init = (jnp.full((p, k), jnp.inf), jnp.full((p, k), -1, jnp.int32))
+    ent, rel = params["entity"], params["relation"]
+    if columns is not None:
+        qcols = query_columns(model, _head_query(model, params, r, t))
     starts = jnp.arange(-(-num // ec), dtype=jnp.int32) * ec
-    (dist, ids), _ = jax.lax.scan(body, init, starts)
-    return ids, dist
+
+    def chunk(start):  # d(e, r, t) [P, ec] for the entities start .. start + ec - 1
+        if columns is None:
+            ids = jnp.minimum(start + jnp.arange(ec, dtype=jnp.int32), num - 1)
+            return model.distance(params, ent[ids][None], rel[r][:, None], ent[t][:, None])
+        tcols = tuple(jax.lax.dynamic_slice_in_dim(c, start, ec, axis=1) for c in columns)
+        return match_columns(model, small_params(params), qcols, tcols)
+
+    d = jax.lax.map(chunk, starts)  # [C, P, ec]
+    d = jnp.moveaxis(d, 0, 1).reshape(r.shape[0], -1)[:, :num]  # [P, num]
+    d = jnp.where(jnp.arange(num)[None] == t[:, None], jnp.inf, d)
+    neg, ids = jax.lax.top_k(-d, k)
+    return ids.astype(jnp.int32), -neg
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
@@ -114,13 +143,25 @@ def triple_topk(model: KGEModel, k: int, params: Params, ent_cand, rel_cand, t):
     """The k (e, r') pairs with the smallest d(e, r', t), e from ent_cand [P, Ke], r' from
     rel_cand [P, Kr]: (entity ids [P, k], relation ids [P, k])."""
     ent, rel = params["entity"], params["relation"]
-    tail = ent[t][:, None]
+    if model.name in MATCHES_HEADS:  # one query per (row, r'), matched against the row's Ke
 
-    def per_relation(r_col):  # [P] -> d [P, Ke]
-        return model.distance(params, ent[ent_cand], rel[r_col][:, None], tail)
+        def rows(x):  # [G, Ke], [G, Kr], [G] -> d [G, Kr, Ke]
+            e, r, t = x
+            q = _head_query(model, params, r, t[:, None])  # leaves [G, Kr, D']
+            return pairwise_match(model, small_params(params), q, ent[e])
 
-    d = jax.lax.map(per_relation, rel_cand.T)  # [Kr, P, Ke]
-    d = jnp.moveaxis(d, 0, -1).reshape(ent_cand.shape[0], -1)  # [P, Ke * Kr], e major
+        p, g = ent_cand.shape[0], TRIPLE_ROWS if ent_cand.shape[0] % TRIPLE_ROWS == 0 else 1
+        groups = (x.reshape(p // g, g, *x.shape[1:]) for x in (ent_cand, rel_cand, t))
+        d = jax.lax.map(rows, tuple(groups)).reshape(p, *rel_cand.shape[1:], -1)
+        d = jnp.swapaxes(d, 1, 2)  # [P, Kr, Ke] -> [P, Ke, Kr]
+    else:
+        tail = ent[t][:, None]
+
+        def per_relation(r_col):  # [P] -> d [P, Ke]
+            return model.distance(params, ent[ent_cand], rel[r_col][:, None], tail)
+
+        d = jnp.moveaxis(jax.lax.map(per_relation, rel_cand.T), 0, -1)  # [P, Ke, Kr]
+    d = d.reshape(ent_cand.shape[0], -1)  # [P, Ke * Kr], e major
     pos = jax.lax.top_k(-d, k)[1]
     kr = rel_cand.shape[1]
     e = jnp.take_along_axis(ent_cand, pos // kr, axis=1)
@@ -162,11 +203,12 @@ def retrieve(
     rt, inverse = np.unique(triples[:, 1:3], axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
     ec = min(entity_chunk, n_ent)
+    columns = entity_columns(model, params, ec)
     ent_top = []
     for a, b in _blocks(len(rt), chunk):
         block = _pad(rt[a:b], chunk)
         ids, _ = entity_topk(
-            model, ke, ec, params, jnp.asarray(block[:, 0]), jnp.asarray(block[:, 1])
+            model, ke, ec, params, columns, jnp.asarray(block[:, 0]), jnp.asarray(block[:, 1])
         )
         ent_top.append(ids[: b - a])
     ent_top = jnp.concatenate(ent_top)  # [U, ke] on the device

@@ -4,6 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# one pytest worker per logical CPU, at most 4; a module's tests stay on one worker (its
+# module-scoped fixtures are built once). TEST_WORKERS=-n0 runs them in this process.
+TEST_WORKERS ?= -n logical --maxprocesses=4 --dist loadscope
 
 .PHONY: demo test bench lint install clean
 
@@ -20,7 +23,7 @@ demo: $(STAMP)
 	$(PY) -m experiments.reproduce --preset=tiny --out=results/
 
 test: $(STAMP)
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests $(TEST_WORKERS) $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m experiments.bench.ops --out=bench_out/

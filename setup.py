@@ -28,7 +28,13 @@ setup(
         "trimesh>=4.0",
     ],
     extras_require={
-        "dev": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6.100", "ruff>=0.6", "tensorboard>=2.17"],
+        "dev": [
+            "pytest>=8",
+            "pytest-xdist>=3",
+            "hypothesis>=6.100",
+            "ruff>=0.6",
+            "tensorboard>=2.17",
+        ],
         "gpu": ["jax[cuda13]"],
     },
 )

@@ -415,7 +415,8 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, float]:
     config_rules.check_against_graph(config, kg)
     model = make_model(config, kg)
     base_dir = os.path.join(workdir, "base")
-    params, base_metrics = train_base_model(config, kg, model, base_dir)
+    with identity.without("ankge."):  # stage 1 does not read them: its results are shared
+        params, base_metrics = train_base_model(config, kg, model, base_dir)
     metrics = {f"base/{k}": v for k, v in base_metrics.items()}
     rows = [{"model": f"{model.name} (base)", **_row(base_metrics)}]
     curves = {"base loss": _curve(base_dir, "loss")}

@@ -109,10 +109,30 @@ def running(config: Any) -> Iterator[dict[str, Any]]:
         _current = previous
 
 
+@contextlib.contextmanager
+def without(*prefixes: str) -> Iterator[None]:
+    """Narrows the current identity to the fields outside `prefixes` (e.g. "ankge.") inside the
+    block: a stage whose results do not read them (AnKGE's stage 1) stores and checks only the
+    rest, so a run that differs only there reuses that stage's results."""
+    global _current
+    previous = _current
+    if previous is not None:
+        _current = {k: v for k, v in previous.items() if not k.startswith(prefixes)}
+    try:
+        yield
+    finally:
+        _current = previous
+
+
 def check_stored(stored: Mapping[str, Any] | None, where: str) -> None:
     """Raises RunMismatchError if `stored` (the result fields saved with a checkpoint or result
-    at `where`) differs from the current identity; nothing to check without either."""
-    if stored is None or _current is None or fingerprint(stored) == fingerprint(_current):
+    at `where`) differs from the current identity on the current identity's fields (a result
+    stored under a wider identity, before a stage was narrowed with `without`, still matches);
+    nothing to check without either."""
+    if stored is None or _current is None:
+        return
+    stored = {k: stored[k] for k in stored if k in _current}
+    if fingerprint(stored) == fingerprint(_current):
         return
     raise RunMismatchError(
         f"{where} was written by a run with a different config "

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from research.training import identity
+from research.training import identity, results
 from research.training.checkpoint import Checkpointer
 from research.training.errors import NonFiniteError, RunMismatchError
 from tests.binaries import error_lines
@@ -68,6 +68,27 @@ def test_a_checkpoint_of_another_run_raises_instead_of_being_quarantined(tmp_pat
     with pytest.raises(RunMismatchError, match="other shapes"):
         toy.train_and_evaluate(config, workdir)
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["20", "30", "40"]
+
+
+def test_a_stage_narrowed_with_without_is_shared_by_runs_differing_only_outside_it(tmp_path):
+    path = str(tmp_path / "base" / "result.json")
+    first = {"base": {"lr": 1.0}, "ankge": {"steps": 10}}
+
+    def stage(config, compute):
+        with identity.running(config), identity.without("ankge."):
+            return results.cached_result(path, compute)
+
+    stage(first, lambda: {"mrr": 0.5})
+    assert json.load(open(path))["_run_config"] == {"base.lr": 1.0}
+    recomputed = lambda: pytest.fail("the finished stage was recomputed")
+    assert stage({**first, "ankge": {"steps": 20}}, recomputed)["mrr"] == 0.5
+    with pytest.raises(RunMismatchError, match="base.lr 1.0 -> 2.0"):
+        stage({**first, "base": {"lr": 2.0}}, recomputed)
+    # a result stored under the whole identity (before the stage was narrowed) still matches
+    with identity.running(first):
+        results.cached_result(str(tmp_path / "wide.json"), lambda: {"mrr": 0.25})
+    with identity.running({**first, "ankge": {"steps": 20}}), identity.without("ankge."):
+        assert results.cached_result(str(tmp_path / "wide.json"), recomputed)["mrr"] == 0.25
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_finite_checkpoint(tmp_path):

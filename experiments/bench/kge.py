@@ -34,12 +34,13 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
 from experiments.bench.timing import format_table, record, write_json
 from models.kge import KGEModel
-from research.ankge import evaluate, train_base
+from research.ankge import evaluate, retriever, train_base
 from research.datasets.kg import KG, add_reverse, load_kg
 from research.datasets.paths import REPO_ROOT, resolve_data_dir
 from research.training.parallel import data_mesh, replicate, shard_batch
@@ -146,6 +147,57 @@ def eval_time(kg: KG, name: str, *, dim: int, gamma: float = 6.0, warm: bool = T
         evaluate.evaluate_base(model, params, es)
     m = evaluate.evaluate_base(model, params, es)
     return {"seconds": m["eval_seconds"], "queries": len(es.queries), "mrr": m["mrr"]}
+
+
+def retrieval_block_time(
+    kg: KG,
+    *,
+    dim: int = 200,
+    gamma: float = 6.0,
+    rows: int = 64,
+    pairs: int = 128,
+    triple_ent_knn: int = 1000,
+    triple_rel_knn: int = 5,
+    triple_knn: int = 3,
+) -> dict[str, float]:
+    """Seconds per block of AnKGE's retrieval levels (RotatE, random embeddings: the time does
+    not depend on the values), each the mean of three calls after a compiling one:
+    `entity_s` for `pairs` (r, t) pairs ranked against all entities (top `triple_ent_knn`),
+    `triple_s` for `rows` triples x `triple_ent_knn` entities x `triple_rel_knn` relations.
+    Also the totals for `kg`'s reverse-augmented training triples and their distinct (r, t)."""
+    model = KGEModel("rotate", kg.num_entities, 2 * kg.num_relations, dim, gamma)
+    params = jax.device_put(model.init(jax.random.PRNGKey(0)))
+    rng = np.random.default_rng(0)
+    ids = lambda high, *shape: jnp.asarray(rng.integers(0, high, shape), jnp.int32)
+
+    def seconds(fn, *args):
+        jax.block_until_ready(fn(*args))
+        start = time.perf_counter()
+        for _ in range(3):
+            jax.block_until_ready(fn(*args))
+        return (time.perf_counter() - start) / 3
+
+    ec = min(4096, kg.num_entities)
+    columns = retriever.entity_columns(model, params, ec)
+    entity_s = seconds(
+        lambda r, t: retriever.entity_topk(model, triple_ent_knn, ec, params, columns, r, t),
+        ids(model.num_relations, pairs),
+        ids(model.num_entities, pairs),
+    )
+    triple_s = seconds(
+        lambda e, r, t: retriever.triple_topk(model, triple_knn, params, e, r, t),
+        ids(model.num_entities, rows, triple_ent_knn),
+        ids(model.num_relations, rows, triple_rel_knn),
+        ids(model.num_entities, rows),
+    )
+    train = add_reverse(kg.train, kg.num_relations)
+    distinct = len(np.unique(train[:, 1:3], axis=0))
+    return {
+        "entity_s": entity_s,
+        "triple_s": triple_s,
+        "total_entity_s": entity_s * distinct / pairs,
+        "total_triple_s": triple_s * len(train) / rows,
+    }
 
 
 _PYKEEN_SCRIPT = r"""

@@ -1,8 +1,10 @@
 """`experiments/bench/kge.py`: the device check at quick sizes (synthetic WN18RR-shaped data),
-and the PyKEEN side: its triples mapped through entities.dict drop no valid / test triple."""
+the retrieval timing, and the PyKEEN side: its triples mapped through entities.dict drop no
+valid / test triple."""
 
 import os
 
+import numpy as np
 import pytest
 
 from experiments.bench import kge
@@ -40,3 +42,10 @@ def test_pykeen_mapping_drops_no_triple():
     out = kge.run_pykeen(py, WN18RR, "transe", dim=8, batch=64, negatives=2, seconds=0.1)
     assert out["dropped"] == {"train": 0, "valid": 0, "test": 0}
     assert out["pos_per_s"] > 0
+
+
+def test_retrieval_block_time_runs_on_a_small_graph():
+    kg = kge.synthetic_like_wn18rr(scale=0.01)
+    got = kge.retrieval_block_time(kg, dim=8, rows=4, pairs=8, triple_ent_knn=20, triple_rel_knn=3)
+    assert all(np.isfinite(v) and v > 0 for v in got.values()), got
+    assert got["total_triple_s"] == got["triple_s"] * 2 * len(kg.train) / 4

@@ -349,10 +349,7 @@ def pairwise_match(
     filtered WN18RR evaluation at D = 500 became 2.3x (TransE) / 2.75x (RotatE) faster
     (research/ankge/README.md). Same values as `match` up to the summation order.
     """
-    # materialised before the scan: fused into it, the transposes become strided reads per step
-    qcols, tcols = jax.lax.optimization_barrier(
-        (query_columns(model, q), tail_columns(model, tails))
-    )
+    qcols, tcols = query_columns(model, q), tail_columns(model, tails)
     return match_columns(model, small, qcols, tcols, paired=paired)
 
 

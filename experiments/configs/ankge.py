@@ -191,14 +191,14 @@ PRESETS = {
     "small": "alias of wn18rr_rotate_small",
     "wn18rr_rotate_small": "RotatE dim 200 on WN18RR, 1,600 steps, then AnKGE (official WN18RR "
     "settings, 1,000 steps, lambdas chosen on validation): test MRR 0.4534, AnKGE 0.4562; "
-    "55 min on the 2-core CPU shared with other jobs (base training 26 min, retrieval 24 min); "
-    "CPU; data shipped (../shared/data/kg/WN18RR)",
+    "27 min on the idle 2-core CPU (base training 12 min, retrieval 8 min; 2026-12-03); CPU; "
+    "data shipped (../shared/data/kg/WN18RR)",
     "fb15k237_rotate_small": "wn18rr_rotate_small's RotatE budget on FB15k-237 (gamma 9), then "
     "AnKGE with the official FB15k-237 settings (paper, at full size: RotatE 0.338, AnKGE "
-    "0.385); not measured yet: base estimated 20-45 min on the 2-core CPU (50 smoke steps ran "
-    "at 0.65 steps/s on a busy CPU, test evaluation 100 s), the 1000 x 40 triple-level "
-    "retrieval over 544,230 triples estimated at ~10.6 h from its kernel's rate on a busy CPU "
-    "(README); CPU; data shipped (../shared/data/kg/FB15k-237)",
+    "0.385); not run to the end: stage 1 with wn18rr_rotate_small's own gamma 6 and alpha_adv "
+    "0.5 took 8 min on the 2-core CPU (test MRR 0.2700, 2026-12-03); the whole preset is "
+    "estimated at ~50 min (its 1000 x 40 triple-level retrieval ~30 min, from the kernel's "
+    "rate; README); CPU; data shipped (../shared/data/kg/FB15k-237)",
     "paper": "alias of wn18rr_rotate",
     "wn18rr_transe": "official TransE WN18RR recipe (dim 500, 80,000 steps) + AnKGE; not "
     f"measured; {_GPU_WN}",

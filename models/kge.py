@@ -331,12 +331,7 @@ def _coordinate_terms(model: KGEModel, qk: tuple, tk: tuple) -> tuple:
 
 
 def pairwise_match(
-    model: KGEModel,
-    small: Params,
-    q: Any,
-    tails: jax.Array,
-    *,
-    paired: bool = False,
+    model: KGEModel, small: Params, q: Any, tails: jax.Array, *, paired: bool = False
 ) -> jax.Array:
     """`model.match` of Q queries against E prepared tails, [..., Q, E], as a `lax.scan` over the
     embedding coordinates that adds one [..., Q, E] block of summands per coordinate.

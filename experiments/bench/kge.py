@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from experiments.bench.timing import format_table, record, write_json
+from experiments.bench.timing import format_table, median_seconds, record, write_json
 from models.kge import KGEModel
 from research.ankge import evaluate, retriever, train_base
 from research.datasets.kg import KG, add_reverse, load_kg
@@ -161,7 +161,7 @@ def retrieval_block_time(
     triple_knn: int = 3,
 ) -> dict[str, float]:
     """Seconds per block of AnKGE's retrieval levels (RotatE, random embeddings: the time does
-    not depend on the values), each the mean of three calls after a compiling one:
+    not depend on the values), each the median of three calls after a compiling one:
     `entity_s` for `pairs` (r, t) pairs ranked against all entities (top `triple_ent_knn`),
     `triple_s` for `rows` triples x `triple_ent_knn` entities x `triple_rel_knn` relations.
     Also the totals for `kg`'s reverse-augmented training triples and their distinct (r, t)."""
@@ -169,26 +169,16 @@ def retrieval_block_time(
     params = jax.device_put(model.init(jax.random.PRNGKey(0)))
     rng = np.random.default_rng(0)
     ids = lambda high, *shape: jnp.asarray(rng.integers(0, high, shape), jnp.int32)
-
-    def seconds(fn, *args):
-        jax.block_until_ready(fn(*args))
-        start = time.perf_counter()
-        for _ in range(3):
-            jax.block_until_ready(fn(*args))
-        return (time.perf_counter() - start) / 3
-
     ec = min(4096, kg.num_entities)
     columns = retriever.entity_columns(model, params, ec)
-    entity_s = seconds(
-        lambda r, t: retriever.entity_topk(model, triple_ent_knn, ec, params, columns, r, t),
-        ids(model.num_relations, pairs),
-        ids(model.num_entities, pairs),
+    r, t = ids(model.num_relations, pairs), ids(model.num_entities, pairs)
+    entity_s = median_seconds(
+        lambda: retriever.entity_topk(model, triple_ent_knn, ec, params, columns, r, t), repeats=3
     )
-    triple_s = seconds(
-        lambda e, r, t: retriever.triple_topk(model, triple_knn, params, e, r, t),
-        ids(model.num_entities, rows, triple_ent_knn),
-        ids(model.num_relations, rows, triple_rel_knn),
-        ids(model.num_entities, rows),
+    e = ids(model.num_entities, rows, triple_ent_knn)
+    rel, tail = ids(model.num_relations, rows, triple_rel_knn), ids(model.num_entities, rows)
+    triple_s = median_seconds(
+        lambda: retriever.triple_topk(model, triple_knn, params, e, rel, tail), repeats=3
     )
     train = add_reverse(kg.train, kg.num_relations)
     distinct = len(np.unique(train[:, 1:3], axis=0))

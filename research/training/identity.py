@@ -99,29 +99,27 @@ def current() -> dict[str, Any] | None:
 
 
 @contextlib.contextmanager
-def running(config: Any) -> Iterator[dict[str, Any]]:
-    """Makes `result_fields(config)` the current identity inside the block."""
+def _current_set_to(fields: dict[str, Any] | None) -> Iterator[dict[str, Any] | None]:
     global _current
-    previous, _current = _current, result_fields(config)
+    previous, _current = _current, fields
     try:
-        yield _current
+        yield fields
     finally:
         _current = previous
 
 
-@contextlib.contextmanager
-def without(*prefixes: str) -> Iterator[None]:
+def running(config: Any) -> contextlib.AbstractContextManager[dict[str, Any]]:
+    """Makes `result_fields(config)` the current identity inside the block."""
+    return _current_set_to(result_fields(config))
+
+
+def without(*prefixes: str) -> contextlib.AbstractContextManager[dict[str, Any] | None]:
     """Narrows the current identity to the fields outside `prefixes` (e.g. "ankge.") inside the
     block: a stage whose results do not read them (AnKGE's stage 1) stores and checks only the
     rest, so a run that differs only there reuses that stage's results."""
-    global _current
-    previous = _current
-    if previous is not None:
-        _current = {k: v for k, v in previous.items() if not k.startswith(prefixes)}
-    try:
-        yield
-    finally:
-        _current = previous
+    if _current is None:
+        return _current_set_to(None)
+    return _current_set_to({k: v for k, v in _current.items() if not k.startswith(prefixes)})
 
 
 def check_stored(stored: Mapping[str, Any] | None, where: str) -> None:

@@ -39,7 +39,7 @@ PRESETS = {
     "tiny": "a synthetic pair generated in code, AA, at most 40 iterations per stage; about 14 s "
     "on the 2-core CPU (measured with experiments.reproduce); no GPU, no data files",
     "small": "d1 (radius 8) and d2 (radius 5), AA and plain MM vs the authors' s2tres.obj, plus "
-    "the 3-level robustness sweep; about 98 s on the 2-core CPU (2026-12-03); no GPU; d1/d2 "
+    "the 3-level robustness sweep; 67 s on the idle 2-core CPU (2026-12-03); no GPU; d1/d2 "
     "shipped in ../shared/data",
     "paper": "the official defaults on d1 and d2, AA and plain MM, plus the 5-level robustness "
     "sweep; about 129 s on the 2-core CPU (2026-12-03); no GPU; d1/d2 shipped in "

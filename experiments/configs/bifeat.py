@@ -35,10 +35,10 @@ from experiments.configs.common import select_preset
 PRESETS = {
     "tiny": "synthetic 2,000-node graph, GraphSAGE, float32 / sq1 / sq2+cache, 1 seed; "
     "about 12 s on the 2-core CPU (measured with experiments.reproduce); no GPU, no data files",
-    "small": "Cora (../shared/data/planetoid), every feature-store scheme x 5 seeds; ~16 min on "
-    "the 2-core CPU (260 s for seed 0 + 692 s for seeds 1-4); no GPU",
+    "small": "Cora (../shared/data/planetoid), every feature-store scheme x 5 seeds; 8.5 min "
+    "(512 s) on the idle 2-core CPU (2026-12-03); no GPU",
     "edge_drop": "Cora with 50/80/95% of the edges dropped (random, by degree), float32 / sq1 / "
-    "sq2 / vq16x16 x 5 seeds; ~27 min on the 2-core CPU (1,112 s + 500 s); no GPU",
+    "sq2 / vq16x16 x 5 seeds; 14 min (841 s) on the 2-core CPU (2026-12-03); no GPU",
     "paper": "the official recipe (GraphSAGE 3 x 256, fan-outs 5/10/15, batch 1000, 50 epochs) "
     "on ogbn-products; not run on the 2-core CPU; needs a GPU and the OGB files (not in "
     "../shared/data) via --config.data_dir",

@@ -44,10 +44,11 @@ PRESETS = {
     "2-core CPU (measured with experiments.reproduce); no GPU, no data files (digits ship with "
     "scikit-learn)",
     "small": "digits 16x16, mini ViT, 6 methods x 3 seeds, 150 epochs (56,700 steps); about "
-    "0.7-2 h on the 2-core CPU (0.045-0.124 s / step measured, not timed end to end); no GPU, "
-    "no data files",
+    "0.7-2 h on the 2-core CPU (0.045-0.124 s / step measured on 2026-11-26, not timed end to "
+    "end); no GPU, no data files",
     "small_lt": "small on long-tailed digits (imbalance 10), none/CutMix/SMMix x 3 seeds, 80 "
-    "epochs; 29.5 min wall (9.6 min CPU) measured on the 2-core CPU; no GPU, no data files",
+    "epochs; 14 min wall and CPU on the 2-core CPU, beside another job (2026-12-03); no GPU, "
+    "no data files",
     "paper": "DeiT-T on ImageNet-1k, 300 epochs, Mixup/CutMix vs SMMix; not run here, no time "
     "measured; needs GPUs and ImageNet-1k in ImageFolder layout (not in ../shared/data)",
 }

@@ -114,15 +114,15 @@ def paper() -> ml_collections.ConfigDict:
 
 PRESETS = {
     "tiny": "8gaussians, 2 blocks x 60 iterations, width 32, JKO-iFlow and the baseline; "
-    "about 37 s on the 2-core CPU (measured with experiments.reproduce); no GPU, no data files",
+    "about 32 s on the 2-core CPU (experiments.reproduce, 2026-12-03); no GPU, no data files",
     "small": "all nine 2D densities (toy, Gaussian, rose, tree), up to 4 blocks x 200 iterations, "
-    "JKO-iFlow vs the baseline; about 31 min (1854 s) on the 2-core CPU; no GPU; rose.png and "
-    "tree.png, shipped in ../shared/data/densities2d",
+    "JKO-iFlow vs the baseline; about 25 min (1491 s) on the idle 2-core CPU (2026-12-03); no "
+    "GPU; rose.png and tree.png, shipped in ../shared/data/densities2d",
     "rose": "rose, 8 blocks x 250 iterations, batch 2000, width 128 (the official code's measured "
-    "setting), no baseline; about 9 min (525 s) on the 2-core CPU; no GPU; rose.png, shipped in "
-    "../shared/data/densities2d",
+    "setting), no baseline; about 5 min (297 s) on the idle 2-core CPU (2026-12-03); no GPU; "
+    "rose.png, shipped in ../shared/data/densities2d",
     "gaussian": "correlated Gaussian (closed-form NLL 4.4269), 2 blocks x 500 iterations, no "
-    "baseline; about 10 min (596 s) on the 2-core CPU; no GPU, no data files",
+    "baseline; about 3.3 min (197 s) on the idle 2-core CPU (2026-12-03); no GPU, no data files",
     "paper": "the official rose recipe, 8 blocks x 10,000 iterations + one reparameterization "
     "round, with the baseline; not measured on the 2-core CPU (hours there); meant for a GPU; "
     "rose.png, shipped in ../shared/data/densities2d",

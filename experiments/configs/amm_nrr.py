@@ -36,8 +36,8 @@ from research.amm_nrr import config_rules, solver
 
 # What each preset runs, its wall time on the 2-core CPU and what it needs (listed by --help).
 PRESETS = {
-    "tiny": "a synthetic pair generated in code, AA, at most 40 iterations per stage; about 14 s "
-    "on the 2-core CPU (measured with experiments.reproduce); no GPU, no data files",
+    "tiny": "a synthetic pair generated in code, AA, at most 40 iterations per stage; about 15 s "
+    "on the 2-core CPU (experiments.reproduce, 2026-12-03); no GPU, no data files",
     "small": "d1 (radius 8) and d2 (radius 5), AA and plain MM vs the authors' s2tres.obj, plus "
     "the 3-level robustness sweep; 67 s on the idle 2-core CPU (2026-12-03); no GPU; d1/d2 "
     "shipped in ../shared/data",

@@ -186,7 +186,7 @@ _GPU_FB = "needs a GPU; data shipped (../shared/data/kg/FB15k-237)"
 
 PRESETS = {
     "tiny": "synthetic KG with planted analogies (160 entities), RotatE dim 16, 300 base + 100 "
-    "AnKGE steps; about 16 s on the 2-core CPU (measured with experiments.reproduce); no GPU, "
+    "AnKGE steps; about 18 s on the 2-core CPU (experiments.reproduce, 2026-12-03); no GPU, "
     "no data",
     "small": "alias of wn18rr_rotate_small",
     "wn18rr_rotate_small": "RotatE dim 200 on WN18RR, 1,600 steps, then AnKGE (official WN18RR "

@@ -34,7 +34,7 @@ from experiments.configs.common import select_preset
 # research/bifeat/README.md), and what it needs beyond this repository and ../shared/data.
 PRESETS = {
     "tiny": "synthetic 2,000-node graph, GraphSAGE, float32 / sq1 / sq2+cache, 1 seed; "
-    "about 12 s on the 2-core CPU (measured with experiments.reproduce); no GPU, no data files",
+    "about 14 s on the 2-core CPU (experiments.reproduce, 2026-12-03); no GPU, no data files",
     "small": "Cora (../shared/data/planetoid), every feature-store scheme x 5 seeds; 8.5 min "
     "(512 s) on the idle 2-core CPU (2026-12-03); no GPU",
     "edge_drop": "Cora with 50/80/95% of the edges dropped (random, by degree), float32 / sq1 / "

@@ -40,8 +40,8 @@ SMALL_METHODS = "none,mixup,cutmix,smmix,smmix_no_fine,smmix_no_con"
 # What each preset runs, its wall time on the 2-core CPU (research/smmix/README.md) and what it
 # needs; `python -m experiments.smmix --help` prints it.
 PRESETS = {
-    "tiny": "digits 16x16, 2-block ViT, none/CutMix/SMMix, 1 seed, 12 epochs; about 83 s on the "
-    "2-core CPU (measured with experiments.reproduce); no GPU, no data files (digits ship with "
+    "tiny": "digits 16x16, 2-block ViT, none/CutMix/SMMix, 1 seed, 12 epochs; about 71 s on the "
+    "2-core CPU (experiments.reproduce, 2026-12-03); no GPU, no data files (digits ship with "
     "scikit-learn)",
     "small": "digits 16x16, mini ViT, 6 methods x 3 seeds, 150 epochs (56,700 steps); about "
     "0.7-2 h on the 2-core CPU (0.045-0.124 s / step measured on 2026-11-26, not timed end to "

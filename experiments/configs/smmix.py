@@ -44,8 +44,8 @@ PRESETS = {
     "2-core CPU (experiments.reproduce, 2026-12-03); no GPU, no data files (digits ship with "
     "scikit-learn)",
     "small": "digits 16x16, mini ViT, 6 methods x 3 seeds, 150 epochs (56,700 steps); about "
-    "0.7-2 h on the 2-core CPU (0.045-0.124 s / step measured on 2026-11-26, not timed end to "
-    "end); no GPU, no data files",
+    "65 min on the idle 2-core CPU (217 s per run on average over the 10 of 18 runs that ran "
+    "alone, 2026-12-03); no GPU, no data files",
     "small_lt": "small on long-tailed digits (imbalance 10), none/CutMix/SMMix x 3 seeds, 80 "
     "epochs; 14 min wall and CPU on the 2-core CPU, beside another job (2026-12-03); no GPU, "
     "no data files",

@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from models.flows import VelocityMLP
 from research.jko_iflow import flow
+from research.training.sample_distances import median_distance, mmd2
 
 Array = jax.Array
 
@@ -44,39 +44,6 @@ class EvalOptions:
     def flow_solver(self) -> flow.Solver:
         """The block integrator of this evaluation."""
         return flow.Solver(self.solver, num_steps=self.rk4_steps, rtol=self.tol, atol=self.tol)
-
-
-def median_distance(x: np.ndarray, *, max_points: int = 2000, seed: int = 0) -> float:
-    """Median pairwise Euclidean distance of the rows of x [N, d] (a random subset of rows)."""
-    x = np.asarray(x, np.float64)
-    if len(x) > max_points:
-        x = x[np.random.default_rng(seed).choice(len(x), max_points, replace=False)]
-    sq = np.sum(x**2, 1)
-    d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0.0)
-    return float(np.median(np.sqrt(d2[np.triu_indices(len(x), 1)])))
-
-
-@jax.jit
-def _kernel_mean(a: Array, b: Array, gamma: Array) -> Array:
-    """mean_{i,j} exp(-||a_i - b_j||^2 / (2 gamma^2)), tiled over rows of `a` (1000 at a time)."""
-    tile = 1000
-    pad = (-a.shape[0]) % tile
-    mask = jnp.concatenate([jnp.ones(a.shape[0]), jnp.zeros(pad)]).reshape(-1, tile)
-    a = jnp.pad(a, ((0, pad), (0, 0))).reshape(-1, tile, a.shape[1])
-
-    def rows(args):
-        ai, mi = args
-        d2 = jnp.sum(ai**2, 1)[:, None] + jnp.sum(b**2, 1)[None, :] - 2 * ai @ b.T
-        return jnp.sum(jnp.exp(-jnp.maximum(d2, 0) / (2 * gamma**2)) * mi[:, None])
-
-    return jnp.sum(jax.lax.map(rows, (a, mask))) / (mask.sum() * b.shape[0])
-
-
-def mmd2(x: np.ndarray, y: np.ndarray, bandwidth: float) -> float:
-    """Biased MMD^2 between samples x [n, d] and y [m, d] with a Gaussian kernel of width g."""
-    x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
-    g = jnp.float32(bandwidth)
-    return float(_kernel_mean(x, x, g) + _kernel_mean(y, y, g) - 2 * _kernel_mean(x, y, g))
 
 
 def mmd_permutation_test(

@@ -1,0 +1,11 @@
+"""MoM-GAN binary.
+
+python -m experiments.mom_gan --config=experiments/configs/mom_gan.py:tiny --workdir=DIR
+"""
+
+from experiments.app import run
+from research.mom_gan.config_rules import validate_config
+from research.mom_gan.train import train_and_evaluate
+
+if __name__ == "__main__":
+    run(train_and_evaluate, validate_config)

@@ -1,0 +1,258 @@
+"""MoM-GAN experiments: every estimator on Huber-contaminated samples; `train_and_evaluate`.
+
+    python -m experiments.mom_gan --config=experiments/configs/mom_gan.py:small --workdir=DIR
+
+For each dimension p in `config.dims`, contamination eps in `config.eps_values` and seed, one
+sample of `config.num_train` points of (1 - eps) P + eps Q is drawn (the same sample for every
+method), and each method in `config.methods` estimates P from it. Each (p, eps, method, seed)
+writes `DIR/runs/p<p>/eps<eps>/<method>/seed<k>/` (a GAN's checkpoints and metrics, and
+`result.json`; a re-run reads finished results back and resumes an unfinished fit). Then
+`DIR/results.{json,md}` and `DIR/mean_error_vs_eps.png`.
+
+Metrics against the clean P: `mean_error` ||mu_hat - mu||_2, `cov_error` ||Sigma_hat - Sigma||_op
+(where the method estimates a covariance), and for the GANs `sliced_w2` and `mmd` (biased MMD^2,
+Gaussian kernel of the median-heuristic width) between `config.num_eval` generated points and as
+many clean hold-out points; `seconds` of training.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import ml_collections
+import numpy as np
+from absl import logging
+
+from research.mom_gan import estimators, gan, methods
+from research.mom_gan.contamination import (
+    Contamination,
+    clean_moments,
+    huber_sample,
+    sample_clean,
+)
+from research.training import results, stats
+from research.training.sample_distances import median_distance, mmd2, sliced_wasserstein
+
+Config = ml_collections.ConfigDict
+METRICS = ("mean_error", "cov_error", "sliced_w2", "mmd", "seconds")
+
+
+def method_list(config: Config) -> list[str]:
+    return [m.strip() for m in config.methods.split(",") if m.strip()]
+
+
+def seeds(config: Config) -> list[int]:
+    return list(range(config.seed, config.seed + config.num_seeds))
+
+
+def gan_options(config: Config, method: str) -> gan.GANOptions:
+    return gan.GANOptions(**config.gans[method])
+
+
+def _eps_name(eps: float) -> str:
+    return f"eps{eps:g}"
+
+
+def distribution_metrics(samples: np.ndarray, holdout: np.ndarray, *, seed: int) -> dict:
+    """`sliced_w2` and `mmd` between generated `samples` and clean `holdout` [m, p]."""
+    width = median_distance(holdout, seed=seed)
+    return {
+        "sliced_w2": sliced_wasserstein(samples, holdout, seed=seed),
+        "mmd": mmd2(samples, holdout, width),
+    }
+
+
+def run_one(
+    config: Config, method: str, dim: int, eps: float, seed: int, workdir: str
+) -> dict[str, float]:
+    """One estimator on one contaminated sample; returns its metrics (None where undefined)."""
+    contamination = Contamination(**config.contamination)
+    eps_key = int(round(eps * 1e6))
+    x, is_outlier = huber_sample([seed, dim, eps_key], config.num_train, dim, eps, contamination)
+    mu, sigma = clean_moments(contamination.clean, dim)
+    out: dict[str, Any] = dict.fromkeys(METRICS)
+    out["outlier_fraction"] = float(is_outlier.mean())
+    if method in estimators.CLASSICAL or method == methods.ORACLE:
+        points = x[~is_outlier] if method == methods.ORACLE else x
+        est = estimators.CLASSICAL.get(method, estimators.sample_mean)(points)
+        out["mean_error"] = float(np.linalg.norm(est - mu))
+        if method in ("mean", methods.ORACLE):
+            cov = estimators.sample_covariance(points)
+            out["cov_error"] = float(np.linalg.norm(cov - sigma, ord=2))
+        return out
+    opts = gan_options(config, method)
+    params, info = gan.fit(
+        opts,
+        x,
+        eps,
+        seed,
+        workdir,
+        desc=f"{method} p={dim} eps={eps:g} seed {seed}",
+        checkpoint_every_epochs=config.checkpoint_every_epochs,
+        log_every_epochs=config.log_every_epochs,
+    )
+    est = gan.estimate(opts, params, dim, num_samples=config.num_eval, seed=seed + 10**6)
+    holdout = sample_clean(
+        np.random.default_rng([seed, dim, 7]), config.num_eval, dim, contamination.clean
+    )
+    out["mean_error"] = float(np.linalg.norm(est["mean"] - mu))
+    if est["cov"] is not None:
+        out["cov_error"] = float(np.linalg.norm(est["cov"] - sigma, ord=2))
+    out.update(distribution_metrics(est["samples"], holdout, seed=seed))
+    out.update(
+        seconds=info["seconds"],
+        num_blocks=info["num_blocks"],
+        generator_iterations=info["generator_iterations"],
+    )
+    return out
+
+
+def summarize(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (p, eps, method) in run order: each metric's mean and sample std over seeds
+    (`<metric>` a `stats.SeedSummary`, None when the method does not define it)."""
+    rows = []
+    keys = dict.fromkeys((r["dim"], r["eps"], r["method"]) for r in runs)
+    for dim, eps, method in keys:
+        rs = [r for r in runs if (r["dim"], r["eps"], r["method"]) == (dim, eps, method)]
+        row: dict[str, Any] = {"dim": dim, "eps": eps, "method": method, "seeds": len(rs)}
+        for metric in METRICS:
+            values = [r[metric] for r in rs if r.get(metric) is not None]
+            row[metric] = stats.seed_summary(values) if values else None
+        rows.append(row)
+    return rows
+
+
+def _pm(s: stats.SeedSummary | None) -> str:
+    return "" if s is None else f"{s.mean:.4g} ± {s.std:.2g}"
+
+
+def error_tables(rows: Sequence[Mapping[str, Any]], eps_values: Sequence[float]):
+    """Per p: methods x eps, each cell the mean error's mean ± std over seeds."""
+    tables = {}
+    for dim in dict.fromkeys(r["dim"] for r in rows):
+        table = []
+        for method in dict.fromkeys(r["method"] for r in rows if r["dim"] == dim):
+            cells = {
+                r["eps"]: r["mean_error"] for r in rows if r["dim"] == dim and r["method"] == method
+            }
+            table.append(
+                {"method": method, **{f"eps {e:g}": _pm(cells.get(e)) for e in eps_values}}
+            )
+        tables[f"p = {dim}: l2 error of the mean (mean ± std over seeds)"] = table
+    return tables
+
+
+def robustness_rows(rows: Sequence[Mapping[str, Any]], low: float, high: float):
+    """Per (p, method): the mean error at eps = high over that at eps = low."""
+    by = {(r["dim"], r["eps"], r["method"]): r["mean_error"] for r in rows}
+    out = []
+    for dim, eps, method in by:
+        if eps != low or (dim, high, method) not in by:
+            continue
+        a, b = by[(dim, low, method)], by[(dim, high, method)]
+        if a is None or b is None:
+            continue
+        out.append(
+            {
+                "p": dim,
+                "method": method,
+                f"error at eps {low:g}": a.mean,
+                f"error at eps {high:g}": b.mean,
+                "ratio": b.mean / max(a.mean, 1e-12),
+            }
+        )
+    return out
+
+
+def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
+    runs = []
+    names = method_list(config)
+    for dim in config.dims:
+        for eps in config.eps_values:
+            for seed in seeds(config):
+                for method in names:
+                    rdir = os.path.join(
+                        workdir, "runs", f"p{dim}", _eps_name(eps), method, f"seed{seed}"
+                    )
+                    r = results.cached_result(
+                        os.path.join(rdir, "result.json"),
+                        lambda m=method, d=dim, e=eps, s=seed, w=rdir: run_one(
+                            config, m, d, e, s, w
+                        ),
+                    )
+                    logging.info(
+                        "p=%d eps=%g %s seed %d: mean error %.4g",
+                        dim,
+                        eps,
+                        method,
+                        seed,
+                        r["mean_error"],
+                    )
+                    runs.append({"dim": dim, "eps": eps, "method": method, "seed": seed, **r})
+    rows = summarize(runs)
+    metrics = {}
+    for r in rows:
+        for metric in METRICS:
+            if r[metric] is not None:
+                prefix = f"p{r['dim']}/{_eps_name(r['eps'])}/{r['method']}/{metric}"
+                metrics[prefix] = r[metric].mean
+                metrics[prefix + "_std"] = r[metric].std
+    tables = error_tables(rows, config.eps_values)
+    detail = [
+        {
+            "p": r["dim"],
+            "eps": r["eps"],
+            "method": r["method"],
+            "seeds": r["seeds"],
+            **{m: _pm(r[m]) for m in METRICS},
+        }
+        for r in rows
+    ]
+    tables["every metric (mean ± std over seeds)"] = detail
+    plots = []
+    if len(config.eps_values) > 1:
+        tables["robustness: error at the largest eps over the error at eps 0"] = robustness_rows(
+            rows, min(config.eps_values), max(config.eps_values)
+        )
+        plots.append(plot_errors(workdir, rows))
+    results.write_results(
+        workdir, metrics, title=f"MoM-GAN: {config.preset}", tables=tables, plots=plots
+    )
+    return metrics
+
+
+def plot_errors(workdir: str, rows: Sequence[Mapping[str, Any]]) -> str:
+    """mean_error_vs_eps.png: one panel per p, one line per method (log scale)."""
+    import matplotlib.pyplot as plt
+
+    dims = list(dict.fromkeys(r["dim"] for r in rows))
+    fig, axes = plt.subplots(1, len(dims), figsize=(4.5 * len(dims), 3.8), squeeze=False)
+    for ax, dim in zip(axes[0], dims, strict=True):
+        for method in dict.fromkeys(r["method"] for r in rows):
+            pts = [
+                (r["eps"], r["mean_error"])
+                for r in rows
+                if r["dim"] == dim and r["method"] == method
+            ]
+            eps = [e for e, _ in pts]
+            ax.errorbar(
+                eps,
+                [s.mean for _, s in pts],
+                yerr=[s.std for _, s in pts],
+                marker="o",
+                capsize=3,
+                label=method,
+            )
+        ax.set(
+            xlabel="contamination eps",
+            ylabel="l2 error of the mean",
+            title=f"p = {dim}",
+            yscale="log",
+        )
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7)
+    return os.path.basename(
+        results.save_figure(fig, os.path.join(workdir, "mean_error_vs_eps.png"))
+    )

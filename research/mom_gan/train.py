@@ -33,6 +33,7 @@ from research.mom_gan.contamination import (
     sample_clean,
 )
 from research.training import results, stats
+from research.training.errors import NonFiniteError
 from research.training.sample_distances import median_distance, mmd2, sliced_wasserstein
 
 Config = ml_collections.ConfigDict
@@ -83,16 +84,21 @@ def run_one(
             out["cov_error"] = float(np.linalg.norm(cov - sigma, ord=2))
         return out
     opts = gan_options(config, method)
-    params, info = gan.fit(
-        opts,
-        x,
-        eps,
-        seed,
-        workdir,
-        desc=f"{method} p={dim} eps={eps:g} seed {seed}",
-        checkpoint_every_epochs=config.checkpoint_every_epochs,
-        log_every_epochs=config.log_every_epochs,
-    )
+    try:
+        params, info = gan.fit(
+            opts,
+            x,
+            eps,
+            seed,
+            workdir,
+            desc=f"{method} p={dim} eps={eps:g} seed {seed}",
+            checkpoint_every_epochs=config.checkpoint_every_epochs,
+            log_every_epochs=config.log_every_epochs,
+        )
+    except NonFiniteError as e:
+        # One estimator diverging is a result of the comparison, not the end of the experiment.
+        logging.warning("%s", e)
+        return {**out, "diverged": str(e)}
     est = gan.estimate(opts, params, dim, num_samples=config.num_eval, seed=seed + 10**6)
     holdout = sample_clean(
         np.random.default_rng([seed, dim, 7]), config.num_eval, dim, contamination.clean
@@ -110,13 +116,21 @@ def run_one(
 
 
 def summarize(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (p, eps, method) in run order: each metric's mean and sample std over seeds
-    (`<metric>` a `stats.SeedSummary`, None when the method does not define it)."""
+    """One row per (p, eps, method) in run order: each metric's mean and sample std over the
+    seeds that finished (`<metric>` a `stats.SeedSummary`, None when the method does not define
+    it or every seed diverged); `diverged` counts the fits stopped by the NaN guard."""
     rows = []
     keys = dict.fromkeys((r["dim"], r["eps"], r["method"]) for r in runs)
     for dim, eps, method in keys:
         rs = [r for r in runs if (r["dim"], r["eps"], r["method"]) == (dim, eps, method)]
-        row: dict[str, Any] = {"dim": dim, "eps": eps, "method": method, "seeds": len(rs)}
+        diverged = sum(1 for r in rs if r.get("diverged"))
+        row: dict[str, Any] = {
+            "dim": dim,
+            "eps": eps,
+            "method": method,
+            "seeds": len(rs),
+            "diverged": diverged,
+        }
         for metric in METRICS:
             values = [r[metric] for r in rs if r.get(metric) is not None]
             row[metric] = stats.seed_summary(values) if values else None
@@ -128,41 +142,84 @@ def _pm(s: stats.SeedSummary | None) -> str:
     return "" if s is None else f"{s.mean:.4g} ± {s.std:.2g}"
 
 
+def _error_cell(row: Mapping[str, Any] | None) -> str:
+    """The mean error's mean ± std, and how many seeds diverged (left out of the mean)."""
+    if row is None:
+        return ""
+    text = _pm(row["mean_error"])
+    if row["diverged"]:
+        text = f"{text} ({row['diverged']} of {row['seeds']} diverged)".lstrip()
+    return text
+
+
 def error_tables(rows: Sequence[Mapping[str, Any]], eps_values: Sequence[float]):
-    """Per p: methods x eps, each cell the mean error's mean ± std over seeds."""
+    """Per p: methods x eps, each cell the mean error's mean ± std over the seeds that
+    finished."""
     tables = {}
     for dim in dict.fromkeys(r["dim"] for r in rows):
         table = []
         for method in dict.fromkeys(r["method"] for r in rows if r["dim"] == dim):
-            cells = {
-                r["eps"]: r["mean_error"] for r in rows if r["dim"] == dim and r["method"] == method
-            }
+            cells = {r["eps"]: r for r in rows if r["dim"] == dim and r["method"] == method}
             table.append(
-                {"method": method, **{f"eps {e:g}": _pm(cells.get(e)) for e in eps_values}}
+                {"method": method, **{f"eps {e:g}": _error_cell(cells.get(e)) for e in eps_values}}
             )
         tables[f"p = {dim}: l2 error of the mean (mean ± std over seeds)"] = table
     return tables
 
 
-def robustness_rows(rows: Sequence[Mapping[str, Any]], low: float, high: float):
-    """Per (p, method): the mean error at eps = high over that at eps = low."""
+def robustness_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per (p, method): the mean error at eps = 0 and, for every larger eps, the error there
+    over the error at eps = 0 (how much contamination moves the estimator)."""
     by = {(r["dim"], r["eps"], r["method"]): r["mean_error"] for r in rows}
     out = []
     for dim, eps, method in by:
-        if eps != low or (dim, high, method) not in by:
+        base = by[(dim, eps, method)]
+        if eps != 0 or base is None:
             continue
-        a, b = by[(dim, low, method)], by[(dim, high, method)]
-        if a is None or b is None:
-            continue
-        out.append(
-            {
-                "p": dim,
-                "method": method,
-                f"error at eps {low:g}": a.mean,
-                f"error at eps {high:g}": b.mean,
-                "ratio": b.mean / max(a.mean, 1e-12),
-            }
-        )
+        row = {"p": dim, "method": method, "error at eps 0": base.mean}
+        for (d, e, m), s in by.items():
+            if (d, m) == (dim, method) and e > 0 and s is not None:
+                row[f"eps {e:g} / eps 0"] = s.mean / max(base.mean, 1e-12)
+        out.append(row)
+    return out
+
+
+COMPARISONS = (
+    ("mom_gan", "wgan"),
+    ("mom_gan", "mom_wgan"),
+    ("mom_wgan", "wgan"),
+    ("mom_jsgan", "gan"),
+    ("mom_gan", "robust_jsgan"),
+    ("mom_jsgan", "robust_jsgan"),
+)
+
+
+def comparison_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per (p, eps) and pair (a, b) of `COMPARISONS` that ran: the mean-error difference a - b,
+    its Welch standard error over seeds and whether |diff| exceeds 2 standard errors."""
+    by = {(r["dim"], r["eps"], r["method"]): r["mean_error"] for r in rows}
+    out = []
+    for dim, eps in dict.fromkeys((r["dim"], r["eps"]) for r in rows):
+        for a, b in COMPARISONS:
+            sa, sb = by.get((dim, eps, a)), by.get((dim, eps, b))
+            if sa is None or sb is None:
+                continue
+            d = stats.difference(sa, sb)
+            verdict = (
+                "within spread"
+                if not d.exceeds_spread()
+                else (f"{a} lower" if d.diff < 0 else f"{b} lower")
+            )
+            out.append(
+                {
+                    "p": dim,
+                    "eps": eps,
+                    "a - b": f"{a} - {b}",
+                    "diff": d.diff,
+                    "s.e.": d.stderr,
+                    "verdict": verdict,
+                }
+            )
     return out
 
 
@@ -182,13 +239,9 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
                             config, m, d, e, s, w
                         ),
                     )
+                    error = "diverged" if r.get("diverged") else f"{r['mean_error']:.4g}"
                     logging.info(
-                        "p=%d eps=%g %s seed %d: mean error %.4g",
-                        dim,
-                        eps,
-                        method,
-                        seed,
-                        r["mean_error"],
+                        "p=%d eps=%g %s seed %d: mean error %s", dim, eps, method, seed, error
                     )
                     runs.append({"dim": dim, "eps": eps, "method": method, "seed": seed, **r})
     rows = summarize(runs)
@@ -206,16 +259,18 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
             "eps": r["eps"],
             "method": r["method"],
             "seeds": r["seeds"],
+            "diverged": r["diverged"],
             **{m: _pm(r[m]) for m in METRICS},
         }
         for r in rows
     ]
     tables["every metric (mean ± std over seeds)"] = detail
+    comparisons = comparison_rows(rows)
+    if comparisons:
+        tables["mean error, a - b, with the Welch standard error over seeds"] = comparisons
     plots = []
     if len(config.eps_values) > 1:
-        tables["robustness: error at the largest eps over the error at eps 0"] = robustness_rows(
-            rows, min(config.eps_values), max(config.eps_values)
-        )
+        tables["robustness: the error at eps over the error at eps 0"] = robustness_rows(rows)
         plots.append(plot_errors(workdir, rows))
     results.write_results(
         workdir, metrics, title=f"MoM-GAN: {config.preset}", tables=tables, plots=plots

@@ -55,3 +55,18 @@ def test_config_rules_name_the_field(field, value, message):
         validate_config(config)
     assert str(err.value).startswith("config.")
     validate_config(get_config("small"))
+
+
+def test_a_diverging_gan_is_recorded_and_left_out_of_the_mean(tmp_path):
+    config = get_config("tiny")
+    config.methods = "mean,robust_jsgan"
+    config.eps_values = (0.2,)
+    config.num_seeds = 2
+    config.gans.robust_jsgan.lr_d = 1e38  # overflows to inf at once
+    metrics = train_and_evaluate(config, str(tmp_path))
+    assert "p2/eps0.2/robust_jsgan/mean_error" not in metrics
+    assert metrics["p2/eps0.2/mean/mean_error"] > 1.0
+    with open(tmp_path / "results.md") as f:
+        assert "(2 of 2 diverged)" in f.read()
+    with open(tmp_path / "runs/p2/eps0.2/robust_jsgan/seed0/result.json") as f:
+        assert "the loss is" in f.read()

@@ -89,14 +89,14 @@ def paper() -> ml_collections.ConfigDict:
 
 
 PRESETS = {
-    "tiny": "p = 2, eps 0 and 0.2, every estimator, 12 epochs of 2,000 points; about 35 s on "
-    "the 2-core CPU beside another job (2026-12-03); no GPU, no data files",
+    "tiny": "p = 2, eps 0 and 0.2, every estimator, 12 epochs of 2,000 points; about 33 s on "
+    "the 2-core CPU (experiments.reproduce, 2026-12-03); no GPU, no data files",
     "small": "p in {2, 10, 50} x eps in {0, 0.05, 0.1, 0.2} x every estimator x 3 seeds, "
     "10,000 points, 60 epochs; 14.4 min on the 2-core CPU beside another job (2026-12-03); "
     "no GPU, no data files",
     "gao": "the robust JS-GAN's setting (p = 100, eps = 0.2, n = 50,000, 150 epochs) for the "
     "robust JS-GAN, MoM-JS-GAN (K by rule and K = 12), MoM-WGAN and MoM-GAN, 3 seeds; "
-    "GAO_TIME; no GPU, no data files",
+    "4 min 2 s on the idle 2-core CPU (2026-12-03); no GPU, no data files",
     "paper": "p in {2, 5, 10, 100} x eps in {0, 0.05, 0.1, 0.2}, n = 50,000, 150 epochs, every "
     "estimator, 3 seeds; not run on the 2-core CPU (an estimated 3-5 h there, from the "
     "per-fit times of small and gao); no GPU needed, no data files",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from research.mom_gan import contamination, gan, methods, objectives
+from research.mom_gan import contamination, estimators, gan, methods, objectives
 from research.training import config_checks as checks
 
 
@@ -56,7 +56,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             raise checks.fail(
                 "methods", config.methods, f"{name!r} must be one of {', '.join(methods.METHODS)}"
             )
-        if name not in methods.CLASSICAL and name != methods.ORACLE:
+        if name not in estimators.CLASSICAL and name != methods.ORACLE:
             _check_gan(config, name)
     if not config.dims or any(not isinstance(d, int) or d < 1 for d in config.dims):
         raise checks.fail("dims", config.dims, "must be positive integers")

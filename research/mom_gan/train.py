@@ -139,7 +139,10 @@ def summarize(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _pm(s: stats.SeedSummary | None) -> str:
-    return "" if s is None else f"{s.mean:.4g} ± {s.std:.2g}"
+    """'mean ± std' ('mean' for one seed, '' for none)."""
+    if s is None:
+        return ""
+    return f"{s.mean:.4g}" if s.n == 1 else f"{s.mean:.4g} ± {s.std:.2g}"
 
 
 def _error_cell(row: Mapping[str, Any] | None) -> str:

@@ -103,10 +103,11 @@ def sweep(
         row = dict(level=level, noise=level * noise, outliers=level * outliers, cut=level * cut)
         row["rmse_initial"] = rmse(pair.source.vertices, pair.truth)
         for name, robust in (("welsch", True), ("l2", False)):
+            label = f"robustness level {level:g} ({name})"
             res = solver.register(
-                pair.source, pair.target, dataclasses.replace(options, robust=robust)
+                pair.source, pair.target, dataclasses.replace(options, robust=robust), label=label
             )
-            solver.check_finite(res, f"robustness level {level:g} ({name})")
+            solver.check_finite(res, label)
             row[f"rmse_{name}"] = rmse(res.deformed, pair.truth)
             row[f"fit_{name}"] = solver.fit_metric(res.deformed, pair.target.vertices, scale)
         rows.append(row)

@@ -140,8 +140,9 @@ def _aa_speedup(aa: solver.Result, mm: solver.Result) -> dict[str, float]:
 
 def run_pair(config: Config, pair: Pair, use_aa: bool, workdir: str) -> tuple[dict, Any]:
     options = options_from(config, pair.radius, use_aa)
-    res = solver.register(pair.source, pair.target, options, landmarks=pair.landmarks)
-    solver.check_finite(res, f"pair {pair.name} ({'AA' if use_aa else 'plain MM'})")
+    label = f"pair {pair.name} ({'AA' if use_aa else 'plain MM'})"
+    res = solver.register(pair.source, pair.target, options, landmarks=pair.landmarks, label=label)
+    solver.check_finite(res, label)
     scale = normalise(pair.source.vertices, pair.target.vertices).scale
     suffix = "_plane" if options.alignment == "plane" else ""
     run = f"{pair.name}_{'aa' if use_aa else 'mm'}{suffix}"

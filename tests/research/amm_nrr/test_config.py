@@ -165,7 +165,7 @@ def test_landmark_file_reads_pairs_and_rejects_an_empty_one(tmp_path):
 def _fake_register(stage_energy, deformed_value=0.0):
     """solver.register stand-in: a result with the given last-stage energy / vertex value."""
 
-    def register(source, target, options, landmarks=None):
+    def register(source, target, options, landmarks=None, label="registration"):
         n = len(source.vertices)
         stages = [
             dict(stage=0, nu_a=0.1, nu_r=0.1, iterations=3, energy=1.0),

@@ -11,6 +11,7 @@ from scipy.spatial import cKDTree
 
 from experiments.configs.amm_nrr import get_config
 from research.amm_nrr import robustness, solver, train
+from research.training.errors import NonFiniteError
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +102,14 @@ def test_point_to_plane_registers_the_tiny_pair():
     assert res.stages[-1]["converged"]
     with pytest.raises(ValueError, match="alignment"):
         solver.register(pair.source, pair.target, solver.Options(alignment="normal"))
+
+
+def test_a_non_finite_energy_stops_the_solve_naming_stage_and_iteration():
+    stage = dict(stage=2, nu_a=0.0123)
+    solver.stop_if_not_finite(stage, np.array([3.0, 2.0, 1.0]), "pair d2 (AA)")
+    with pytest.raises(
+        NonFiniteError,
+        match=r"^pair d2 \(AA\): the energy is nan at iteration 1 "
+        r"of stage 2 \(nu_a=0.0123\); the registration stopped",
+    ):
+        solver.stop_if_not_finite(stage, np.array([3.0, np.nan, np.nan]), "pair d2 (AA)")

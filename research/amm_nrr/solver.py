@@ -204,6 +204,11 @@ class Result:
     log: list[dict[str, Any]]
 
 
+# Fewer vertices than this give no meaningful distances to set the graph and nu from (one vertex:
+# infinite Welsch parameters and a NaN energy).
+MIN_VERTICES = 4
+
+
 def register(
     source: Mesh,
     target: Mesh,
@@ -219,6 +224,13 @@ def register(
     the solve at the end of its stage with NonFiniteError naming `label`, the stage and the
     iteration (`stop_if_not_finite`).
     """
+    for name, mesh in (("source", source), ("target", target)):
+        if len(mesh.vertices) < MIN_VERTICES:
+            raise ValueError(
+                f"the {name} has {len(mesh.vertices)} vertex(es); a registration needs at least "
+                f"{MIN_VERTICES} (the node radius, the Welsch parameters and the normalisation "
+                "come from distances between vertices)"
+            )
     if options.dtype not in ("float32", "float64"):
         raise ValueError(f"Options.dtype={options.dtype!r}: expected float32 or float64")
     if options.alignment not in ("point", "plane"):

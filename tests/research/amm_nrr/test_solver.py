@@ -113,3 +113,13 @@ def test_a_non_finite_energy_stops_the_solve_naming_stage_and_iteration():
         r"of stage 2 \(nu_a=0.0123\); the registration stopped",
     ):
         solver.stop_if_not_finite(stage, np.array([3.0, np.nan, np.nan]), "pair d2 (AA)")
+
+
+@pytest.mark.parametrize("which", ["source", "target"])
+def test_fewer_than_four_vertices_is_an_error_naming_the_mesh(which):
+    from research.datasets.meshes import Mesh, grid_surface
+
+    mesh, tiny = grid_surface(4), Mesh(np.zeros((3, 3)))
+    source, target = (tiny, mesh) if which == "source" else (mesh, tiny)
+    with pytest.raises(ValueError, match=rf"the {which} has 3 vertex\(es\); .* at least 4"):
+        solver.register(source, target)

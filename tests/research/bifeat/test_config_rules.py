@@ -77,11 +77,7 @@ def test_presets_pass():
 )
 def test_bad_values_name_the_field(field, value, message):
     config = get_config("tiny")
-    *parents, leaf = field.split(".")
-    node = config
-    for name in parents:
-        node = node[name]
-    node[leaf] = value
+    config.update_from_flattened_dict({field: value})  # as --config.<field>=<value> would
     with pytest.raises(ValueError, match=_escape(message)):
         validate_config(config)
 

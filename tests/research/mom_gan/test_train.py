@@ -46,11 +46,7 @@ def test_tiny_preset_end_to_end(tmp_path):
 )
 def test_config_rules_name_the_field(field, value, message):
     config = get_config("tiny")
-    *path, last = field.split(".")
-    node = config
-    for part in path:
-        node = node[part]
-    node[last] = value
+    config.update_from_flattened_dict({field: value})  # as --config.<field>=<value> would
     with pytest.raises(ValueError, match=message) as err:
         validate_config(config)
     assert str(err.value).startswith("config.")

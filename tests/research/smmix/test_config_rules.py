@@ -67,11 +67,7 @@ def test_the_paper_preset_needs_its_imagenet_folder(tmp_path):
 )  # fmt: skip
 def test_a_bad_value_names_the_field(field, value, message):
     config = get_config("tiny")
-    *parents, leaf = field.split(".")
-    node = config
-    for name in parents:
-        node = node[name]
-    node[leaf] = value
+    config.update_from_flattened_dict({field: value})  # as --config.<field>=<value> would
     with pytest.raises(ValueError, match=message):
         validate_config(config)
 

@@ -17,6 +17,7 @@ many clean hold-out points; `seconds` of training.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -65,13 +66,24 @@ def distribution_metrics(samples: np.ndarray, holdout: np.ndarray, *, seed: int)
     }
 
 
+@functools.lru_cache(maxsize=1)
+def contaminated_sample(
+    seed: int, dim: int, eps: float, n: int, contamination: Contamination
+) -> tuple[np.ndarray, np.ndarray]:
+    """The sample every method of one (seed, p, eps) estimates from (`huber_sample`), drawn
+    once: the methods run one after the other on it (read-only)."""
+    eps_key = int(round(eps * 1e6))
+    x, is_outlier = huber_sample([seed, dim, eps_key], n, dim, eps, contamination)
+    x.flags.writeable = is_outlier.flags.writeable = False  # shared by every method
+    return x, is_outlier
+
+
 def run_one(
     config: Config, method: str, dim: int, eps: float, seed: int, workdir: str
 ) -> dict[str, float]:
     """One estimator on one contaminated sample; returns its metrics (None where undefined)."""
     contamination = Contamination(**config.contamination)
-    eps_key = int(round(eps * 1e6))
-    x, is_outlier = huber_sample([seed, dim, eps_key], config.num_train, dim, eps, contamination)
+    x, is_outlier = contaminated_sample(seed, dim, eps, config.num_train, contamination)
     mu, sigma = clean_moments(contamination.clean, dim)
     out: dict[str, Any] = dict.fromkeys(METRICS)
     out["outlier_fraction"] = float(is_outlier.mean())

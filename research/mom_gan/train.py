@@ -239,6 +239,9 @@ def comparison_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
+    """Every (p, eps, seed, method) of `config`; returns the flat metrics. A fit that diverges
+    (NaN guard) is recorded and the others go on; after the results are written the run raises
+    NonFiniteError naming the diverged fits (exit status 1)."""
     runs = []
     names = method_list(config)
     for dim in config.dims:
@@ -290,6 +293,17 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
     results.write_results(
         workdir, metrics, title=f"MoM-GAN: {config.preset}", tables=tables, plots=plots
     )
+    diverged = [r for r in runs if r.get("diverged")]
+    if diverged:
+        # Written above and marked in results.md, but the run must not end as a success.
+        names = ", ".join(
+            f"{r['method']} p={r['dim']} eps={r['eps']:g} seed {r['seed']}" for r in diverged[:4]
+        )
+        more = f" and {len(diverged) - 4} more" if len(diverged) > 4 else ""
+        raise NonFiniteError(
+            f"{len(diverged)} of {len(runs)} fits diverged ({names}{more}); the other results "
+            f"are in {os.path.join(workdir, 'results.md')}, where these are marked diverged"
+        )
     return metrics
 
 
@@ -301,10 +315,10 @@ def plot_errors(workdir: str, rows: Sequence[Mapping[str, Any]]) -> str:
     fig, axes = plt.subplots(1, len(dims), figsize=(4.5 * len(dims), 3.8), squeeze=False)
     for ax, dim in zip(axes[0], dims, strict=True):
         for method in dict.fromkeys(r["method"] for r in rows):
-            pts = [
+            pts = [  # eps where at least one seed finished
                 (r["eps"], r["mean_error"])
                 for r in rows
-                if r["dim"] == dim and r["method"] == method
+                if r["dim"] == dim and r["method"] == method and r["mean_error"] is not None
             ]
             eps = [e for e, _ in pts]
             ax.errorbar(

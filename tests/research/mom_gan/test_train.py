@@ -7,6 +7,7 @@ import pytest
 from experiments.configs.mom_gan import get_config
 from research.mom_gan.config_rules import validate_config
 from research.mom_gan.train import train_and_evaluate
+from research.training.errors import NonFiniteError
 from research.training.results import read_results
 
 
@@ -53,15 +54,19 @@ def test_config_rules_name_the_field(field, value, message):
     validate_config(get_config("small"))
 
 
-def test_a_diverging_gan_is_recorded_and_left_out_of_the_mean(tmp_path):
+def test_a_diverging_gan_is_recorded_left_out_of_the_mean_and_fails_the_run(tmp_path):
     config = get_config("tiny")
     config.methods = "mean,robust_jsgan"
-    config.eps_values = (0.2,)
     config.num_seeds = 2
     config.gans.robust_jsgan.lr_d = 1e38  # overflows to inf at once
-    metrics = train_and_evaluate(config, str(tmp_path))
+    with pytest.raises(
+        NonFiniteError, match=r"^4 of 8 fits diverged \(robust_jsgan p=2 eps=0 seed"
+    ):
+        train_and_evaluate(config, str(tmp_path))
+    metrics = read_results(str(tmp_path))  # written before the error, plot included
     assert "p2/eps0.2/robust_jsgan/mean_error" not in metrics
     assert metrics["p2/eps0.2/mean/mean_error"] > 1.0
+    assert os.path.exists(tmp_path / "mean_error_vs_eps.png")
     with open(tmp_path / "results.md") as f:
         assert "(2 of 2 diverged)" in f.read()
     with open(tmp_path / "runs/p2/eps0.2/robust_jsgan/seed0/result.json") as f:

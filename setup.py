@@ -32,6 +32,7 @@ setup(
             "pytest>=8",
             "pytest-xdist>=3",
             "hypothesis>=6.100",
+            "scikit-image>=0.24",  # the SSIM reference in the tests
             "ruff>=0.6",
             "tensorboard>=2.17",
         ],

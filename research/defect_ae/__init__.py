@@ -1,0 +1,1 @@
+"""A lightweight reconstruction network for unsupervised surface defect detection."""

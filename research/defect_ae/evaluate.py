@@ -105,6 +105,19 @@ def evaluate_detector(
     return out
 
 
+def pixel_auroc_by_residual(
+    test: InspectionImages, recons: np.ndarray, *, l1_weight: float
+) -> dict[str, float]:
+    """{"pixel_auroc/<kind>": ...} of the test reconstructions under every residual kind of
+    `inspection.RESIDUALS` (which residual map separates defect pixels best)."""
+    return {
+        f"pixel_auroc/{kind}": metrics.pixel_auroc(
+            residual_maps(test.images, recons, kind, l1_weight=l1_weight), test.masks
+        )
+        for kind in inspection.RESIDUALS
+    }
+
+
 def reconstruction_quality(images: np.ndarray, recons: np.ndarray) -> dict[str, float]:
     """How faithful reconstructions of defect-free images are: mean L1, and `contrast`, the
     mean over images of std(reconstruction) / std(input) (near 1 for a faithful copy, near 0

@@ -58,6 +58,20 @@ def make_model(opts: ModelOptions, channels: int) -> ConvAutoencoder:
     return ConvAutoencoder(channels=channels, **dataclasses.asdict(opts))
 
 
+def make_loss_fn(model: ConvAutoencoder, opts: TrainOptions):
+    """`(params, {"x": [B, p, p, C]}, rng) -> (loss, {})` of `opts` for the shared train step."""
+
+    def loss_fn(params, batch, rng):
+        del rng
+        recon = model.apply(params, batch["x"])
+        loss = losses.reconstruction_loss(
+            opts.loss, batch["x"], recon, l1_weight=opts.l1_weight, ssim_crop=opts.ssim_crop
+        )
+        return loss, {}
+
+    return loss_fn
+
+
 def make_batch_fn(images: np.ndarray, opts: TrainOptions, seed: int, steps_per_call: int):
     """`step -> {"x": [K, B, p, p, C]}` (no K axis when K = steps_per_call = 1); pure in step."""
 
@@ -92,12 +106,7 @@ def fit(
     model = make_model(model_opts, train_images.shape[-1])
     optimizer = optax.adam(opts.lr)
 
-    def loss_fn(params, batch, rng):
-        del rng
-        recon = model.apply(params, batch["x"])
-        return losses.reconstruction_loss(
-            opts.loss, batch["x"], recon, l1_weight=opts.l1_weight
-        ), {}
+    loss_fn = make_loss_fn(model, opts)
 
     mesh = data_mesh()
     num_steps = round_to_calls(opts.steps, steps_per_call)

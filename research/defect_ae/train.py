@@ -25,7 +25,7 @@ from absl import logging
 
 from research.datasets import defects
 from research.datasets.paths import resolve_data_dir
-from research.defect_ae import evaluate, fit, inspection, metrics, report
+from research.defect_ae import evaluate, fit, report
 from research.training import results
 
 Config = ml_collections.ConfigDict
@@ -87,34 +87,6 @@ def inspect_options(config: Config) -> evaluate.InspectOptions:
     return opts
 
 
-def score_residuals(
-    data: Splits,
-    val_recon: np.ndarray | None,
-    test_recon: np.ndarray | None,
-    opts: evaluate.InspectOptions,
-    *,
-    val_residuals: np.ndarray | None = None,
-    test_residuals: np.ndarray | None = None,
-) -> dict[str, Any]:
-    """`evaluate_detector` on residuals of `opts.residual` (from the reconstructions when the
-    residuals are not given), plus the pixel AUROC under every residual kind
-    (`pixel_auroc/<kind>`) when there are reconstructions."""
-    out: dict[str, Any] = {}
-    if test_recon is not None:
-        for kind in inspection.RESIDUALS:
-            maps = evaluate.residual_maps(
-                data.test.images, test_recon, kind, l1_weight=opts.l1_weight
-            )
-            out[f"pixel_auroc/{kind}"] = metrics.pixel_auroc(maps, data.test.masks)
-            if kind == opts.residual:
-                test_residuals = maps
-        val_residuals = evaluate.residual_maps(
-            data.val.images, val_recon, opts.residual, l1_weight=opts.l1_weight
-        )
-    out.update(evaluate.evaluate_detector(val_residuals, test_residuals, data.test, opts))
-    return out
-
-
 def run_one(
     config: Config, data: Splits, loss: str, seed: int, workdir: str, figure: str = ""
 ) -> dict[str, Any]:
@@ -134,18 +106,21 @@ def run_one(
         log_every=config.log_every,
     )
 
-    def recon(images: np.ndarray) -> np.ndarray:
-        return fit.reconstruct(
+    def inspect(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Reconstructions [N, S, S, C] and residuals [N, S, S] of `images`."""
+        recons = fit.reconstruct(
             model_opts, params, images, patch_size=train_opts.patch_size, stride=opts.stride
         )
+        return recons, evaluate.residual_maps(
+            images, recons, opts.residual, l1_weight=opts.l1_weight
+        )
 
-    val_recon = recon(data.val.images)
-    evaluate.residual_maps(data.val.images, val_recon, opts.residual, l1_weight=opts.l1_weight)
+    val_recon, val_residuals = inspect(data.val.images)
     start = time.perf_counter()  # compiled by the validation images: the steady throughput
-    test_recon = recon(data.test.images)
-    evaluate.residual_maps(data.test.images, test_recon, opts.residual, l1_weight=opts.l1_weight)
+    test_recon, test_residuals = inspect(data.test.images)
     images_per_s = len(data.test) / (time.perf_counter() - start)
-    out = score_residuals(data, val_recon, test_recon, opts)
+    out = evaluate.evaluate_detector(val_residuals, test_residuals, data.test, opts)
+    out.update(evaluate.pixel_auroc_by_residual(data.test, test_recon, l1_weight=opts.l1_weight))
     out.update(info, images_per_s=images_per_s)
     out.update(evaluate.reconstruction_quality(data.val.images, val_recon))
     if out["val_contrast"] < evaluate.GREY_CONTRAST:
@@ -157,9 +132,7 @@ def run_one(
             figure,
             data.test,
             test_recon,
-            evaluate.residual_maps(
-                data.test.images, test_recon, opts.residual, l1_weight=opts.l1_weight
-            ),
+            test_residuals,
             out["threshold"],
             opts,
             per_class=config.figure_images,
@@ -173,7 +146,7 @@ def run_baseline(data: Splits, opts: evaluate.InspectOptions) -> dict[str, Any]:
     val = evaluate.pixel_gaussian_residuals(data.train.images, data.val.images)
     test = evaluate.pixel_gaussian_residuals(data.train.images, data.test.images)
     seconds = time.perf_counter() - start
-    out = score_residuals(data, None, None, opts, val_residuals=val, test_residuals=test)
+    out = evaluate.evaluate_detector(val, test, data.test, opts)
     out["images_per_s"] = (len(data.val) + len(data.test)) / max(seconds, 1e-9)
     return out
 

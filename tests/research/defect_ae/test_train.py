@@ -3,11 +3,12 @@
 import os
 import re
 
+import jax
 import numpy as np
 import pytest
 
 from experiments.configs.defect_ae import get_config
-from research.defect_ae import evaluate
+from research.defect_ae import evaluate, fit, losses
 from research.defect_ae.config_rules import validate_config
 from research.defect_ae.train import load_data, train_and_evaluate
 from research.training.results import read_results
@@ -51,6 +52,20 @@ def test_pixel_gaussian_residual_is_the_per_pixel_z_score():
     expected = np.abs(x - train.mean(0)) / np.maximum(train.std(0), 1e-2)
     got = evaluate.pixel_gaussian_residuals(train, x)
     np.testing.assert_allclose(got, expected[..., 0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["l2", "ssim_l1"])
+@pytest.mark.parametrize("ssim_crop", [True, False])
+def test_the_training_loss_is_the_configured_loss(name, ssim_crop):
+    model = fit.make_model(fit.ModelOptions(widths=(4,), bottleneck=2), 1)
+    x = jax.random.uniform(jax.random.PRNGKey(0), (2, 16, 16, 1))
+    params = model.init(jax.random.PRNGKey(1), x)
+    opts = fit.TrainOptions(loss=name, l1_weight=0.5, ssim_crop=ssim_crop)
+    loss, _ = fit.make_loss_fn(model, opts)(params, {"x": x}, None)
+    expected = losses.reconstruction_loss(
+        name, x, model.apply(params, x), l1_weight=0.5, ssim_crop=ssim_crop
+    )
+    np.testing.assert_allclose(loss, expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from research.datasets.images import open_image
+
 MASK_THRESHOLD = 128  # mask pixels >= this (0..255) are defect
 
 
@@ -91,27 +93,6 @@ class InspectionImages:
         )
 
 
-def _open_image(path: str, mode: str):
-    """The image at `path` decoded and converted to `mode` ("L" or "RGB"; a PIL image, use it
-    as a context manager). As images._open_rgb: a file Pillow cannot decode, or a float image
-    with NaN / inf pixels, raises ValueError naming `path`; file-system errors stay OSError."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            if im.mode == "F":
-                bad = int((~np.isfinite(np.asarray(im))).sum())
-                if bad:
-                    raise ValueError(
-                        f"{path}: {bad} NaN or infinite pixel values (expected finite values)"
-                    )
-            return im.convert(mode)
-    except (OSError, SyntaxError, Image.DecompressionBombError) as err:
-        if isinstance(err, OSError) and err.errno is not None:
-            raise  # from the file system, with the file name
-        raise ValueError(f"{path}: cannot decode the image ({err})") from err
-
-
 def _load(
     items: Sequence[tuple[str, str | None, int]], classes: tuple[str, ...], size: int, channels: int
 ) -> InspectionImages:
@@ -126,7 +107,7 @@ def _load(
     images = np.empty((n, size, size, channels), np.float32)
     masks = np.zeros((n, size, size), bool)
     for k, (path, mask_path, _) in enumerate(items):
-        with _open_image(path, "L" if channels == 1 else "RGB") as im:
+        with open_image(path, "L" if channels == 1 else "RGB") as im:
             image_size = im.size
             resized = np.asarray(im.resize((size, size), Image.BILINEAR), np.float32) / 255.0
             images[k] = resized.reshape(size, size, channels)
@@ -134,7 +115,7 @@ def _load(
             continue
         if not os.path.isfile(mask_path):
             raise FileNotFoundError(f"{path}: no mask; expected the mask file {mask_path}")
-        with _open_image(mask_path, "L") as m:
+        with open_image(mask_path, "L") as m:
             if m.size != image_size:
                 raise ValueError(
                     f"{mask_path}: mask is {m.size[0]}x{m.size[1]} (width x height) but its image "

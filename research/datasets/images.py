@@ -168,7 +168,7 @@ class ImageFolder:
         out = np.empty((len(indices), image_size, image_size, 3), np.float32)
         for k, i in enumerate(np.asarray(indices)):
             path = self.paths[int(i)]
-            with _open_rgb(path) as im:
+            with open_image(path) as im:
                 w, h = im.size
                 if train:
                     box = _random_resized_box(w, h, scale, rng)
@@ -191,18 +191,18 @@ class ImageFolder:
 
         out = np.empty((len(self), image_size, image_size, 3), np.float32)
         for k, path in enumerate(self.paths):
-            with _open_rgb(path) as im:
+            with open_image(path) as im:
                 im = im.resize((image_size, image_size), Image.BILINEAR)
                 out[k] = np.asarray(im, np.float32) / 255.0
         return out
 
 
-def _open_rgb(path: str):
-    """The image at `path` decoded and converted to RGB (a PIL image; use it as a context
-    manager). A file Pillow cannot decode (truncated, corrupt, not an image) raises ValueError
-    naming `path`; a float image (mode F) with NaN or inf pixels too, as converting it to RGB
-    would silently turn them into 0 / 255. A file-system error (missing file, no permission)
-    stays the OSError that names the file."""
+def open_image(path: str, mode: str = "RGB"):
+    """The image at `path` decoded and converted to `mode` ("RGB", "L", ...; a PIL image; use
+    it as a context manager). A file Pillow cannot decode (truncated, corrupt, not an image)
+    raises ValueError naming `path`; a float image (mode F) with NaN or inf pixels too, as
+    converting it would silently turn them into 0 / 255. A file-system error (missing file, no
+    permission) stays the OSError that names the file."""
     from PIL import Image
 
     try:
@@ -213,7 +213,7 @@ def _open_rgb(path: str):
                     raise ValueError(
                         f"{path}: {bad} NaN or infinite pixel values (expected finite values)"
                     )
-            return im.convert("RGB")
+            return im.convert(mode)
     except (OSError, SyntaxError, Image.DecompressionBombError) as err:
         if isinstance(err, OSError) and err.errno is not None:
             raise  # from the file system, with the file name

@@ -73,7 +73,7 @@ def tables(rows: Sequence[Mapping[str, Any]], classes: Sequence[str]) -> dict[st
         ]
     comparisons = comparison_rows(rows)
     if comparisons:
-        out["pixel AUROC, a - b, with the Welch standard error over seeds"] = comparisons
+        out["the loss ablation: a - b, with the Welch standard error over seeds"] = comparisons
     out["model, speed and reconstruction quality"] = [
         {
             "detector": r["detector"],
@@ -91,21 +91,33 @@ def tables(rows: Sequence[Mapping[str, Any]], classes: Sequence[str]) -> dict[st
     return out
 
 
-def comparison_rows(rows: Sequence[Mapping[str, Any]], metric: str = "pixel_auroc"):
-    """For each pair of `COMPARISONS` that ran: diff of `metric`, Welch s.e., verdict."""
-    by = {r["detector"]: r.get(metric) for r in rows}
+def comparison_rows(
+    rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] = ("pixel_auroc", "image_auroc_max")
+) -> list[dict[str, Any]]:
+    """For each metric and pair of `COMPARISONS` that ran: the difference of the means, its
+    Welch standard error over seeds, and whether it exceeds two standard errors."""
     out = []
-    for a, b in COMPARISONS:
-        if by.get(a) is None or by.get(b) is None:
-            continue
-        d = stats.difference(by[a], by[b])
-        if min(by[a].n, by[b].n) < 2:
-            verdict = "one seed: no spread to judge by"
-        elif not d.exceeds_spread():
-            verdict = "within spread"
-        else:
-            verdict = (a if d.diff > 0 else b) + " higher"
-        out.append({"a - b": f"{a} - {b}", "diff": d.diff, "s.e.": d.stderr, "verdict": verdict})
+    for metric in metrics:
+        by = {r["detector"]: r.get(metric) for r in rows}
+        for a, b in COMPARISONS:
+            if by.get(a) is None or by.get(b) is None:
+                continue
+            d = stats.difference(by[a], by[b])
+            if min(by[a].n, by[b].n) < 2:
+                verdict = "one seed: no spread to judge by"
+            elif not d.exceeds_spread():
+                verdict = "within spread"
+            else:
+                verdict = (a if d.diff > 0 else b) + " higher"
+            out.append(
+                {
+                    "metric": metric,
+                    "a - b": f"{a} - {b}",
+                    "diff": d.diff,
+                    "s.e.": d.stderr,
+                    "verdict": verdict,
+                }
+            )
     return out
 
 

@@ -12,12 +12,17 @@ from research.training import config_checks as checks
 SOURCES = ("synthetic", "magnetic_tile", "mvtec")
 
 
+def loss_list(config: ml_collections.ConfigDict) -> list[str]:
+    """The loss names of the comma-separated `config.losses`."""
+    return [n.strip() for n in config.losses.split(",") if n.strip()]
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raises ValueError for the first rule `config` breaks."""
     d, t, m, i = config.data, config.train, config.model, config.inspect
     checks.positive(config, ["num_seeds", "steps_per_call", "checkpoint_every", "log_every"])
     checks.non_negative(config, ["seed", "figure_images"])
-    names = [n.strip() for n in config.losses.split(",") if n.strip()]
+    names = loss_list(config)
     if not names or any(n not in losses.LOSSES for n in names):
         raise checks.fail(
             "losses", config.losses, f"give comma-separated names from {', '.join(losses.LOSSES)}"

@@ -149,7 +149,7 @@ def _disk(radius: int) -> np.ndarray:
 
 def _remove_small(mask: np.ndarray, min_area: int) -> np.ndarray:
     """Drops the 8-connected components of a [H, W] mask with fewer than min_area pixels."""
-    labels, num = ndimage.label(mask, structure=_EIGHT_CONNECTED)
+    labels, num = components(mask)
     if num == 0:
         return mask
     sizes = np.bincount(labels.ravel())

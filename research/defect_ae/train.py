@@ -26,6 +26,7 @@ from absl import logging
 from research.datasets import defects
 from research.datasets.paths import resolve_data_dir
 from research.defect_ae import evaluate, fit, report
+from research.defect_ae.config_rules import loss_list
 from research.training import results
 
 Config = ml_collections.ConfigDict
@@ -39,10 +40,6 @@ class Splits:
     train: defects.InspectionImages
     val: defects.InspectionImages
     test: defects.InspectionImages
-
-
-def loss_list(config: Config) -> list[str]:
-    return [m.strip() for m in config.losses.split(",") if m.strip()]
 
 
 def load_data(config: Config) -> Splits:

@@ -65,8 +65,6 @@ def evaluate_detector(
     test_residuals: np.ndarray,
     test: InspectionImages,
     opts: InspectOptions,
-    *,
-    with_pro: bool = True,
 ) -> dict[str, Any]:
     """Scores one detector.
 
@@ -92,14 +90,13 @@ def evaluate_detector(
     out["image_auroc_max"] = _image_metrics(max_score, test.labels)
     out["image_auroc_area"] = _image_metrics(area_score, test.labels)
     out["pixel_auroc"] = metrics.pixel_auroc(test_residuals, test.masks)
-    if with_pro:
-        out["pro"] = metrics.pro_score(test_residuals, test.masks)
+    out["pro"] = metrics.pro_score(test_residuals, test.masks)
     out.update(metrics.f1_score(predicted, test.masks))
     free = test.labels == 0
     for k, name in enumerate(test.classes):
-        keep = free | (test.labels == k)
         if k == 0 or not (test.labels == k).any():
             continue
+        keep = free | (test.labels == k)
         out[f"{name}/image_auroc_max"] = _image_metrics(max_score[keep], test.labels[keep])
         out[f"{name}/pixel_auroc"] = metrics.pixel_auroc(test_residuals[keep], test.masks[keep])
     return out

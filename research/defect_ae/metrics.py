@@ -5,10 +5,9 @@ F1, and a check for constant image scores (the "AUROC stuck at 0.5" trap).
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
-_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+from research.defect_ae.inspection import components
 
 
 def image_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -102,7 +101,7 @@ def pro_score(
     # Per region: its residuals sorted, then the count above each threshold by binary search.
     overlaps = []
     for residual, mask in zip(residuals, masks, strict=True):
-        labels, num = ndimage.label(mask, structure=_EIGHT_CONNECTED)
+        labels, num = components(mask)
         if num == 0:
             continue
         order = np.argsort(labels.ravel(), kind="stable")

@@ -156,15 +156,16 @@ def write_report(workdir: str, config: Any, data: Any, runs: Sequence[Mapping[st
     figures = [
         f for f in sorted(os.listdir(workdir)) if f.startswith("detections_") and f.endswith(".png")
     ]
+    metrics = flat_metrics(rows)
     results.write_results(
         workdir,
-        flat_metrics(rows),
+        metrics,
         title=f"defect_ae: {config.preset}",
         tables=tables(rows, classes),
         plots=figures,
         notes=notes,
     )
-    return flat_metrics(rows)
+    return metrics
 
 
 def detections_figure(

@@ -42,18 +42,21 @@ def load_params(workdir):
         return {k: f[k] for k in f.files}
 
 
-def toy_state(config):
+def toy_state(config, optimizer=None):
     model = toy.MLP(config.hidden)
     params = model.init(jax.random.PRNGKey(config.seed), jnp.zeros((1, toy.NUM_FEATURES)))
-    optimizer = optax.adam(config.learning_rate)
+    optimizer = optimizer or optax.adam(config.learning_rate)
     return model, optimizer, TrainState.create(params, optimizer, jax.random.PRNGKey(0))
 
 
-@pytest.mark.parametrize("steps_per_call", [1, 3])
-def test_data_parallel_step_matches_single_device(steps_per_call):
+@pytest.mark.parametrize("steps_per_call, optimizer", [(1, "adam"), (3, "adam"), (1, "sgd")])
+def test_data_parallel_step_matches_single_device(steps_per_call, optimizer):
+    """SGD too: Adam's update is nearly invariant to the gradient's scale, so only a plain SGD
+    step shows a gradient that is N times too large on N devices."""
     config = toy.get_config("tiny")
     config.batch_size = 32
-    model, optimizer, state = toy_state(config)
+    opt = optax.sgd(0.1) if optimizer == "sgd" else None
+    model, optimizer, state = toy_state(config, opt)
     batches = [toy.make_batch(0, s, config.batch_size) for s in range(6)]
     final = {}
     for num_devices in (1, 4):
@@ -72,6 +75,49 @@ def test_data_parallel_step_matches_single_device(steps_per_call):
     # And the update really moved the parameters (the comparison is not vacuous).
     moved = jax.tree.leaves(jax.tree.map(lambda a, b: np.abs(a - b).max(), final[4], state.params))
     assert max(moved) > 1e-3
+
+
+@pytest.mark.parametrize("steps_per_call", [1, 3])
+def test_model_state_is_updated_and_the_same_on_one_and_four_devices(steps_per_call):
+    """`with_model_state`: the loss reads and returns a state without gradients (here a
+    running mean of the targets, averaged over devices), carried through the scan."""
+    config = toy.get_config("tiny")
+    config.batch_size = 32
+    model, optimizer, state = toy_state(config)
+    state = state.replace(model_state={"mean_y": jnp.zeros(()), "seen": jnp.zeros((), jnp.int32)})
+    plain = toy.loss_fn(model)
+
+    def loss_fn(params, model_state, batch, rng):
+        loss, metrics = plain(params, batch, rng)
+        mean_y = jax.lax.pmean(batch["y"].mean(), "data")
+        new = {
+            "mean_y": 0.5 * model_state["mean_y"] + 0.5 * mean_y,
+            "seen": model_state["seen"] + 1,
+        }
+        return loss, (metrics, new)
+
+    batches = [toy.make_batch(0, s, config.batch_size) for s in range(6)]
+    expected = 0.0
+    for b in batches:
+        expected = 0.5 * expected + 0.5 * b["y"].mean()
+    final = {}
+    for num_devices in (1, 4):
+        mesh = data_mesh(jax.local_devices()[:num_devices])
+        step = make_train_step(
+            loss_fn, optimizer, mesh, steps_per_call=steps_per_call, with_model_state=True
+        )
+        s = jax.tree.map(lambda x: jnp.array(x, copy=True), state)
+        for i in range(0, 6, steps_per_call):
+            group = batches[i : i + steps_per_call]
+            batch = jax.tree.map(lambda *b: np.stack(b), *group) if steps_per_call > 1 else group[0]
+            s, _ = step(s, shard_batch(batch, mesh, steps_per_call=steps_per_call))
+        final[num_devices] = jax.device_get(s)
+        assert int(final[num_devices].model_state["seen"]) == 6
+        np.testing.assert_allclose(final[num_devices].model_state["mean_y"], expected, rtol=1e-5)
+    for a, b in zip(
+        jax.tree.leaves(final[1].params), jax.tree.leaves(final[4].params), strict=True
+    ):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
 
 
 def test_indivisible_batch_is_a_clear_error():

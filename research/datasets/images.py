@@ -1,9 +1,11 @@
-"""Image classification data: scikit-learn's bundled digits, ImageFolder trees, long-tailed
-subsets, and seeded numpy augmentations (pad-and-crop, random resized crop, flip, RandAugment).
+"""Image classification data: scikit-learn's bundled digits, MNIST's IDX files, ImageFolder
+trees, long-tailed and class-balanced subsets, and seeded numpy augmentations (pad-and-crop,
+random resized crop, flip, RandAugment).
 
 Images are float32 [N, H, W, C] in [0, 1] until `normalize`; labels int32 [N].
 
     data = load_digits(image_size=16, test_fraction=0.25, seed=0)  # offline, 1,797 images
+    mnist = load_mnist("../shared/data/images/mnist")               # 60,000 + 10,000, 28 x 28
     folder = ImageFolder("/data/imagenet", "train")                  # <root>/<split>/<class>/*
     x = folder.load(indices, image_size=224, train=True, rng=rng)    # decode + crop + flip
     x = rand_augment(x, rng, num_ops=2, magnitude=9)                 # [B, H, W, C] in [0, 1]
@@ -15,7 +17,9 @@ inf pixels raises ValueError naming the file.
 
 from __future__ import annotations
 
+import gzip
 import os
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,22 +89,208 @@ def load_digits(*, image_size: int = 16, test_fraction: float = 0.25, seed: int 
     return ImageSplits(x[train_idx], y[train_idx], x[test_idx], y[test_idx], 10, (mean,), (std,))
 
 
+# IDX type byte -> big-endian numpy type.
+_IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+def read_idx(path: str) -> np.ndarray:
+    """One IDX file (MNIST's format), gzipped or raw (told apart by the gzip magic bytes).
+
+    Layout: two zero bytes, a type byte (0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32,
+    0x0D float32, 0x0E float64), a byte with the number of dimensions D, D big-endian uint32
+    sizes, then the values big-endian in C order. Returns an array of that shape and type
+    (native byte order; MNIST: uint8 [N, 28, 28] images, uint8 [N] labels).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"IDX file {path} does not exist")
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as err:
+            raise ValueError(f"{path}: cannot decompress the gzip file ({err})") from err
+    if len(data) < 4:
+        raise ValueError(f"{path}: {len(data)} bytes, too short for an IDX header (4 bytes)")
+    if data[:2] != b"\x00\x00":
+        raise ValueError(
+            f"{path}: bad IDX magic {data[:4].hex()} (expected two zero bytes, a type byte and "
+            "a dimension count, e.g. 00000803 for MNIST images)"
+        )
+    code, ndim = data[2], data[3]
+    if code not in _IDX_TYPES:
+        known = ", ".join(f"0x{c:02X} {t}" for c, t in _IDX_TYPES.items())
+        raise ValueError(f"{path}: unknown IDX type code 0x{code:02X} (expected one of {known})")
+    start = 4 + 4 * ndim
+    if len(data) < start:
+        raise ValueError(
+            f"{path}: header declares {ndim} dimensions ({start} header bytes), "
+            f"file has {len(data)} bytes"
+        )
+    shape = tuple(int(d) for d in np.frombuffer(data, ">u4", ndim, 4))
+    dtype = np.dtype(_IDX_TYPES[code])
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    found = len(data) - start
+    if found != expected:
+        raise ValueError(
+            f"{path}: expected {expected} bytes for shape {shape} of {dtype.name}, found {found}"
+        )
+    values = np.frombuffer(data, dtype, offset=start).reshape(shape)
+    return values.astype(dtype.newbyteorder("="))  # a writable copy in native byte order
+
+
+def load_mnist(root: str) -> ImageSplits:
+    """MNIST from its four IDX files in `root` (each as `<name>` or `<name>.gz`; see
+    MNIST_FILES). Other 28 x 28 uint8 sets in the same files (Fashion-MNIST, KMNIST) load too.
+
+    Returns train [60000, 28, 28, 1] / test [10000, 28, 28, 1] float32 images (pixels / 255)
+    and int32 labels 0..9, num_classes 10, and the mean / std of the training pixels as
+    1-tuples (MNIST: 0.1307 / 0.3081).
+    """
+    if not os.path.isdir(root):
+        raise FileNotFoundError(
+            f"MNIST folder {root} does not exist; expected it to hold "
+            f"{', '.join(n + '[.gz]' for n in MNIST_FILES)}"
+        )
+    paths = [_find_idx(root, name) for name in MNIST_FILES]
+    split = []
+    for image_path, label_path in (paths[:2], paths[2:]):
+        raw, labels = read_idx(image_path), read_idx(label_path)
+        if raw.ndim != 3 or raw.dtype != np.uint8:
+            raise ValueError(
+                f"{image_path}: images of shape {raw.shape} and type {raw.dtype} "
+                "(expected uint8 [N, H, W])"
+            )
+        if labels.ndim != 1:
+            raise ValueError(f"{label_path}: labels of shape {labels.shape} (expected [N])")
+        if len(raw) != len(labels):
+            raise ValueError(
+                f"{image_path} has {len(raw)} images but {label_path} has {len(labels)} labels"
+            )
+        if len(labels) and (labels.min() < 0 or labels.max() > 9):
+            raise ValueError(
+                f"{label_path}: labels in {labels.min()}..{labels.max()} (expected 0..9)"
+            )
+        split.append((raw, labels.astype(np.int32)))
+    (train_raw, train_y), (test_raw, test_y) = split
+    if train_raw.shape[1:] != test_raw.shape[1:]:
+        raise ValueError(
+            f"{paths[0]} has {train_raw.shape[1:]} images but {paths[2]} has "
+            f"{test_raw.shape[1:]} (expected the same size)"
+        )
+    # Statistics from the uint8 histogram: exact, and no float64 copy of 47M pixels.
+    hist = np.bincount(train_raw.ravel(), minlength=256).astype(np.float64)
+    values = np.arange(256) / 255.0
+    mean = float(hist @ values / max(hist.sum(), 1))
+    std = float(np.sqrt(hist @ (values - mean) ** 2 / max(hist.sum(), 1)))
+    return ImageSplits(
+        _to_unit(train_raw), train_y, _to_unit(test_raw), test_y, 10, (mean,), (std,)
+    )
+
+
+def _find_idx(root: str, name: str) -> str:
+    for candidate in (name, name + ".gz"):
+        path = os.path.join(root, candidate)
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(
+        f"{root}: no {name} or {name}.gz (expected the MNIST files "
+        f"{', '.join(n + '[.gz]' for n in MNIST_FILES)})"
+    )
+
+
+def _to_unit(raw: np.ndarray) -> np.ndarray:
+    """uint8 [N, H, W] -> float32 [N, H, W, 1] in [0, 1], without a second full-size copy."""
+    x = raw.astype(np.float32)
+    x /= 255.0
+    return x[..., None]
+
+
+def class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Examples per class: int64 [num_classes]; labels: integer [N] in 0..num_classes-1."""
+    labels = np.asarray(labels)
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be integers, got {labels.dtype}")
+    labels = labels.ravel().astype(np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(
+            f"labels in {labels.min()}..{labels.max()}, expected 0..{num_classes - 1} "
+            f"(num_classes={num_classes})"
+        )
+    return np.bincount(labels, minlength=num_classes).astype(np.int64)
+
+
+def _per_class(labels: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The classes present (sorted) and, for each, its example indices in dataset order."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not len(labels):
+        raise ValueError(f"labels must be a non-empty [N] array, got shape {labels.shape}")
+    classes = np.unique(labels)
+    return classes, [np.flatnonzero(labels == c) for c in classes]
+
+
 def long_tailed_indices(
-    labels: np.ndarray, imbalance_factor: float, *, seed: int = 0
+    labels: np.ndarray,
+    imbalance_factor: float,
+    *,
+    seed: int = 0,
+    n_max: int | None = None,
+    order: str = "seeded",
 ) -> np.ndarray:
-    """Indices of a long-tailed subset (CIFAR-LT style): class c (in label order) keeps
-    `n_max * imbalance_factor ** (-c / (C - 1))` examples, n_max = the smallest class count, so
-    the first class keeps n_max and the last n_max / imbalance_factor. Sorted int64 [M]."""
+    """Indices of a long-tailed subset (CIFAR-LT style): class c (the c-th label in sorted
+    order, of C) keeps `int(n_max * imbalance_factor ** (-c / (C - 1)))` examples (at least 1),
+    so the first class keeps n_max and the last n_max / imbalance_factor. Sorted int64 [M].
+
+    n_max: the head class's count, 1..the smallest class count (default: that count).
+    order: "seeded" draws each class's examples with `seed`; "first" keeps the first n_c of
+    each class in dataset order (deterministic; the shared CIFAR-10 README's file-name-order
+    CIFAR-10-LT). The counts equal LDAM-DRW's `get_img_num_per_cls` for the usual factors;
+    LDAM's own selection shuffles each class with `np.random.seed`, which neither order repeats.
+    """
     if imbalance_factor < 1:
         raise ValueError(f"imbalance_factor must be >= 1, got {imbalance_factor}")
-    classes = np.unique(labels)
-    n_max = min(int((labels == c).sum()) for c in classes)
+    if order not in ("seeded", "first"):
+        raise ValueError(f"order must be 'seeded' or 'first', got {order!r}")
+    classes, members = _per_class(labels)
+    smallest = min(len(m) for m in members)
+    if n_max is None:
+        n_max = smallest
+    elif not 1 <= n_max <= smallest:
+        raise ValueError(
+            f"n_max={n_max} must be in 1..{smallest} (the smallest class count, class "
+            f"{classes[int(np.argmin([len(m) for m in members]))]})"
+        )
     rng = np.random.default_rng(seed)
     keep = []
-    for i, c in enumerate(classes):
-        n = int(n_max * imbalance_factor ** (-i / max(len(classes) - 1, 1)))
-        keep.append(rng.permutation(np.flatnonzero(labels == c))[: max(n, 1)])
+    for i, idx in enumerate(members):
+        n = max(int(n_max * imbalance_factor ** (-i / max(len(classes) - 1, 1))), 1)
+        keep.append(idx[:n] if order == "first" else rng.permutation(idx)[:n])
     return np.sort(np.concatenate(keep))
+
+
+def balanced_indices(
+    labels: np.ndarray, per_class: int | None = None, *, seed: int = 0
+) -> np.ndarray:
+    """Sorted int64 [C * per_class] indices of a class-balanced subset: `per_class` examples of
+    every class present in labels [N] (default: the smallest class count), drawn with `seed`."""
+    classes, members = _per_class(labels)
+    counts = [len(m) for m in members]
+    if per_class is None:
+        per_class = min(counts)
+    if per_class < 1 or per_class > min(counts):
+        raise ValueError(
+            f"per_class={per_class} must be in 1..{min(counts)} (the smallest class count, "
+            f"class {classes[int(np.argmin(counts))]})"
+        )
+    rng = np.random.default_rng(seed)
+    keep = [rng.choice(idx, per_class, replace=False) for idx in members]
+    return np.sort(np.concatenate(keep)).astype(np.int64)
 
 
 class ImageFolder:
@@ -185,12 +375,30 @@ class ImageFolder:
                 out[k] = np.asarray(im, np.float32) / 255.0
         return out
 
-    def load_all(self, image_size: int) -> np.ndarray:
-        """Every image, resized to image_size x image_size (small sets such as CIFAR folders)."""
+    def load_all(self, image_size: int, indices: np.ndarray | None = None) -> np.ndarray:
+        """Images `indices` (default: every image), each resized to image_size x image_size:
+        [len(indices), image_size, image_size, 3] float32 in [0, 1]. For small sets such as
+        CIFAR folders; pass a subset's indices (e.g. a long-tailed one) to decode only those.
+        """
         from PIL import Image
 
-        out = np.empty((len(self), image_size, image_size, 3), np.float32)
-        for k, path in enumerate(self.paths):
+        if indices is None:
+            paths = self.paths
+        else:
+            indices = np.asarray(indices)
+            if indices.ndim != 1 or (indices.size and not np.issubdtype(indices.dtype, np.integer)):
+                raise ValueError(
+                    f"{self.folder}: indices must be integers [B], got {indices.dtype} "
+                    f"{indices.shape}"
+                )
+            if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
+                raise ValueError(
+                    f"{self.folder}: indices in {indices.min()}..{indices.max()}, expected "
+                    f"0..{len(self) - 1}"
+                )
+            paths = [self.paths[int(i)] for i in indices]
+        out = np.empty((len(paths), image_size, image_size, 3), np.float32)
+        for k, path in enumerate(paths):
             with open_image(path) as im:
                 im = im.resize((image_size, image_size), Image.BILINEAR)
                 out[k] = np.asarray(im, np.float32) / 255.0

@@ -84,7 +84,7 @@ def load_data(config: Config) -> ImageData:
     if d.in_memory:
         return ImageData(
             train.num_classes, shape, mean, std, train.labels[keep],
-            train_x=train.load_all(d.image_size)[keep], test_x=evals.load_all(d.image_size),
+            train_x=train.load_all(d.image_size, keep), test_x=evals.load_all(d.image_size),
             test_y=evals.labels,
         )  # fmt: skip
     return ImageData(

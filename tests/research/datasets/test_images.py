@@ -1,6 +1,8 @@
-"""research/datasets/images.py: digits, an ImageFolder written by the test, long-tailed subsets,
-augmentations, epoch order."""
+"""research/datasets/images.py: digits, IDX / MNIST files written by the test (and the real
+MNIST when ../shared has it), an ImageFolder written by the test, long-tailed and balanced
+subsets, augmentations, epoch order."""
 
+import gzip
 import os
 import re
 
@@ -9,6 +11,9 @@ import pytest
 from PIL import Image
 
 from research.datasets import images as img
+from tests.conftest import SHARED_DATA
+
+MNIST = os.path.join(SHARED_DATA, "images", "mnist")
 
 
 def _write_folder(root, split, counts, size=(10, 14)):
@@ -43,6 +48,13 @@ def test_image_folder_reads_the_layout_and_loads_batches(tmp_path):
     full = val.load_all(6)
     first = np.asarray(Image.open(val.paths[0]).convert("RGB").resize((6, 6), Image.BILINEAR))
     np.testing.assert_allclose(full[0], first / 255.0, atol=1e-6)
+    some = train.load_all(6, np.array([7, 2, 7]))  # a subset decodes only its images
+    np.testing.assert_array_equal(some, train.load_all(6)[[7, 2, 7]])
+    assert train.load_all(6, np.array([], int)).shape == (0, 6, 6, 3)
+    with pytest.raises(ValueError, match=r"indices in 0\.\.9, expected 0\.\.8"):
+        train.load_all(6, np.array([0, 9]))
+    with pytest.raises(ValueError, match="indices must be integers"):
+        train.load_all(6, np.array([0.0, 1.0]))
 
 
 def test_image_folder_errors_name_the_problem(tmp_path):
@@ -68,6 +80,154 @@ def test_digits_are_upsampled_and_split_by_class():
     np.testing.assert_array_equal(same.test_y, d.test_y)
 
 
+_IDX_CODES = {"u1": 0x08, "i1": 0x09, "i2": 0x0B, "i4": 0x0C, "f4": 0x0D, "f8": 0x0E}
+
+
+def _write_idx(path, array, *, code=None, extra=b""):
+    """Writes `array` as an IDX file (gzipped when path ends in .gz); `code` overrides the type
+    byte and `extra` bytes are appended after the data. Returns path."""
+    array = np.asarray(array)
+    code = _IDX_CODES[array.dtype.str[1:]] if code is None else code
+    header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+    data = header + array.astype(array.dtype.newbyteorder(">")).tobytes() + extra
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def test_read_idx_round_trips_every_type_raw_and_gzipped(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = [
+        rng.integers(0, 256, (5, 4, 3)).astype(np.uint8),
+        rng.integers(-128, 128, (7,)).astype(np.int8),
+        rng.integers(-(2**15), 2**15, (2, 3)).astype(np.int16),
+        rng.integers(-(2**31), 2**31, (3, 2)).astype(np.int32),
+        rng.normal(size=(4, 2, 2)).astype(np.float32),
+        rng.normal(size=(6,)),
+    ]
+    for k, a in enumerate(arrays):
+        for suffix in ("", ".gz"):
+            path = _write_idx(str(tmp_path / f"a{k}.idx{suffix}"), a)
+            back = img.read_idx(path)
+            assert back.dtype == a.dtype and back.dtype.isnative and back.flags.writeable
+            np.testing.assert_array_equal(back, a)
+    empty = img.read_idx(_write_idx(str(tmp_path / "e.idx"), np.zeros((0, 28, 28), np.uint8)))
+    assert empty.shape == (0, 28, 28)
+
+
+def test_read_idx_errors_name_the_file(tmp_path):
+    a = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    short = _write_idx(str(tmp_path / "short.gz"), a[:1])
+    with gzip.open(short, "rb") as f:
+        data = f.read()
+    with gzip.open(short, "wb") as f:  # header says 2 x 3 x 4: patch the first size to 2
+        f.write(data[:4] + np.asarray([2], ">u4").tobytes() + data[8:])
+    with pytest.raises(
+        ValueError,
+        match=re.escape(f"{short}: expected 24 bytes for shape (2, 3, 4) of uint8, found 12"),
+    ):
+        img.read_idx(short)
+    long = _write_idx(str(tmp_path / "long"), a, extra=b"\x00")
+    with pytest.raises(ValueError, match=re.escape(f"{long}: expected 24 bytes") + ".*found 25"):
+        img.read_idx(long)
+    bad = str(tmp_path / "bad")
+    with open(bad, "wb") as f:
+        f.write(b"\x01\x00\x08\x01" + np.asarray([1], ">u4").tobytes() + b"\x05")
+    with pytest.raises(ValueError, match=re.escape(bad) + ": bad IDX magic 01000801"):
+        img.read_idx(bad)
+    code = _write_idx(str(tmp_path / "code"), a, code=0x0A)
+    with pytest.raises(ValueError, match=re.escape(code) + ": unknown IDX type code 0x0A"):
+        img.read_idx(code)
+    header = str(tmp_path / "header")
+    with open(header, "wb") as f:
+        f.write(b"\x00\x00\x08\x03\x00\x00")
+    with pytest.raises(ValueError, match=re.escape(header) + ": header declares 3 dimensions"):
+        img.read_idx(header)
+    corrupt = str(tmp_path / "corrupt.gz")
+    with open(corrupt, "wb") as f:
+        f.write(gzip.compress(b"\x00" * 100)[:20])  # truncated gzip stream
+    with pytest.raises(ValueError, match=re.escape(corrupt) + ": cannot decompress"):
+        img.read_idx(corrupt)
+    missing = str(tmp_path / "nothing-idx1-ubyte")
+    with pytest.raises(FileNotFoundError, match=re.escape(missing)):
+        img.read_idx(missing)
+
+
+def _fake_mnist(root, n_train=20, n_test=10, gz=(True, False, False, True)):
+    rng = np.random.default_rng(0)
+    arrays = [
+        rng.integers(0, 256, (n_train, 28, 28)).astype(np.uint8),
+        np.arange(n_train, dtype=np.uint8) % 10,
+        rng.integers(0, 256, (n_test, 28, 28)).astype(np.uint8),
+        (np.arange(n_test, dtype=np.uint8) * 3) % 10,
+    ]
+    for name, a, z in zip(img.MNIST_FILES, arrays, gz, strict=True):
+        _write_idx(os.path.join(root, name + (".gz" if z else "")), a)
+    return arrays
+
+
+def test_load_mnist_reads_the_four_files_raw_or_gzipped(tmp_path):
+    root = str(tmp_path)
+    train_x, train_y, test_x, test_y = _fake_mnist(root)
+    d = img.load_mnist(root)
+    assert d.train_x.shape == (20, 28, 28, 1) and d.test_x.shape == (10, 28, 28, 1)
+    assert d.train_x.dtype == np.float32 and d.train_y.dtype == np.int32
+    assert d.num_classes == 10
+    np.testing.assert_array_equal(d.train_x[..., 0], train_x / np.float32(255))
+    np.testing.assert_array_equal(d.test_x[..., 0], test_x / np.float32(255))
+    np.testing.assert_array_equal(d.train_y, train_y)
+    np.testing.assert_array_equal(d.test_y, test_y)
+    np.testing.assert_allclose(d.mean, (train_x.mean() / 255,), rtol=1e-12)
+    np.testing.assert_allclose(d.std, ((train_x / 255).std(),), rtol=1e-12)
+
+
+def test_load_mnist_errors_name_the_files(tmp_path):
+    root = str(tmp_path)
+    with pytest.raises(FileNotFoundError, match="nowhere does not exist.*t10k-labels-idx1-ubyte"):
+        img.load_mnist(os.path.join(root, "nowhere"))
+    _fake_mnist(root)
+    os.remove(os.path.join(root, "t10k-labels-idx1-ubyte.gz"))
+    with pytest.raises(
+        FileNotFoundError,
+        match=re.escape(f"{root}: no t10k-labels-idx1-ubyte or t10k-labels-idx1-ubyte.gz"),
+    ):
+        img.load_mnist(root)
+    labels = os.path.join(root, "t10k-labels-idx1-ubyte")
+    _write_idx(labels, np.zeros(9, np.uint8))
+    with pytest.raises(
+        ValueError, match=r"t10k-images-idx3-ubyte has 10 images but .*t10k-labels-idx1-ubyte has 9"
+    ):
+        img.load_mnist(root)
+    _write_idx(labels, np.full(10, 10, np.uint8))
+    with pytest.raises(
+        ValueError, match=r"t10k-labels-idx1-ubyte: labels in 10\.\.10 \(expected 0\.\.9\)"
+    ):
+        img.load_mnist(root)
+    _write_idx(labels, np.zeros((10, 1), np.uint8))
+    with pytest.raises(ValueError, match=r"labels of shape \(10, 1\) \(expected \[N\]\)"):
+        img.load_mnist(root)
+    _write_idx(labels, np.zeros(10, np.uint8))
+    _write_idx(os.path.join(root, "t10k-images-idx3-ubyte"), np.zeros((10, 784), np.uint8))
+    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte: images of shape \(10, 784\)"):
+        img.load_mnist(root)
+
+
+@pytest.mark.skipif(not os.path.isdir(MNIST), reason=f"no MNIST at {MNIST}")
+def test_real_mnist():
+    d = img.load_mnist(MNIST)
+    assert d.train_x.shape == (60000, 28, 28, 1) and d.test_x.shape == (10000, 28, 28, 1)
+    np.testing.assert_array_equal(d.train_y[:10], [5, 0, 4, 1, 9, 2, 1, 3, 1, 4])
+    np.testing.assert_array_equal(d.test_y[:10], [7, 2, 1, 0, 4, 1, 4, 9, 5, 9])
+    assert abs(d.mean[0] * 255 - 33.32) < 0.01
+    assert abs(d.std[0] - 0.3081) < 1e-4
+    assert 0.0 == d.train_x.min() and d.train_x.max() == 1.0
+    counts = img.class_counts(d.train_y, 10)
+    np.testing.assert_array_equal(
+        counts, [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    )
+
+
 def test_long_tailed_subset_follows_the_imbalance_factor():
     labels = np.repeat(np.arange(5), 100)
     keep = img.long_tailed_indices(labels, 10.0, seed=0)
@@ -77,6 +237,56 @@ def test_long_tailed_subset_follows_the_imbalance_factor():
     assert len(np.unique(keep)) == len(keep)
     with pytest.raises(ValueError, match="imbalance_factor"):
         img.long_tailed_indices(labels, 0.5)
+
+
+def test_long_tailed_subset_with_n_max_and_first_order():
+    rng = np.random.default_rng(0)
+    labels = rng.permutation(np.repeat(np.arange(10), [120, 130, 140] * 3 + [125]))
+    profile = [int(100 * 100.0 ** (-c / 9)) for c in range(10)]  # CIFAR-10-LT, factor 100
+    assert profile == [100, 59, 35, 21, 12, 7, 4, 2, 1, 1]
+    first = img.long_tailed_indices(labels, 100.0, n_max=100, order="first")
+    np.testing.assert_array_equal(img.class_counts(labels[first], 10), profile)
+    expected = np.sort(
+        np.concatenate([np.flatnonzero(labels == c)[:n] for c, n in enumerate(profile)])
+    )
+    np.testing.assert_array_equal(first, expected)  # the first n_c of each class
+    np.testing.assert_array_equal(
+        first, img.long_tailed_indices(labels, 100.0, n_max=100, order="first", seed=5)
+    )
+    seeded = img.long_tailed_indices(labels, 100.0, n_max=100, seed=1)
+    np.testing.assert_array_equal(img.class_counts(labels[seeded], 10), profile)
+    assert not np.array_equal(seeded, first)
+    np.testing.assert_array_equal(seeded, img.long_tailed_indices(labels, 100.0, n_max=100, seed=1))
+    default = img.long_tailed_indices(labels, 10.0, order="first")  # n_max = 120, the smallest
+    assert img.class_counts(labels[default], 10)[0] == 120
+    for n_max in (0, 121):
+        with pytest.raises(ValueError, match=rf"n_max={n_max} must be in 1\.\.120"):
+            img.long_tailed_indices(labels, 10.0, n_max=n_max)
+    with pytest.raises(ValueError, match="order must be 'seeded' or 'first', got 'last'"):
+        img.long_tailed_indices(labels, 10.0, order="last")
+
+
+def test_balanced_subset_and_class_counts():
+    labels = np.repeat(np.arange(4), [7, 3, 5, 9])[::-1].copy()
+    np.testing.assert_array_equal(img.class_counts(labels, 4), [7, 3, 5, 9])
+    assert img.class_counts(labels, 6).dtype == np.int64
+    np.testing.assert_array_equal(img.class_counts(labels, 6), [7, 3, 5, 9, 0, 0])
+    with pytest.raises(ValueError, match=r"labels in 0\.\.3, expected 0\.\.2"):
+        img.class_counts(labels, 3)
+    with pytest.raises(ValueError, match=r"labels in -1\.\.0"):
+        img.class_counts(np.array([0, -1]), 3)
+    keep = img.balanced_indices(labels, seed=0)
+    np.testing.assert_array_equal(img.class_counts(labels[keep], 4), [3, 3, 3, 3])
+    assert (np.diff(keep) > 0).all()
+    two = img.balanced_indices(labels, 2, seed=1)
+    np.testing.assert_array_equal(img.class_counts(labels[two], 4), [2, 2, 2, 2])
+    np.testing.assert_array_equal(two, img.balanced_indices(labels, 2, seed=1))
+    assert any(
+        not np.array_equal(two, img.balanced_indices(labels, 2, seed=s)) for s in range(2, 6)
+    )
+    for bad in (0, 4):
+        with pytest.raises(ValueError, match=rf"per_class={bad} must be in 1\.\.3 .*class 1"):
+            img.balanced_indices(labels, bad)
 
 
 def test_augmentations_are_seeded_and_shape_preserving():

@@ -61,6 +61,17 @@ def one_of(config: Any, name: str, choices: Iterable[str]) -> None:
         raise fail(name, value, f"must be one of {', '.join(map(str, choices))}")
 
 
+def name_list(config: Any, name: str, choices: Iterable[str]) -> list[str]:
+    """The names of the comma-separated field `name` (e.g. methods = "ce,dsb_ce"), each one of
+    `choices`; at least one."""
+    choices = tuple(choices)
+    value = field(config, name)
+    names = [n.strip() for n in str(value).split(",") if n.strip()]
+    if not names or any(n not in choices for n in names):
+        raise fail(name, value, f"give comma-separated names from {', '.join(choices)}")
+    return names
+
+
 def divisible_by_devices(config: Any, name: str, num_devices: int | None = None) -> None:
     """The global batch `name` splits evenly over the local devices (data parallelism)."""
     num_devices = num_devices or jax.local_device_count()

@@ -48,6 +48,16 @@ def test_valid_configs_pass():
         checks.one_of(config, "name", ["sage", "gat"])
 
 
+def test_name_lists():
+    config = _config()
+    config.name = " sage, gat ,"
+    assert checks.name_list(config, "name", ["sage", "gat", "gcn"]) == ["sage", "gat"]
+    for bad in ("sage,gin", "", " , "):
+        config.name = bad
+        with pytest.raises(ValueError, match="config.name = .*: give comma-separated names from"):
+            checks.name_list(config, "name", ["sage", "gat"])
+
+
 def test_a_data_folder_for_synthetic_data_is_an_error(tmp_path):
     config = _config()
     config.data_dir = str(tmp_path)

@@ -5,9 +5,9 @@ identity is the flattened config minus the fields that do not change any result:
 
 - bookkeeping (`NON_RESULT_FIELDS`: logging and checkpoint cadence, prefetch depth, the preset
   name, which is only a label for the fields), and
-- selection (`SELECTION_FIELDS`: which seeds, methods, losses, schemes, densities, pairs, dimensions
-  or contamination levels to run), so that
-  adding seeds or methods to a finished experiment reuses the runs it already has, and
+- selection (`SELECTION_FIELDS`: which seeds, methods, losses, schemes, densities, pairs,
+  dimensions, contamination levels, data sets or imbalance factors to run), so that adding
+  seeds or methods to a finished experiment reuses the runs it already has, and
 - fields a paper declares with `reevaluated_by_the_code`, whose change its own code detects and
   recomputes from (the stored result records them and is re-evaluated when they differ).
 
@@ -38,7 +38,18 @@ NON_RESULT_FIELDS = frozenset(
     }
 )
 SELECTION_FIELDS = frozenset(
-    {"num_seeds", "schemes", "methods", "losses", "densities", "pairs", "dims", "eps_values"}
+    {
+        "num_seeds",
+        "schemes",
+        "methods",
+        "losses",
+        "densities",
+        "pairs",
+        "dims",
+        "eps_values",
+        "datasets",
+        "imbalance_factors",
+    }
 )
 
 

@@ -60,7 +60,7 @@ def base() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict()
     c.data.mnist_dir = ""  # the idx files; "" unless config.datasets has mnist
     c.data.cifar10_dir = ""  # train/<class>/*, test/<class>/*; "" unless it has cifar10
-    c.data.max_per_class = 0  # n_max, the head class's images (0: the smallest class count)
+    c.data.max_per_class = 0  # a cap on n_max, the head class's images (0: the smallest count)
     c.data.subset_seed = 0  # which images the long-tailed / balanced subsets keep
     c.data.split_seed = 0  # digits: the held-out quarter
     c.data.prefetch = 2
@@ -114,6 +114,7 @@ def small() -> ml_collections.ConfigDict:
     c.datasets = "mnist,digits"
     c.data.mnist_dir = MNIST_DIR
     c.data.max_per_class = 200  # MNIST-LT100: 200 ... 2 images per class; balanced: 2,000
+    # (digits has 130 to 137 training images per class: its n_max is 130)
     c.train.batch_size = 64
     _cpu_schedule(c, 30)
     return c

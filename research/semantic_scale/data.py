@@ -7,8 +7,8 @@
 
 A version is chosen by its imbalance factor: > 1 gives the exponential profile of CIFAR-LT
 (class c keeps n_max x factor^(-c / (C - 1)) training images, classes in label order); 1 gives
-the sample-balanced version, n_max images of every class. n_max is `data.max_per_class`, or the
-smallest class count when it is 0. Which images a class keeps is a seeded choice by
+the sample-balanced version, n_max images of every class. n_max is the smallest class count,
+capped at `data.max_per_class` when that is not 0. Which images a class keeps is a seeded choice by
 `data.subset_seed`, fixed separately from the training seed (the CE baseline moves by about 3
 points with the subset). The test sets are the standard (balanced) ones in every version.
 """
@@ -81,7 +81,8 @@ def load_full(config: Any, name: str) -> img.ImageSplits:
 def make_split(full: img.ImageSplits, name: str, imbalance_factor: float, config: Any) -> Split:
     """The long-tailed (factor > 1) or sample-balanced (factor 1) version of `full`."""
     d = config.data
-    n_max = d.max_per_class or None
+    smallest = int(np.bincount(full.train_y, minlength=full.num_classes).min())
+    n_max = min(d.max_per_class, smallest) if d.max_per_class else smallest
     if imbalance_factor == 1:
         keep = img.balanced_indices(full.train_y, n_max, seed=d.subset_seed)
     else:

@@ -19,6 +19,8 @@ def test_long_tailed_and_balanced_versions_have_the_profile_counts():
     want = [int(n_max * 10.0 ** (-c / 9)) for c in range(10)]
     assert lt.counts.tolist() == want and lt.label == "digits-LT10"
     assert len(lt.test_y) == len(full.test_y)  # the held-out set stays balanced
+    config.data.max_per_class = 1000  # a cap: digits' smallest class has fewer
+    assert data.make_split(full, "digits", 10.0, config).counts.tolist() == want
     config.data.max_per_class = 50
     bal = data.make_split(full, "digits", 1.0, config)
     assert bal.counts.tolist() == [50] * 10 and bal.label == "digits-balanced"

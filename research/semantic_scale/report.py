@@ -144,6 +144,7 @@ def _correlation_table(rows, runs, metrics: dict[str, Any]) -> list[dict[str, st
             if ce:
                 line[f"CE {label}"] = _mean_std([c[key] for c in ce])
                 metrics[f"{version}/ce/{key}"] = float(np.nanmean([c[key] for c in ce]))
+        for key, label in (("pearson_scale", "r(acc, S)"), ("pearson_count", "r(acc, log n)")):
             vals = [c[key] for c in every if np.isfinite(c[key])]
             line[f"all methods {label}"] = f"{np.mean(vals):+.3f}" if vals else "n/a"
         imb = [
@@ -151,8 +152,8 @@ def _correlation_table(rows, runs, metrics: dict[str, Any]) -> list[dict[str, st
             if r["version"] == version and r["method"] == "ce"
         ]  # fmt: skip
         if imb:
-            line["CE scale max / min"] = f"{np.mean([i['scale_ratio'] for i in imb]):.2f}"
-            line["CE scale CV"] = f"{np.mean([i['scale_cv'] for i in imb]):.3f}"
+            line["CE S max / min"] = f"{np.mean([i['scale_ratio'] for i in imb]):.2f}"
+            line["CE S CV"] = f"{np.mean([i['scale_cv'] for i in imb]):.3f}"
         table.append(line)
     return table
 

@@ -90,12 +90,16 @@ def marginal_effect(
 
 def scale_imbalance(scales: np.ndarray) -> dict[str, float]:
     """The imbalance of semantic scales across classes: the ratio of the largest to the smallest
-    and the coefficient of variation (std / mean, ddof 0); classes with NaN are left out."""
+    and the coefficient of variation (std / mean, ddof 0). Classes with NaN (no samples) or
+    S = 0 (one sample) are left out: one sample spans no volume and would make the ratio
+    infinite."""
     s = np.asarray(scales, np.float64)
-    s = s[np.isfinite(s)]
+    s = s[np.isfinite(s) & (s > 0)]
+    if not len(s):
+        return {"scale_ratio": float("nan"), "scale_cv": float("nan")}
     return {
-        "scale_ratio": float(s.max() / max(s.min(), 1e-12)),
-        "scale_cv": float(s.std() / max(s.mean(), 1e-12)),
+        "scale_ratio": float(s.max() / s.min()),
+        "scale_cv": float(s.std() / s.mean()),
     }
 
 

@@ -61,6 +61,9 @@ def test_marginal_effect_grows_and_flattens_and_imbalance_measures():
     imb = scale.scale_imbalance(scales)
     assert imb["scale_ratio"] == pytest.approx(scales[0] / scales[1])
     assert imb["scale_cv"] > 0
+    # A one-sample class (S = 0) is left out of the ratio rather than making it infinite.
+    with_single = scale.scale_imbalance(np.array([2.0, 1.0, 0.0]))
+    assert with_single == {"scale_ratio": 2.0, "scale_cv": pytest.approx(1 / 3)}
 
 
 def test_pool_scales_in_jax_equal_the_float64_analysis():

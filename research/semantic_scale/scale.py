@@ -118,7 +118,27 @@ def pool_scales(
         m = jnp.maximum(n, 1).astype(z.dtype)
         zc = jnp.where(valid, z - jnp.sum(jnp.where(valid, z, 0.0), 0) / m, 0.0)
         gram = zc.T @ zc if p <= q else zc @ zc.T
-        chol = jnp.linalg.cholesky(jnp.eye(len(gram), dtype=z.dtype) + (d / m) * gram)
+        chol = cholesky(jnp.eye(len(gram), dtype=z.dtype) + (d / m) * gram)
         return jnp.sum(jnp.log(jnp.diagonal(chol))) / LOG2  # 0.5 log det = sum log diag(L)
 
     return jax.vmap(one)(features, counts)
+
+
+def cholesky(a: jax.Array) -> jax.Array:
+    """The lower Cholesky factor of a symmetric positive definite a [n, n], column by column in
+    a `fori_loop` of plain jnp (n matrix-vector products).
+
+    Not `jnp.linalg.cholesky`: on a CPU with several devices in one process (the tests' fake
+    devices), its LAPACK call inside the data-parallel step deadlocked the step for n = 64 (the
+    devices wait in the step's collectives while the call waits for a thread; n = 8 ran). For
+    the pool's p x p matrices, every `dsb.every` steps, the loop costs nothing measurable
+    (experiments/bench/semantic_scale.py)."""
+    n = a.shape[-1]
+    rows = jnp.arange(n)
+
+    def column(j, lower):
+        s = a[:, j] - lower @ lower[j]  # a_ij - sum_{k < j} L_ik L_jk (columns >= j are 0)
+        diag = jnp.sqrt(s[j])
+        return lower.at[:, j].set(jnp.where(rows > j, s / diag, jnp.where(rows == j, diag, 0.0)))
+
+    return jax.lax.fori_loop(0, n, column, jnp.zeros_like(a))

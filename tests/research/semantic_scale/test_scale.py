@@ -96,3 +96,12 @@ def test_pool_keeps_the_most_recent_features_of_each_class():
     rows = np.asarray(pool.features[0])
     assert (rows == -1).all(axis=1).sum() == 1
     assert not any(tuple(r) == tuple(np.asarray(feats[3])) for r in rows.tolist())
+
+
+@pytest.mark.parametrize("n", [1, 5, 64])
+def test_in_graph_cholesky_matches_numpy(n):
+    rng = np.random.default_rng(n)
+    b = rng.normal(size=(n, n))
+    a = (b @ b.T / n + np.eye(n)).astype(np.float32)
+    got = jax.jit(scale.cholesky)(jnp.asarray(a))
+    np.testing.assert_allclose(got, np.linalg.cholesky(a.astype(np.float64)), rtol=1e-4, atol=1e-5)

@@ -30,10 +30,6 @@ from research.semantic_scale import steps
 from research.training.parallel import DATA_AXIS, data_mesh, make_train_step, shard_batch
 from research.training.train_state import TrainState
 
-_OUT = flags.DEFINE_string("out", "bench_out/semantic_scale.json", "JSON output path.")
-_MODELS = flags.DEFINE_list("models", ["small_cnn", "resnet32"], "small_cnn and/or resnet32.")
-_ROUNDS = flags.DEFINE_integer("rounds", 7, "Timed rounds per contender (median reported).")
-
 SETTINGS = {"small_cnn": ((28, 28, 1), 64), "resnet32": ((32, 32, 3), 128)}
 COUNTS = np.array([500, 299, 179, 107, 64, 38, 23, 13, 8, 5])  # a long-tailed profile
 
@@ -107,17 +103,28 @@ def bench_model(name: str, rounds: int) -> list[dict]:
     ]
 
 
+def _define_flags() -> None:
+    """Flags of this binary only: defined at run time so tests can import this module beside
+    other binaries that define --out."""
+    flags.DEFINE_string("out", "bench_out/semantic_scale.json", "JSON output path.")
+    flags.DEFINE_list("models", ["small_cnn", "resnet32"], "small_cnn and/or resnet32.")
+    flags.DEFINE_integer("rounds", 7, "Timed rounds per contender (median reported).")
+
+
 def main(argv: list[str]) -> None:
-    del argv
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    f = flags.FLAGS
     rows = []
-    for name in _MODELS.value:
+    for name in f.models:
         if name not in SETTINGS:
             raise app.UsageError(f"--models: unknown model {name!r}; choose from {list(SETTINGS)}")
-        rows += bench_model(name, _ROUNDS.value)
+        rows += bench_model(name, f.rounds)
     print(format_table(rows, ["impl", "shape", "seconds", "cost_vs_ce", "compile_seconds"]))
     print("cost_vs_ce = this step / the CE step (target for dsb_ce: <= 1.10)")
-    write_json(_OUT.value, rows)
+    write_json(f.out, rows)
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)

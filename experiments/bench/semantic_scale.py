@@ -20,7 +20,6 @@ import statistics
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
@@ -28,7 +27,6 @@ from experiments.bench.timing import block, format_table, record, write_json
 from models.classifiers import make_classifier
 from research.semantic_scale import steps
 from research.training.parallel import DATA_AXIS, data_mesh, make_train_step, shard_batch
-from research.training.train_state import TrainState
 
 SETTINGS = {"small_cnn": ((28, 28, 1), 64), "resnet32": ((32, 32, 3), 128)}
 COUNTS = np.array([500, 299, 179, 107, 64, 38, 23, 13, 8, 5])  # a long-tailed profile
@@ -40,9 +38,6 @@ def contenders(name: str) -> dict[str, tuple]:
     mesh = data_mesh(jax.local_devices()[:1])
     optimizer = steps.make_optimizer(steps.TrainOptions(), steps_per_epoch=100)
     model = make_classifier(name, 10, bn_axis_name=DATA_AXIS)
-    x = jnp.zeros((1, *shape))
-    variables = model.init(jax.random.PRNGKey(0), x, train=False)
-    feature_dim = jax.eval_shape(lambda v: model.apply(v, x, train=False), variables)[1].shape[-1]
     every = steps.DSBOptions().every
     out = {}
     for label, method, dsb in (
@@ -52,10 +47,7 @@ def contenders(name: str) -> dict[str, tuple]:
     ):
         loss_fn = steps.make_loss_fn(model, method, COUNTS, steps.LossOptions(), dsb, 0)
         step = make_train_step(loss_fn, optimizer, mesh, with_model_state=True, donate=False)
-        model_state = steps.init_model_state(method, variables["batch_stats"], 10, feature_dim, dsb)
-        state = TrainState.create(
-            variables["params"], optimizer, jax.random.PRNGKey(1), model_state
-        )
+        state = steps.init_state(model, method, shape, 10, optimizer, dsb, jax.random.PRNGKey(0))
         out[label] = (step, state, every)
     return out
 

@@ -40,6 +40,7 @@ from research.semantic_scale import losses
 from research.semantic_scale.pool import init_pool, push
 from research.semantic_scale.scale import pool_scales
 from research.training.parallel import DATA_AXIS
+from research.training.train_state import TrainState
 
 
 @dataclass(frozen=True)
@@ -132,17 +133,30 @@ def make_optimizer(options: TrainOptions, steps_per_epoch: int) -> optax.Gradien
     )
 
 
-def init_model_state(
-    method: str, batch_stats: Any, num_classes: int, feature_dim: int, dsb: DSBOptions
-) -> dict[str, Any]:
-    """The step's model state at step 0 (see the module docstring)."""
-    state: dict[str, Any] = {"step": jnp.zeros((), jnp.int32)}
-    if batch_stats is not None:
-        state["batch_stats"] = batch_stats
+def init_state(
+    model: nn.Module,
+    method: str,
+    image_shape: tuple[int, ...],
+    num_classes: int,
+    optimizer: optax.GradientTransformation,
+    dsb: DSBOptions,
+    key: jax.Array,
+) -> TrainState:
+    """A fresh train state of `model` for images [H, W, C]: parameters from fold_in(key, 1), the
+    step keys from fold_in(key, 2), and the model state at step 0 (see the module docstring;
+    the pool's feature width is the model's)."""
+    x = jnp.zeros((1, *image_shape), jnp.float32)
+    variables = model.init(jax.random.fold_in(key, 1), x, train=False)
+    model_state: dict[str, Any] = {"step": jnp.zeros((), jnp.int32)}
+    if "batch_stats" in variables:
+        model_state["batch_stats"] = variables["batch_stats"]
     if METHODS[method].weights == "dsb":
-        state["pool"] = init_pool(num_classes, dsb.pool_size, feature_dim)
-        state["scale_weights"] = jnp.ones(num_classes, jnp.float32)
-    return state
+        _, features = jax.eval_shape(lambda v: model.apply(v, x, train=False), variables)
+        model_state["pool"] = init_pool(num_classes, dsb.pool_size, features.shape[-1])
+        model_state["scale_weights"] = jnp.ones(num_classes, jnp.float32)
+    return TrainState.create(
+        variables["params"], optimizer, jax.random.fold_in(key, 2), model_state
+    )
 
 
 def make_loss_fn(

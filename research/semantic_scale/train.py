@@ -18,7 +18,6 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -80,7 +79,6 @@ class Runner:
         self.num_steps = t.epochs * self.steps_per_epoch
         self.reweight_step = t.reweight_epoch * self.steps_per_epoch
         self.optimizer = steps.make_optimizer(t, self.steps_per_epoch)
-        self.image_shape = split.train_x.shape[1:]
         # The semantic scales of the training images' pixels: the same for every method and seed.
         self.pixel_scales = scale.class_scales(
             split.train_x.reshape(len(split.train_y), -1), split.train_y, split.num_classes,
@@ -106,22 +104,6 @@ class Runner:
             self._compiled[method] = (model, train_step, steps.make_predict(model))
         return self._compiled[method]
 
-    def init_state(self, method: str, model, seed: int) -> TrainState:
-        key = jax.random.PRNGKey(seed)
-        x = jnp.zeros((1, *self.image_shape), jnp.float32)
-        variables = model.init(jax.random.fold_in(key, 1), x, train=False)
-        _, features = jax.eval_shape(lambda v: model.apply(v, x, train=False), variables)
-        model_state = steps.init_model_state(
-            method,
-            variables.get("batch_stats"),
-            self.split.num_classes,
-            features.shape[-1],
-            steps.DSBOptions(**self.config.dsb),
-        )
-        return TrainState.create(
-            variables["params"], self.optimizer, jax.random.fold_in(key, 2), model_state
-        )
-
     def run(self, method: str, seed: int, workdir: str) -> dict[str, Any]:
         """Trains one model; returns (and writes) `result.json`, or reads a finished one back."""
         result = cached_result(
@@ -140,7 +122,15 @@ class Runner:
         ) as batch_fn:
             state = train_loop(
                 workdir=workdir,
-                state=self.init_state(method, model, seed),
+                state=steps.init_state(
+                    model,
+                    method,
+                    split.train_x.shape[1:],
+                    split.num_classes,
+                    self.optimizer,
+                    steps.DSBOptions(**c.dsb),
+                    jax.random.PRNGKey(seed),
+                ),  # fmt: skip
                 train_step=train_step,
                 batch_fn=batch_fn,
                 num_steps=self.num_steps,

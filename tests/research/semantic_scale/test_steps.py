@@ -2,14 +2,12 @@
 DSB), the DSB pool and weights inside the data-parallel step, the LDAM-DRW schedule."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from models.classifiers import make_classifier
 from research.semantic_scale import losses, steps
 from research.training.parallel import DATA_AXIS, data_mesh, make_train_step, shard_batch
-from research.training.train_state import TrainState
 
 COUNTS = np.array([40, 20, 10, 5])
 DSB = steps.DSBOptions(pool_size=8, every=2)
@@ -18,11 +16,8 @@ DSB = steps.DSBOptions(pool_size=8, every=2)
 def _setup(method, num_devices, reweight_step=2):
     model = make_classifier("small_cnn", 4, widths=(4,), feature_dim=8, bn_axis_name=DATA_AXIS,
                             normed_head=steps.METHODS[method].normed_head)  # fmt: skip
-    x = jnp.zeros((1, 8, 8, 1))
-    variables = model.init(jax.random.PRNGKey(0), x, train=False)
     optimizer = steps.make_optimizer(steps.TrainOptions(lr=0.05, warmup_epochs=1), 10)
-    model_state = steps.init_model_state(method, variables["batch_stats"], 4, 8, DSB)
-    state = TrainState.create(variables["params"], optimizer, jax.random.PRNGKey(1), model_state)
+    state = steps.init_state(model, method, (8, 8, 1), 4, optimizer, DSB, jax.random.PRNGKey(0))
     loss_fn = steps.make_loss_fn(model, method, COUNTS, steps.LossOptions(), DSB, reweight_step)
     mesh = data_mesh(jax.local_devices()[:num_devices])
     return state, make_train_step(loss_fn, optimizer, mesh, with_model_state=True), mesh

@@ -274,7 +274,9 @@ def anderson_mm(
          the MM property gives E(T(x_acc)) <= E(x_acc) without evaluating it now.
       4. Stop when max |T(x_acc) - x_acc| < tol for a freshly accepted x_acc (which for the plain
          iteration is max |x_{k+1} - x_k|; stop_on="step": max |x_next - x_acc| with x_next the
-         next point to evaluate), or after max_iter iterations.
+         next point to evaluate), or after max_iter iterations, or as soon as a point is
+         accepted with a NaN or infinite energy (only a forced acceptance can do that; nothing
+         after it can be trusted, and the energy trace shows where it happened).
     This is the rule of the authors' C++ code (revert to the MM output, accept the next step
     unconditionally). Resetting at a change of the MM parameters (nu) is the caller's business:
     start a new `anderson_mm` per stage. If step_fn is not a true MM map, the forced acceptance
@@ -377,7 +379,7 @@ def anderson_mm(
             rejected=c.rejected + (~accept & c.extrapolated).astype(jnp.int32),
             trace=c.trace.at[c.k].set(e_acc),
             cand_trace=c.cand_trace.at[c.k].set(ey.astype(e_dtype)),
-            done=converged | (k >= max_iter),
+            done=converged | (k >= max_iter) | (accept & ~jnp.isfinite(ey)),
             aux=aux_y,
         )
 

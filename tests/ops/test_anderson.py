@@ -357,6 +357,25 @@ def test_aux_is_threaded_through_every_evaluation():
         anderson_mm(counted, energy, x0, max_iter=3, aux=jnp.int32(0))
 
 
+@pytest.mark.parametrize("use_aa", [True, False])
+def test_a_non_finite_accepted_energy_stops_the_loop(use_aa):
+    """A map that turns NaN at evaluation 3 (counting from 0): evaluation 4 (at that NaN point)
+    is rejected by the safeguard, evaluation 5 is the forced acceptance of T(x_acc), also NaN,
+    and the loop stops there instead of running max_iter NaN iterations; the accepted-energy
+    trace shows the NaN at that iteration."""
+
+    def step(x, k):  # T(x) = x / 2, NaN from the fourth evaluation on; aux counts evaluations
+        gx = jnp.where(k >= 3, jnp.nan, 0.5 * x)
+        return gx, jnp.sum(x**2), k + 1
+
+    x, info, _ = anderson_mm(
+        step, None, jnp.ones((4,)), max_iter=50, tol=0.0, use_aa=use_aa, aux=jnp.int32(0)
+    )
+    trace = np.asarray(info.energy_trace)
+    assert int(info.iterations) == 6
+    assert np.isfinite(trace[:5]).all() and np.isnan(trace[5])
+
+
 def test_errors():
     with pytest.raises(ValueError, match="m must be >= 1"):
         anderson_init(jnp.zeros(3), 0)

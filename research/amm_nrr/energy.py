@@ -17,7 +17,9 @@ Energy  E(X) = sum_i rho_a(|v_i' - c(v_i')|)                        (alignment, 
              + gamma sum_l |v_l' - q_l|^2                               (optional landmarks)
 The surrogate at X0 fixes the closest points, the two Welsch weights and the rotations at X0;
 it is a quadratic tr(X^T H X) - 2 tr(X^T b) + const, minimised by H X = b (H: [4r, 4r] SPD,
-solved by `linalg.banded_solve`).
+solved by `linalg.banded_solve`). Every surrogate also holds a small proximal term
+sum lambda |X - X0|^2 (`DAMPING`, `PROXIMAL`), which keeps H positive definite when the weights
+leave part of the graph without data (a node with no neighbours whose vertices are all rejected).
 
 Point-to-plane alignment (an option; the official code has point-to-point only, `PlaneAlignment`)
 uses rho_a((n_c . (v_i' - c))^2 + eps |v_i' - c|^2), n_c the target normal at the closest point
@@ -26,12 +28,10 @@ tangential motion of nodes whose vertices see nearly parallel normals. The plane
 the three coordinate columns of X, so the surrogate becomes one quadratic in Y = vec(X)
 ([r, 12], Y_j[3a + c] = X_j[a, c]) with 12 x 12 node blocks: the data part
 sum_i w_i (g_ij g_ik^T) (x) (n_i n_i^T) (g_ij = w_ij [v_i - p_j, 1]), every other term's 4 x 4
-block B as B (x) I_3. Closest points beyond the Welsch cutoff are rejected (weight 0), so a node
-without graph neighbours whose vertices are all rejected would leave H singular: the
-point-to-plane surrogate adds the proximal term PROXIMAL |X - X0|^2 (zero with zero gradient at
-X0, so still a majorizer). The closest point is still the nearest target vertex, which does not
-minimise the point-to-plane residual, so E(T(X)) <= E(X) is no longer guaranteed for plain MM (as
-in point-to-plane ICP); the Anderson safeguard compares true energies either way.
+block B as B (x) I_3. Closest points beyond the Welsch cutoff are rejected (weight 0). The
+closest point is still the nearest target vertex, which does not minimise the point-to-plane
+residual, so E(T(X)) <= E(X) is no longer guaranteed for plain MM (as in point-to-plane ICP);
+the Anderson safeguard compares true energies either way.
 """
 
 from __future__ import annotations
@@ -277,23 +277,32 @@ def landmark_energy(problem: Problem, deformed: jax.Array) -> jax.Array:
 # The MM surrogate: H X = b.
 
 
-# Weight of the proximal term |X - X0|^2 of the point-to-plane surrogate (module docstring);
-# data weights are O(1) per vertex, so it only matters where nothing else constrains a node.
+# The proximal term sum_(j, a) lambda_ja |X_ja - X0_ja|^2 added to every surrogate, with
+# lambda_ja = DAMPING H_(ja, ja) + PROXIMAL (H: the surrogate's matrix without it, so the term is
+# relative to each row's own scale, as Levenberg-Marquardt damping). Zero with zero gradient at
+# X0, it keeps the surrogate a majorizer, and it keeps H positive definite whatever the weights:
+# a node whose vertices are all rejected (Welsch weight 0) and that has no graph neighbours, or a
+# connected part of the graph with no data at all, leaves H singular without it (the part's
+# common translation is free), which float32 turns into NaN for every node. PROXIMAL alone
+# would have to exceed float32's rounding of H's largest diagonal entries (~1e-7 x 500 on d2):
+# 1e-6 still gave NaN there; DAMPING makes the smallest eigenvalue of the Jacobi-scaled H at
+# least ~DAMPING, 800 float32 ulps, while damping each node's step by one part in 1e4.
+DAMPING = 1e-4
 PROXIMAL = 1e-6
 
 
 class Surrogate(NamedTuple):
     """What the surrogate at X0 fixes: closest points [n, 3], data weights [n], edge weights [e],
-    rotation targets [r, 3, 3] (R_j^T), and for point-to-plane the `PlaneAlignment` at the
-    closest points (no max_distance: rejected vertices have weight 0) and X0 [r, 4, 3] for the
-    proximal term (both None: point-to-point)."""
+    rotation targets [r, 3, 3] (R_j^T), for point-to-plane the `PlaneAlignment` at the closest
+    points (no max_distance: rejected vertices have weight 0; None: point-to-point), and
+    anchor: X0 [r, 4, 3], the centre of the proximal term."""
 
     closest: jax.Array
     data_weight: jax.Array
     edge_weight: jax.Array
     rotations: jax.Array
-    plane: PlaneAlignment | None = None
-    anchor: jax.Array | None = None
+    plane: PlaneAlignment | None
+    anchor: jax.Array
 
 
 def make_surrogate(
@@ -316,7 +325,7 @@ def make_surrogate(
         mm_weight(e2, nu_r, robust),
         project_rotations(x0),
         None if plane is None else plane._replace(max_distance=None),
-        None if plane is None else x0,
+        x0,
     )
 
 
@@ -326,14 +335,29 @@ def surrogate_energy(problem: Problem, s: Surrogate, x: jax.Array, num_vertices:
     data = jnp.sum(s.data_weight * data_residual2(deformed, s.closest, s.plane))
     reg = problem.alpha * jnp.sum(s.edge_weight * jnp.sum(edge_residuals(problem, x) ** 2, -1))
     rot = problem.beta * jnp.sum((x[:, :3, :] - s.rotations) ** 2)
-    prox = 0.0 if s.anchor is None else PROXIMAL * jnp.sum((x - s.anchor) ** 2)
-    return data + reg + rot + landmark_energy(problem, deformed) + prox
+    blocks, _ = _assemble_undamped(problem, s, num_vertices)
+    lam = proximal_weights(problem, blocks)  # [r, 4 or 12]
+    step2 = ((x - s.anchor) ** 2).reshape(lam.shape + (-1,)).sum(-1)  # in the blocks' layout
+    return data + reg + rot + landmark_energy(problem, deformed) + jnp.sum(lam * step2)
 
 
 def assemble(problem: Problem, s: Surrogate, num_vertices: int) -> tuple[jax.Array, jax.Array]:
-    """The surrogate tr(X^T H X) - 2 tr(X^T b) + const as H's distinct node blocks and b:
-    point-to-point: blocks [nb, 4, 4] (block (block_row, block_col)), b [r, 4, 3];
-    point-to-plane (s.plane set): blocks [nb, 12, 12], b [r, 12, 1] in Y = vec(X).
+    """The surrogate tr(X^T H X) - 2 tr(X^T b) + const as H's distinct node blocks and b,
+    including the proximal term (`proximal_weights`): see `_assemble_undamped` for the layouts."""
+    blocks, rhs = _assemble_undamped(problem, s, num_vertices)
+    lam = proximal_weights(problem, blocks)
+    size = blocks.shape[-1]
+    blocks = blocks.at[problem.diag_block].add(lam[:, :, None] * jnp.eye(size, dtype=lam.dtype))
+    return blocks, rhs + lam[:, :, None] * s.anchor.reshape(rhs.shape)
+
+
+def _assemble_undamped(
+    problem: Problem, s: Surrogate, num_vertices: int
+) -> tuple[jax.Array, jax.Array]:
+    """The surrogate without the proximal term, tr(X^T H X) - 2 tr(X^T b) + const, as H's
+    distinct node blocks and b: point-to-point: blocks [nb, 4, 4] (block (block_row,
+    block_col)), b [r, 4, 3]; point-to-plane (s.plane set): blocks [nb, 12, 12], b [r, 12, 1] in
+    Y = vec(X).
     Gathers and segment sums over the fixed pair structure, no dense [n, 4r] matrix.
     """
     r = problem.x0.shape[0]
@@ -378,8 +402,6 @@ def assemble(problem: Problem, s: Surrogate, num_vertices: int) -> tuple[jax.Arr
     rhs = rhs.at[:, :3, :].add(problem.beta * s.rotations)
     if plane is None:
         return blocks, rhs
-    blocks = blocks.at[problem.diag_block].add(PROXIMAL * jnp.eye(4, dtype=dtype))
-    rhs = rhs + PROXIMAL * s.anchor
     # Point-to-plane: n_i . v_i' = sum_j (g_ij (x) n_i) . Y_j, so the data block (j, k) is
     # sum_i w_i (g_ij g_ik^T) (x) (n_i n_i^T): segment sums of the 6 distinct entries of
     # w n n^T (96 numbers per vertex-node pair rather than 144), expanded per block.
@@ -396,6 +418,13 @@ def assemble(problem: Problem, s: Surrogate, num_vertices: int) -> tuple[jax.Arr
     eye = jnp.eye(3, dtype=dtype)
     coupled = (nn + blocks[:, :, :, None, None] * eye).transpose(0, 1, 3, 2, 4)
     return coupled.reshape(nb, 12, 12), rhs.reshape(r, 12, 1)
+
+
+def proximal_weights(problem: Problem, blocks: jax.Array) -> jax.Array:
+    """[r, s] lambda of the proximal term for H's node blocks [nb, s, s] without it: DAMPING x
+    the diagonal of each node's own block + PROXIMAL."""
+    diagonal = jnp.diagonal(blocks[problem.diag_block], axis1=1, axis2=2)
+    return DAMPING * diagonal + PROXIMAL
 
 
 def dense_system(

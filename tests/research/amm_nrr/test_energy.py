@@ -9,7 +9,7 @@ import pytest
 
 from research.amm_nrr import energy as E
 from research.amm_nrr.graph import build_graph, normalise
-from research.datasets.meshes import grid_surface
+from research.datasets.meshes import Mesh, grid_surface
 
 NU_A, NU_R = 0.02, 0.05
 
@@ -173,3 +173,51 @@ def test_point_to_plane_residual():
         np.testing.assert_allclose(E.mm_weight(r2, NU_A)[1], 0.0)
         ungated = E.data_residual2(deformed, closest, plane._replace(max_distance=None))
         np.testing.assert_allclose(ungated[1], 0.002**2 + eps * (1.0 + 0.002**2), rtol=1e-12)
+
+
+def _with_data_less_parts():
+    """A grid plus two parts far from it: a small grid (a connected part of the deformation
+    graph) and a single triangle (one node with no graph neighbours). Returns (mesh, vertex
+    mask of the two far parts)."""
+    main, patch = grid_surface(6), grid_surface(2)
+    tri = Mesh(
+        np.array([[0.0, 0.0, 0.0], [0.15, 0.0, 0.0], [0.0, 0.15, 0.0]]), np.array([[0, 1, 2]])
+    )
+    parts, faces, offset = [], [], 0
+    for mesh, shift in ((main, 0.0), (patch, 3.0), (tri, 6.0)):
+        parts.append(mesh.vertices + [shift, 0.0, 0.0])
+        faces.append(mesh.faces + offset)
+        offset += len(mesh.vertices)
+    far = np.arange(offset) >= len(main.vertices)
+    return Mesh(np.concatenate(parts), np.concatenate(faces)), far
+
+
+@pytest.mark.parametrize("alignment", ALIGNMENTS)
+def test_parts_without_data_stay_put_in_float32(alignment, monkeypatch):
+    """When every vertex of a part of the graph is rejected (data weight 0: beyond the Welsch
+    cutoff), the proximal term keeps H positive definite: the float32 solve is finite and those
+    nodes keep X0. Without it the same solve is NaN for every node."""
+    mesh, far = _with_data_less_parts()
+    v = normalise(mesh.vertices, mesh.vertices).apply(mesh.vertices)
+    graph = build_graph(mesh, v, 2.5)
+    degree = np.bincount(graph.edge_from, minlength=graph.num_nodes)
+    far_nodes = far[graph.node_index]
+    assert np.any(far_nodes & (degree == 0)) and np.any(far_nodes & (degree > 0))
+    problem = E.make_problem(v, graph, alpha=100.0, beta=10.0, dtype=jnp.float32)
+    rng = np.random.default_rng(0)
+    closest = jnp.asarray(v + 0.01 * rng.normal(size=v.shape), jnp.float32)
+    normals = jnp.asarray(np.tile([0.0, 0.0, 1.0], (len(v), 1)), jnp.float32)
+    plane = E.PlaneAlignment(normals, 0.1) if alignment == "plane" else None
+    n = len(v)
+    deformed = E.deform(problem, problem.x0, n)
+    s = E.make_surrogate(problem, problem.x0, deformed, closest, NU_A, NU_R, plane=plane)
+    s = s._replace(data_weight=jnp.where(jnp.asarray(far), 0.0, s.data_weight))
+    x = E.minimise_surrogate(problem, s, n)
+    assert np.isfinite(np.asarray(x)).all()
+    # float32 solve: the free mode has eigenvalue ~DAMPING, so it is accurate to ~1e-4 (of the
+    # bounding-box diagonal, 1 here).
+    np.testing.assert_allclose(x[far_nodes], problem.x0[far_nodes], atol=1e-4)
+    assert np.abs(np.asarray(x - problem.x0)[~far_nodes]).max() > 1e-3  # the rest moved
+    monkeypatch.setattr(E, "DAMPING", 0.0)
+    monkeypatch.setattr(E, "PROXIMAL", 0.0)
+    assert not np.isfinite(np.asarray(E.minimise_surrogate(problem, s, n))).any()

@@ -3,19 +3,22 @@ Anderson-accelerated majorization-minimization.
 
     python -m experiments.amm_nrr --config=experiments/configs/amm_nrr.py:<preset> --workdir=DIR
     python -m experiments.amm_nrr --source=S.obj --target=T.obj --out=DIR [--radius=5 --alpha=100 \
-        --beta=10 --use_aa=true]          # one pair, the official CLI defaults (`paper` preset)
+        --beta=10 --use_aa=true]          # one pair (`paper` preset); --radius=5 is the authors'
+                                          # default, without it the radius comes from the mesh
 
 Presets (`PRESETS` below, listed by --help):
   tiny   seconds: a synthetic pair generated in code (bumpy square, smooth deformation, noise);
          `data_dir` is empty (the pair reads no files).
   small  the shared pairs d1 (radius 8) and d2 (radius 5), AA on and off, compared with the
          authors' s2tres.obj; plus the Welsch vs least-squares robustness sweep (3 levels).
-  paper  the official defaults (radius 5, alpha 100, beta 10, AA on) on d1 and d2 with their
-         example radii, AA and plain MM, and the full robustness sweep (5 levels).
+  paper  the official weights (alpha 100, beta 10, AA on) on d1 and d2 with their example radii,
+         AA and plain MM, and the full robustness sweep (5 levels).
 
 `config.solver` holds the fields of `research.amm_nrr.solver.Options` (its defaults are the
-official CLI's): `--config.solver.alpha=100`, `--config.solver.dtype=float64`,
-`--config.solver.alignment=plane`, ... `solver.radius` is the explicit pair's node radius and
+official CLI's but two: the radius, 0 = from the mesh, where the authors' default is 5, and the
+first Welsch parameter, `nu_start=tail`, where the official code's is `median`):
+`--config.solver.alpha=100`, `--config.solver.dtype=float64`, `--config.solver.alignment=plane`,
+`--config.solver.nu_start=median`, ... `solver.radius` is the explicit pair's node radius and
 `solver.use_aa` the variant run first; the shared pairs, the synthetic pair and the robustness
 sweep set their own radius. The binary's short flags map onto these fields
 (`--alpha` -> `--config.solver.alpha`, see experiments/amm_nrr.py).

@@ -23,6 +23,7 @@ from typing import Any
 
 import jax
 
+from research.amm_nrr.solver import NU_STARTS
 from research.training import config_checks as checks
 
 DEFAULT_DATA_DIR = "../shared/data/meshes/AMM_NRR"
@@ -59,14 +60,18 @@ def _at_least(config: Any, names: list[str], low: int) -> None:
 
 
 def _check_solver(config: Any) -> None:
-    checks.positive(config, [f"solver.{k}" for k in ("radius", "history", "max_iter", "tol")])
-    checks.non_negative(
+    checks.positive(config, [f"solver.{k}" for k in ("history", "max_iter", "tol")])
+    checks.non_negative(  # radius 0: chosen from the mesh (graph.AUTO_RADIUS)
         config,
-        [f"solver.{k}" for k in ("alpha", "beta", "landmark_weight", "plane_point_weight")],
+        [
+            f"solver.{k}"
+            for k in ("radius", "alpha", "beta", "landmark_weight", "plane_point_weight")
+        ],
     )
     checks.one_of(config, "solver.alignment", ALIGNMENTS)
     checks.one_of(config, "solver.coverage", COVERAGES)
     checks.one_of(config, "solver.dtype", DTYPES)
+    checks.one_of(config, "solver.nu_start", NU_STARTS)
     if config.solver.dtype == "float64" and not jax.config.jax_enable_x64:
         raise checks.fail("solver.dtype", "float64", "needs jax x64: run with JAX_ENABLE_X64=1")
 

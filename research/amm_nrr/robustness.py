@@ -11,12 +11,16 @@ the smoothly deformed source, vertex by vertex.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
+from absl import logging
 
 from research.amm_nrr import solver
 from research.amm_nrr.graph import normalise
+from research.datasets import registration_pairs
 from research.datasets.meshes import Mesh, grid_surface, smooth_deformation
+from research.training.errors import NonFiniteError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,3 +116,79 @@ def sweep(
             row[f"fit_{name}"] = solver.fit_metric(res.deformed, pair.target.vertices, scale)
         rows.append(row)
     return rows
+
+
+def benchmark_pairs(
+    pairs: dict[str, list[registration_pairs.RegistrationPair]],
+    variants: dict[str, solver.Options],
+) -> list[dict[str, Any]]:
+    """Registers every generated pair (`research.datasets.registration_pairs`) with every variant.
+
+    pairs: {base mesh name: its pairs}; variants: {name: options}. One row per pair and variant:
+    {mesh, family, corruption, variant, nodes, iterations, solve_s, rmse, rmse_overlap,
+    rmse_initial, rmse_overlap_initial, error}. A solve that ends in a NaN or infinite energy is
+    a row with NaN errors and the NonFiniteError's message under `error` (empty otherwise), so
+    one failing pair does not hide the others."""
+    rows = []
+    for mesh_name, mesh_pairs in pairs.items():
+        for pair in mesh_pairs:
+            family, corruption = pair.name.split("/")
+            initial = registration_pairs.registration_errors(pair.source.vertices, pair)
+            for variant, options in variants.items():
+                label = f"{mesh_name} {pair.name} ({variant})"
+                row: dict[str, Any] = dict(
+                    mesh=mesh_name, family=family, corruption=corruption, variant=variant
+                )
+                try:
+                    res = solver.register(pair.source, pair.target, options, label=label)
+                    solver.check_finite(res, label)
+                    errors, message = registration_pairs.registration_errors(res.deformed, pair), ""
+                    row.update(radius=res.radius, nodes=res.num_nodes, iterations=res.iterations)
+                    row.update(solve_s=res.solve_seconds)
+                except NonFiniteError as err:
+                    errors = dict.fromkeys(initial, float("nan"))
+                    message = str(err)
+                row.update(errors)
+                row.update(rmse_initial=initial["rmse"])
+                row.update(rmse_overlap_initial=initial["rmse_overlap"], error=message)
+                logging.info(
+                    "%s: rmse %.5f (initial %.5f) %s", label, row["rmse"], initial["rmse"], message
+                )
+                rows.append(row)
+    return rows
+
+
+def summarise_benchmark(rows: list[dict[str, Any]], variants: list[str]) -> list[dict[str, Any]]:
+    """One row per family x corruption: each variant's RMSE (all vertices, and over the overlap
+    for partial pairs) as the geometric mean over the base meshes, the initial RMSE, and how
+    many meshes each variant failed on (NaN) or did not improve on."""
+    table = []
+    keys = sorted(
+        {(r["family"], r["corruption"]) for r in rows},
+        key=lambda k: (
+            registration_pairs.FAMILIES.index(k[0]),
+            registration_pairs.CORRUPTIONS.index(k[1]),
+        ),
+    )
+    for family, corruption in keys:
+        group = [r for r in rows if (r["family"], r["corruption"]) == (family, corruption)]
+        metric = "rmse_overlap" if corruption == "partial" else "rmse"
+        out: dict[str, Any] = dict(family=family, corruption=corruption, metric=metric)
+        first = [r for r in group if r["variant"] == variants[0]]
+        out["initial"] = _geomean([r[f"{metric}_initial"] for r in first])
+        for v in variants:
+            vals = [r[metric] for r in group if r["variant"] == v]
+            inits = [r[f"{metric}_initial"] for r in group if r["variant"] == v]
+            out[v] = _geomean(vals)
+            out[f"{v} NaN / not improved"] = (
+                f"{sum(not np.isfinite(x) for x in vals)} / "
+                f"{sum(not x < i for x, i in zip(vals, inits, strict=True))}"
+            )
+        table.append(out)
+    return table
+
+
+def _geomean(values: list[float]) -> float:
+    """Geometric mean; NaN if any value is NaN (a failed solve is not averaged away)."""
+    v = np.asarray(values, np.float64)
+    return float(np.exp(np.mean(np.log(v)))) if np.all(v > 0) else float("nan")

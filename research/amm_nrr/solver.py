@@ -10,6 +10,7 @@ boundaries, which is where the nu schedule, the Anderson reset and the per-stage
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import time
@@ -18,6 +19,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy.spatial import cKDTree
 from threadpoolctl import threadpool_limits
 
 from ops.anderson import anderson_mm
@@ -37,13 +39,15 @@ from research.training.errors import NonFiniteError
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-    """The registration's options, defaults from the official CLI. The single source of these
-    defaults: experiments/configs/amm_nrr.py turns this class into `config.solver`.
+    """The registration's options, defaults from the official CLI except `radius` (from the mesh;
+    the authors' default is 5) and `nu_start` (the official code's is "median"). The single source
+    of these defaults: experiments/configs/amm_nrr.py turns this class into `config.solver`.
     alignment="plane" is point-to-plane along the target's vertex normals
     (`meshes.vertex_normals`) plus plane_point_weight x point-to-point, a coupled 12r x 12r
     solve; "point" is the official code's point-to-point."""
 
-    radius: float = 5.0  # node radius / mean edge length
+    radius: float = 0.0  # node radius / mean edge length (the authors' CLI: 5); 0: from the mesh
+    # (graph.AUTO_RADIUS x the bounding-box diagonal, at least graph.AUTO_MIN_EDGES)
     alpha: float = 100.0  # official CLI weights, rescaled inside (alpha |E| / n, beta r / n)
     beta: float = 10.0
     use_aa: bool = True  # False: plain MM (same loop, AA off)
@@ -56,6 +60,7 @@ class Options:
     landmark_weight: float = 1.0
     alignment: str = "point"  # or "plane": point-to-plane along the target's vertex normals
     plane_point_weight: float = 0.1  # plane: share of point-to-point added to the plane residual
+    nu_start: str = "tail"  # the first stage's nu_a, `NU_STARTS` ("median": the official code)
 
 
 def cutoff(dtype) -> float:
@@ -161,9 +166,36 @@ def _initial_closest(index: GridIndex, queries: jax.Array, cache: NearestCache):
     return sq_dist, cache
 
 
+# nu_a of the first stage. "median" (the official code): the median closest-point distance from
+# the source to the target. It is 0 when most of the surface is already in place (an articulated
+# motion of one part), and the moving part then starts beyond the Welsch cutoff. "tail" (the
+# default): at least the TAIL_PERCENTILE-th percentile of the closest-point distances, the smaller
+# of the two directions: a part that moved is far in both directions, the target's outliers only
+# from the target, the source's part without a counterpart (partial overlap) only from the source.
+NU_STARTS = ("tail", "median")
+TAIL_PERCENTILE = 99.0
+
+
+def initial_nu(
+    source_to_target: np.ndarray, target_to_source: np.ndarray | None, rule: str
+) -> float:
+    """nu_a of the first stage by `rule` (NU_STARTS) from the closest-point distances [n] of the
+    source's vertices to the target and [m] of the target's to the source (normalised units)."""
+    median = float(np.median(source_to_target))
+    if rule == "median":
+        return median
+    if rule == "tail":
+        tail = min(
+            float(np.percentile(source_to_target, TAIL_PERCENTILE)),
+            float(np.percentile(target_to_source, TAIL_PERCENTILE)),
+        )
+        return max(median, tail)
+    raise ValueError(f"initial_nu: rule {rule!r}, expected one of {NU_STARTS}")
+
+
 def nu_schedule(nu_a0: float, mean_edge: float, robust: bool = True) -> list[tuple[float, float]]:
-    """[(nu_a, nu_r)] per stage: nu_a from the median initial distance, halved down to
-    l / sqrt(3) (the last stage runs at the minimum); nu_r from 3 l, halved alongside.
+    """[(nu_a, nu_r)] per stage: nu_a from nu_a0 (`initial_nu`), halved down to l / sqrt(3) (the
+    last stage runs at the minimum); nu_r from 3 l, halved alongside.
     robust=False: as many stages, all at L2_NU (the same iteration budget)."""
     nu_min = mean_edge / np.sqrt(3.0)
     nu_a, nu_r = max(nu_a0, nu_min), 3.0 * mean_edge
@@ -174,16 +206,24 @@ def nu_schedule(nu_a0: float, mean_edge: float, robust: bool = True) -> list[tup
     return stages if robust else [(L2_NU, L2_NU)] * len(stages)
 
 
-_COMPILED: dict[Any, Any] = {}
+# The most recently used compiled functions kept (two per registration shape): every pair has its
+# own shapes, and keeping all of them ran out of memory for the code of ~200 executables
+# ("LLVM compilation error: Cannot allocate memory") in one benchmark process.
+COMPILED_KEPT = 8
+_COMPILED: collections.OrderedDict[Any, Any] = collections.OrderedDict()
 
 
 def _compiled(fn, args: tuple, static: dict[str, Any]):
     """fn lowered and compiled ahead of time for these argument shapes, so that the solve time
-    excludes compilation; cached per (function, shapes, static values, grid meta)."""
+    excludes compilation; cached per (function, shapes, static values, grid meta), the
+    COMPILED_KEPT most recent."""
     leaves, treedef = jax.tree.flatten(args)
     key = (fn, treedef, tuple((x.shape, x.dtype) for x in leaves), tuple(sorted(static.items())))
     if key not in _COMPILED:
         _COMPILED[key] = fn.lower(*args, **static).compile()
+        while len(_COMPILED) > COMPILED_KEPT:
+            _COMPILED.popitem(last=False)
+    _COMPILED.move_to_end(key)
     return _COMPILED[key]
 
 
@@ -200,6 +240,7 @@ class Result:
     compile_seconds: float
     setup_seconds: float
     num_nodes: int
+    radius: float  # the node radius used, in mean edge lengths
     stages: list[dict[str, Any]]
     log: list[dict[str, Any]]
 
@@ -233,6 +274,8 @@ def register(
             )
     if options.dtype not in ("float32", "float64"):
         raise ValueError(f"Options.dtype={options.dtype!r}: expected float32 or float64")
+    if options.nu_start not in NU_STARTS:
+        raise ValueError(f"Options.nu_start={options.nu_start!r}: expected one of {NU_STARTS}")
     if options.alignment not in ("point", "plane"):
         raise ValueError(f"Options.alignment={options.alignment!r}: expected point or plane")
     dtype = jnp.dtype(options.dtype)
@@ -241,7 +284,7 @@ def register(
     t0 = time.perf_counter()
     norm = normalise(source.vertices, target.vertices)
     src, tgt = norm.apply(source.vertices), norm.apply(target.vertices)
-    graph = build_graph(source, src, options.radius, coverage=options.coverage)
+    graph = build_graph(source, src, options.radius or None, coverage=options.coverage)
     lm = None
     if landmarks is not None:
         landmarks = np.asarray(landmarks, np.int64)
@@ -268,7 +311,7 @@ def register(
     setup = time.perf_counter() - t0
 
     with threadpool_limits(limits=1, user_api="blas"):
-        return _solve(problem, index, plane, src, graph, norm, options, setup, n, dtype, label)
+        return _solve(problem, index, plane, src, tgt, graph, norm, options, setup, n, dtype, label)
 
 
 def stop_if_not_finite(stage: dict[str, Any], energies: np.ndarray, label: str) -> None:
@@ -283,7 +326,7 @@ def stop_if_not_finite(stage: dict[str, Any], energies: np.ndarray, label: str) 
         )
 
 
-def _solve(problem, index, plane, src, graph, norm, options, setup, n, dtype, label) -> Result:
+def _solve(problem, index, plane, src, tgt, graph, norm, options, setup, n, dtype, label) -> Result:
     # Runs with single-threaded BLAS: jaxlib's LAPACK calls (Cholesky, triangular solves on
     # <= 100 x 100 blocks) go to scipy's OpenBLAS, whose threads spin against XLA's own on a
     # 2-core CPU; measured 0.1 ms vs 12-16 ms for one 96 x 96 solve under load.
@@ -305,7 +348,10 @@ def _solve(problem, index, plane, src, graph, norm, options, setup, n, dtype, la
     t0, c0 = time.perf_counter(), time.process_time()
     d0, cache = init_fn(index, src_d, cache)
     d0 = np.sqrt(np.asarray(d0, np.float64))
-    schedule = nu_schedule(float(np.median(d0)), graph.mean_edge, options.robust)
+    # The target's distances to the source, for the "tail" start (`initial_nu`).
+    target_to_source = cKDTree(src).query(tgt)[0] if options.nu_start == "tail" else None
+    nu_a0 = initial_nu(d0, target_to_source, options.nu_start)
+    schedule = nu_schedule(nu_a0, graph.mean_edge, options.robust)
     x = problem.x0
     stages, log, total = [], [], 0
     for k, (nu_a, nu_r) in enumerate(schedule):
@@ -354,6 +400,7 @@ def _solve(problem, index, plane, src, graph, norm, options, setup, n, dtype, la
         compile_seconds=compile_seconds,
         setup_seconds=setup,
         num_nodes=graph.num_nodes,
+        radius=graph.radius / graph.mean_edge,
         stages=stages,
         log=log,
     )

@@ -152,6 +152,7 @@ def run_pair(config: Config, pair: Pair, use_aa: bool, workdir: str) -> tuple[di
         json.dump({"stages": res.stages, "iterations": res.log}, f, indent=1)
     row: dict[str, Any] = {
         "run": run,
+        "radius": res.radius,
         "nodes": res.num_nodes,
         "iterations": res.iterations,
         "solve_s": res.solve_seconds,

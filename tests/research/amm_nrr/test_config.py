@@ -35,8 +35,8 @@ def test_the_authors_cli_defaults_are_valid(tmp_path):
 @pytest.mark.parametrize(
     "field,value,message",
     [
-        ("solver.radius", -1.0, "config.solver.radius = -1.0: must be > 0"),
-        ("solver.radius", 0.0, "config.solver.radius = 0.0: must be > 0"),
+        ("solver.radius", -1.0, "config.solver.radius = -1.0: must be >= 0"),
+        ("solver.nu_start", "mean", "config.solver.nu_start = 'mean': must be one of"),
         ("solver.max_iter", 0, "config.solver.max_iter = 0: must be > 0"),
         ("solver.history", 0, "config.solver.history = 0: must be > 0"),
         ("solver.tol", 0.0, "config.solver.tol = 0.0: must be > 0"),
@@ -173,7 +173,9 @@ def _fake_register(stage_energy, deformed_value=0.0):
         ]
         deformed = source.vertices.copy()
         deformed[n // 2] = deformed_value
-        return solver.Result(deformed, np.zeros((1, 4, 3)), 5, 0.1, 0.1, 0.1, 0.1, 1, stages, [])
+        return solver.Result(
+            deformed, np.zeros((1, 4, 3)), 5, 0.1, 0.1, 0.1, 0.1, 1, 5.0, stages, []
+        )
 
     return register
 
@@ -208,5 +210,5 @@ def test_binary_reports_a_bad_value_in_one_line(tmp_path):
         "experiments.amm_nrr", f"--source={source}", f"--target={source}",
         f"--out={tmp_path / 'w'}", "--radius=-1",
     )  # fmt: skip
-    assert_one_error_line(proc, "config.solver.radius = -1.0: must be > 0")
+    assert_one_error_line(proc, "config.solver.radius = -1.0: must be >= 0")
     assert not os.path.exists(tmp_path / "w" / "pair_aa")

@@ -71,3 +71,26 @@ def test_binary_maps_the_authors_flags():
     # An explicit --config moves first (absl reads --config.* only after it).
     argv = _rewrite(["amm", "--radius=8", "--config=c.py:tiny", "--workdir=W"])
     assert argv == ["amm", "--config=c.py:tiny", "--config.solver.radius=8", "--workdir=W"]
+
+
+def test_auto_radius_follows_the_size_not_the_resolution(monkeypatch):
+    """radius None: max(AUTO_RADIUS x diagonal, AUTO_MIN_EDGES mean edge lengths). A coarse mesh
+    gets the authors' 5 mean edge lengths; a finer sampling of a surface keeps the spacing
+    relative to its size, so its node count stays put where a count of edges multiplies it
+    (AUTO_RADIUS raised to 0.2 so that the diagonal rule applies to small test meshes)."""
+    from research.amm_nrr import graph as G
+    from research.datasets.registration_pairs import subdivide
+
+    coarse = grid_surface(24)  # mean edge 0.035 of the diagonal: 5 edges > 0.02
+    v = normalise(coarse.vertices, coarse.vertices).apply(coarse.vertices)
+    g = build_graph(coarse, v, None)
+    np.testing.assert_allclose(g.radius, G.AUTO_MIN_EDGES * g.mean_edge)
+    monkeypatch.setattr(G, "AUTO_RADIUS", 0.2)
+    nodes = {}
+    for name, mesh in (("mesh", coarse), ("subdivided", subdivide(subdivide(coarse)))):
+        w = normalise(mesh.vertices, mesh.vertices).apply(mesh.vertices)
+        auto, fixed = build_graph(mesh, w, None), build_graph(mesh, w, G.AUTO_MIN_EDGES)
+        np.testing.assert_allclose(auto.radius, 0.2)
+        nodes[name] = auto.num_nodes, fixed.num_nodes
+    assert abs(nodes["subdivided"][0] / nodes["mesh"][0] - 1) < 0.2  # auto: the same graph size
+    assert nodes["subdivided"][1] > 8 * nodes["mesh"][1]  # 5 edge lengths: ~16x the nodes

@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from scipy.sparse import csgraph
 from scipy.spatial import cKDTree
 
-from research.datasets.meshes import Mesh
+from research.datasets.meshes import Mesh, mean_edge_length
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,15 +72,6 @@ class DeformationGraph:
     @property
     def num_nodes(self) -> int:
         return int(self.nodes.shape[0])
-
-
-def mean_edge_length(mesh: Mesh, vertices: np.ndarray | None = None) -> float:
-    """Mean length of the mesh's unique edges (vertices default to the mesh's)."""
-    v = mesh.vertices if vertices is None else vertices
-    e = mesh.edges()
-    if len(e) == 0:
-        raise ValueError("mean_edge_length: the mesh has no faces (a point cloud has no edges)")
-    return float(np.linalg.norm(v[e[:, 0]] - v[e[:, 1]], axis=1).mean())
 
 
 def _edge_graph(mesh: Mesh, vertices: np.ndarray) -> sp.csr_matrix:

@@ -50,6 +50,15 @@ class Mesh:
         return np.unique(e, axis=0)
 
 
+def mean_edge_length(mesh: Mesh, vertices: np.ndarray | None = None) -> float:
+    """Mean length of the mesh's unique edges (vertices default to the mesh's)."""
+    v = mesh.vertices if vertices is None else vertices
+    e = mesh.edges()
+    if len(e) == 0:
+        raise ValueError("mean_edge_length: the mesh has no faces (a point cloud has no edges)")
+    return float(np.linalg.norm(v[e[:, 0]] - v[e[:, 1]], axis=1).mean())
+
+
 def vertex_normals(mesh: Mesh, *, neighbours: int = 10) -> np.ndarray:
     """[n, 3] unit vertex normals: area-weighted face normals of a mesh; for a point cloud (or a
     mesh vertex that no face touches) the smallest principal axis of its `neighbours` nearest

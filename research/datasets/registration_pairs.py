@@ -31,7 +31,7 @@ import dataclasses
 
 import numpy as np
 
-from research.datasets.meshes import Mesh
+from research.datasets.meshes import Mesh, mean_edge_length
 
 FAMILIES = ("rbf_warp", "bend_twist", "articulated")
 CORRUPTIONS = ("clean", "noise", "outliers", "partial")
@@ -173,11 +173,6 @@ def articulated(rng: np.random.Generator, base: np.ndarray):
 _FIELDS = {"rbf_warp": rbf_warp, "bend_twist": bend_twist, "articulated": articulated}
 
 
-def mean_edge(mesh: Mesh) -> float:
-    e = mesh.edges()
-    return float(np.linalg.norm(mesh.vertices[e[:, 0]] - mesh.vertices[e[:, 1]], axis=1).mean())
-
-
 def make_pair(base: Mesh, family: str, corruption: str, *, seed: int = 0) -> RegistrationPair:
     """The pair of `family` x `corruption` on `base` (a triangle mesh, the source). The
     deformation depends on (seed, family) only, so the corruptions of one family share it."""
@@ -196,7 +191,7 @@ def make_pair(base: Mesh, family: str, corruption: str, *, seed: int = 0) -> Reg
     overlap = np.ones(len(truth), bool)
     rng = np.random.default_rng([seed, FAMILIES.index(family), 1 + CORRUPTIONS.index(corruption)])
     if corruption == "noise":
-        points = points + rng.normal(size=points.shape) * NOISE * mean_edge(source)
+        points = points + rng.normal(size=points.shape) * NOISE * mean_edge_length(source)
     elif corruption == "outliers":
         lo, hi = points.min(0), points.max(0)
         pad = 0.1 * (hi - lo)

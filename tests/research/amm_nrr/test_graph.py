@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from research.amm_nrr.graph import build_graph, mean_edge_length, normalise
-from research.datasets.meshes import Mesh, grid_surface
+from research.amm_nrr.graph import build_graph, normalise
+from research.datasets.meshes import Mesh, grid_surface, mean_edge_length
 
 
 @pytest.mark.parametrize("coverage", ["geodesic", "euclidean"])

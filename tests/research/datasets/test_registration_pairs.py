@@ -6,7 +6,7 @@ import pytest
 from scipy.spatial import cKDTree
 
 from research.datasets import registration_pairs as rp
-from research.datasets.meshes import Mesh, grid_surface
+from research.datasets.meshes import Mesh, grid_surface, mean_edge_length
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_corruptions(base):
     noise = rp.make_pair(base, "rbf_warp", "noise")
     np.testing.assert_array_equal(noise.truth, clean.truth)  # one deformation per family
     sigma = np.std(noise.target.vertices - clean.target.vertices)
-    np.testing.assert_allclose(sigma, rp.NOISE * rp.mean_edge(base), rtol=0.05)
+    np.testing.assert_allclose(sigma, rp.NOISE * mean_edge_length(base), rtol=0.05)
     outliers = rp.make_pair(base, "rbf_warp", "outliers")
     assert len(outliers.target.vertices) == m + round(rp.OUTLIERS * m)
     np.testing.assert_array_equal(outliers.target.vertices[:m], clean.target.vertices)

@@ -206,9 +206,11 @@ def nu_schedule(nu_a0: float, mean_edge: float, robust: bool = True) -> list[tup
     return stages if robust else [(L2_NU, L2_NU)] * len(stages)
 
 
-# The most recently used compiled functions kept (two per registration shape): every pair has its
-# own shapes, and keeping all of them ran out of memory for the code of ~200 executables
-# ("LLVM compilation error: Cannot allocate memory") in one benchmark process.
+# The most recently used compiled functions kept (two per registration shape). Every pair has its
+# own shapes, and each compiled solver maps ~1100 memory regions for its code: a process that
+# registered ~60 differently shaped pairs hit the kernel's limit of 65530 maps ("LLVM ERROR:
+# Unable to allocate section memory"). jax's own caches hold every executable too, so an
+# eviction also clears them (`jax.clear_caches`; other jitted functions recompile on next use).
 COMPILED_KEPT = 8
 _COMPILED: collections.OrderedDict[Any, Any] = collections.OrderedDict()
 
@@ -220,9 +222,10 @@ def _compiled(fn, args: tuple, static: dict[str, Any]):
     leaves, treedef = jax.tree.flatten(args)
     key = (fn, treedef, tuple((x.shape, x.dtype) for x in leaves), tuple(sorted(static.items())))
     if key not in _COMPILED:
-        _COMPILED[key] = fn.lower(*args, **static).compile()
-        while len(_COMPILED) > COMPILED_KEPT:
+        if len(_COMPILED) >= COMPILED_KEPT:
             _COMPILED.popitem(last=False)
+            jax.clear_caches()
+        _COMPILED[key] = fn.lower(*args, **static).compile()
     _COMPILED.move_to_end(key)
     return _COMPILED[key]
 

@@ -168,3 +168,19 @@ def test_an_articulated_motion_registers_with_the_tail_start():
         res = solver.register(pair.source, pair.target, solver.Options(nu_start=rule))
         rmse[rule] = rp.registration_errors(res.deformed, pair)["rmse"]
     assert rmse["median"] > 0.9 * initial and rmse["tail"] < initial / 2, (initial, rmse)
+
+
+def test_compiled_solvers_are_bounded_and_evictions_clear_jax_caches(monkeypatch):
+    """Each compiled solver maps ~1100 memory regions that jax's own caches keep alive: past
+    COMPILED_KEPT shapes the oldest is dropped and jax's caches cleared, so a process
+    registering many differently shaped pairs stays under the kernel's map limit."""
+    import jax
+
+    cleared = []
+    monkeypatch.setattr(solver, "COMPILED_KEPT", 2)
+    monkeypatch.setattr(solver, "_COMPILED", type(solver._COMPILED)())
+    monkeypatch.setattr(jax, "clear_caches", lambda: cleared.append(True))
+    for grid in (4, 5):  # two shapes, two compiled functions each
+        pair = robustness.make_pair(np.random.default_rng(0), grid=grid, density=1)
+        solver.register(pair.source, pair.target, solver.Options(radius=3.0, max_iter=2))
+    assert len(solver._COMPILED) == 2 and len(cleared) == 2

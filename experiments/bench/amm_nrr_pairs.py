@@ -29,6 +29,7 @@ from research.datasets.paths import resolve_data_dir
 VARIANTS = {
     "welsch": {},
     "welsch_official_start": {"nu_start": "median"},
+    "welsch_tail_start": {"nu_start": "tail"},
     "welsch_radius5": {"radius": 5.0},  # the authors' CLI default
     "welsch_radius12": {"radius": 12.0},
     "l2": {"robust": False},

@@ -16,7 +16,7 @@ Presets (`PRESETS` below, listed by --help):
 
 `config.solver` holds the fields of `research.amm_nrr.solver.Options` (its defaults are the
 official CLI's but two: the radius, 0 = from the mesh, where the authors' default is 5, and the
-first Welsch parameter, `nu_start=tail`, where the official code's is `median`):
+first Welsch parameter, `nu_start=median_or_tail`, where the official code's is `median`):
 `--config.solver.alpha=100`, `--config.solver.dtype=float64`, `--config.solver.alignment=plane`,
 `--config.solver.nu_start=median`, ... `solver.radius` is the explicit pair's node radius and
 `solver.use_aa` the variant run first; the shared pairs, the synthetic pair and the robustness

@@ -39,13 +39,13 @@ from research.amm_nrr import config_rules, solver
 
 # What each preset runs, its wall time on the 2-core CPU and what it needs (listed by --help).
 PRESETS = {
-    "tiny": "a synthetic pair generated in code, AA, at most 40 iterations per stage; about 15 s "
-    "on the 2-core CPU (experiments.reproduce, 2026-12-03); no GPU, no data files",
+    "tiny": "a synthetic pair generated in code, AA, at most 40 iterations per stage; about 8 s on "
+    "the 2-core CPU (2026-12-04); no GPU, no data files",
     "small": "d1 (radius 8) and d2 (radius 5), AA and plain MM vs the authors' s2tres.obj, plus "
-    "the 3-level robustness sweep; 67 s on the idle 2-core CPU (2026-12-03); no GPU; d1/d2 "
+    "the 3-level robustness sweep; 75 s on the idle 2-core CPU (2026-12-04); no GPU; d1/d2 "
     "shipped in ../shared/data",
-    "paper": "the official defaults on d1 and d2, AA and plain MM, plus the 5-level robustness "
-    "sweep; about 129 s on the 2-core CPU (2026-12-03); no GPU; d1/d2 shipped in "
+    "paper": "the official weights on d1 and d2, AA and plain MM, plus the 5-level robustness "
+    "sweep; about 85 s on the 2-core CPU (2026-12-04); no GPU; d1/d2 shipped in "
     "../shared/data",
 }
 

@@ -20,6 +20,7 @@ from research.amm_nrr import solver
 from research.amm_nrr.graph import normalise
 from research.datasets import registration_pairs
 from research.datasets.meshes import Mesh, grid_surface, smooth_deformation
+from research.datasets.registration_pairs import rmse
 from research.training.errors import NonFiniteError
 
 
@@ -66,12 +67,6 @@ def make_pair(
         pts = np.concatenate([pts, rng.uniform(lo - pad, hi + pad, size=(num_out, 3))])
     target = Mesh(pts, fine.faces) if keep.all() and not num_out else Mesh(pts)
     return SyntheticPair(source, target, truth)
-
-
-def rmse(deformed: np.ndarray, truth: np.ndarray) -> float:
-    """Root mean squared vertex error over the truth's bounding-box diagonal."""
-    diag = float(np.linalg.norm(truth.max(0) - truth.min(0)))
-    return float(np.sqrt(np.mean(np.sum((deformed - truth) ** 2, -1))) / diag)
 
 
 def sweep(

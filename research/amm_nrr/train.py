@@ -22,6 +22,7 @@ from absl import logging
 from research.amm_nrr import robustness, solver
 from research.amm_nrr.config_rules import parse_pairs
 from research.amm_nrr.graph import normalise
+from research.datasets import registration_pairs
 from research.datasets.meshes import Mesh, load_mesh, save_mesh
 from research.datasets.paths import resolve_data_dir
 from research.training import results
@@ -163,7 +164,7 @@ def run_pair(config: Config, pair: Pair, use_aa: bool, workdir: str) -> tuple[di
         "fit": solver.fit_metric(res.deformed, pair.target.vertices, scale),
     }
     if pair.truth is not None:
-        row["rmse_gt"] = robustness.rmse(res.deformed, pair.truth)
+        row["rmse_gt"] = registration_pairs.rmse(res.deformed, pair.truth)
     if pair.official is not None:
         row["fit_official"] = solver.fit_metric(pair.official, pair.target.vertices, scale)
         dist = np.linalg.norm(res.deformed - pair.official, axis=1) / scale

@@ -175,6 +175,12 @@ def grid_surface(n: int = 24, *, size: float = 1.0, bump: float = 0.15) -> Mesh:
     return Mesh(vertices, faces)
 
 
+def rotation_matrix(axis: np.ndarray, angle: float) -> np.ndarray:
+    """[3, 3] rotation by `angle` about the unit `axis` [3] (Rodrigues)."""
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
+
+
 def smooth_deformation(
     rng: np.random.Generator,
     lo: np.ndarray,
@@ -196,8 +202,7 @@ def smooth_deformation(
     angle = rng.normal() * 0.1
     axis = rng.normal(size=3)
     axis /= np.linalg.norm(axis)
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    rot = np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
+    rot = rotation_matrix(axis, angle)
     centre = (lo + hi) / 2
 
     def field(points: np.ndarray) -> np.ndarray:

@@ -31,7 +31,7 @@ import dataclasses
 
 import numpy as np
 
-from research.datasets.meshes import Mesh, mean_edge_length
+from research.datasets.meshes import Mesh, mean_edge_length, rotation_matrix
 
 FAMILIES = ("rbf_warp", "bend_twist", "articulated")
 CORRUPTIONS = ("clean", "noise", "outliers", "partial")
@@ -96,12 +96,6 @@ def principal_frame(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return centre, vt
 
 
-def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
-    """[3, 3] rotation by `angle` about the unit `axis` (Rodrigues)."""
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
-
-
 def rbf_warp(rng: np.random.Generator, base: np.ndarray):
     """The smooth-warp family for base vertices [n, 3]: returns f: points [k, 3] -> [k, 3]."""
     diag = float(np.linalg.norm(base.max(0) - base.min(0)))
@@ -109,7 +103,7 @@ def rbf_warp(rng: np.random.Generator, base: np.ndarray):
     disp = rng.normal(size=(RBF_BUMPS, 3))
     disp *= RBF_AMPLITUDE * diag / np.linalg.norm(disp, axis=1, keepdims=True)
     axis = rng.normal(size=3)
-    rot = _rotation(axis / np.linalg.norm(axis), rng.normal() * RBF_ROTATION)
+    rot = rotation_matrix(axis / np.linalg.norm(axis), rng.normal() * RBF_ROTATION)
     centre = base.mean(0)
     width2 = 2 * (RBF_WIDTH * diag) ** 2
 
@@ -158,7 +152,7 @@ def articulated(rng: np.random.Generator, base: np.ndarray):
     joint = joint - ((joint - centre) @ u - cut) * u  # on the cut plane
     phi = rng.uniform(0, 2 * np.pi)
     axis = np.cos(phi) * v + np.sin(phi) * w
-    rot = _rotation(axis, JOINT_ANGLE * rng.choice([-1.0, 1.0]))
+    rot = rotation_matrix(axis, JOINT_ANGLE * rng.choice([-1.0, 1.0]))
 
     def field(points):
         p = np.asarray(points, np.float64)
@@ -213,13 +207,17 @@ def make_pairs(base: Mesh, *, seed: int = 0) -> list[RegistrationPair]:
     return [make_pair(base, f, c, seed=seed) for f in FAMILIES for c in CORRUPTIONS]
 
 
-def registration_errors(deformed: np.ndarray, pair: RegistrationPair) -> dict[str, float]:
-    """{rmse, rmse_overlap}: the RMSE of deformed [n, 3] against the truth, over all source
-    vertices and over the overlapping ones, divided by the truth's bounding-box diagonal."""
-    truth = pair.truth
+def rmse(deformed: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Root mean squared vertex error of deformed [n, 3] against truth [n, 3] (over the vertices
+    of the bool `mask` [n], default all), divided by the truth's bounding-box diagonal."""
     diag = float(np.linalg.norm(truth.max(0) - truth.min(0)))
     sq = np.sum((np.asarray(deformed, np.float64) - truth) ** 2, -1)
+    return float(np.sqrt(sq[mask].mean() if mask is not None else sq.mean()) / diag)
+
+
+def registration_errors(deformed: np.ndarray, pair: RegistrationPair) -> dict[str, float]:
+    """{rmse, rmse_overlap}: `rmse` over all source vertices and over the overlapping ones."""
     return {
-        "rmse": float(np.sqrt(sq.mean()) / diag),
-        "rmse_overlap": float(np.sqrt(sq[pair.overlap].mean()) / diag),
+        "rmse": rmse(deformed, pair.truth),
+        "rmse_overlap": rmse(deformed, pair.truth, pair.overlap),
     }

@@ -11,6 +11,7 @@ from scipy.spatial import cKDTree
 
 from experiments.configs.amm_nrr import get_config
 from research.amm_nrr import robustness, solver, train
+from research.datasets import registration_pairs
 from research.training.errors import NonFiniteError
 
 
@@ -33,8 +34,8 @@ def test_tiny_preset_registers_below_noise(tiny_run):
         amplitude=s.amplitude,
         noise=s.noise,
     )
-    noise_rmse = robustness.rmse(pair.target.vertices, pair.truth)
-    initial = robustness.rmse(pair.source.vertices, pair.truth)
+    noise_rmse = registration_pairs.rmse(pair.target.vertices, pair.truth)
+    initial = registration_pairs.rmse(pair.source.vertices, pair.truth)
     assert metrics["synthetic_aa/rmse_gt"] < noise_rmse  # sub-noise: smoother than the target
     assert metrics["synthetic_aa/rmse_gt"] < initial / 4
     assert metrics["synthetic_aa/fit"] < metrics["synthetic_aa/fit_source"]
@@ -77,7 +78,7 @@ def test_plain_mm_and_aa_agree_on_the_fit():
         res = solver.register(
             pair.source, pair.target, train.options_from(config, s.radius, use_aa)
         )
-        fits[use_aa] = robustness.rmse(res.deformed, pair.truth)
+        fits[use_aa] = registration_pairs.rmse(res.deformed, pair.truth)
         energies = [r["accepted_energy"] for r in res.log if r["stage"] == 0]
         assert np.all(np.diff(energies) <= 1e-6 * abs(energies[0]))
     assert abs(fits[True] - fits[False]) < 0.25 * fits[False]

@@ -45,6 +45,7 @@ def base() -> ml_collections.ConfigDict:
     c.steps_per_call = 25  # optimizer steps per host round-trip (lax.scan)
     c.checkpoint_every = 250
     c.log_every = 50
+    c.time_budget_s = 0.0  # > 0: training stops (TimeBudgetExceeded) after this many seconds
     c.model = options_config(ModelOptions)  # the block field (models.flows.VelocityMLP)
     c.jko = options_config(JKOOptions)  # block-by-block training, c.jko.reparam nested
     c.baseline = options_config(BaselineOptions)  # the end-to-end CNF

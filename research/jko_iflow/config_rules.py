@@ -79,7 +79,7 @@ def _check_data_dir(config: ml_collections.ConfigDict, names: list[str]) -> None
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raises ValueError naming the first field of `config` that breaks a rule."""
     names = _check_densities(config)
-    checks.non_negative(config, ["seed"])
+    checks.non_negative(config, ["seed", "time_budget_s"])
     checks.positive(config, ["steps_per_call", "checkpoint_every", "log_every"])
     sampled = [n for n in names if not is_tabular(n)]  # 2D densities draw num_train points
     # Tabular splits are capped by num_train / num_test when positive (0: the whole split).

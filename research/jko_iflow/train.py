@@ -47,16 +47,49 @@ Config = ml_collections.ConfigDict
 @dataclasses.dataclass(frozen=True)
 class RunSettings:
     """The run-wide fields every training loop of a density uses (`--config.seed`,
-    `--config.steps_per_call`, `--config.checkpoint_every`, `--config.log_every`)."""
+    `--config.steps_per_call`, `--config.checkpoint_every`, `--config.log_every`), and the
+    `time.monotonic()` deadline from `--config.time_budget_s` (None: no limit)."""
 
     seed: int
     steps_per_call: int  # optimizer steps per jitted call (lax.scan)
     checkpoint_every: int
     log_every: int
+    deadline: float | None = None  # training stops past it (TimeBudgetExceeded)
 
     @classmethod
-    def from_config(cls, config: Config) -> RunSettings:
-        return cls(config.seed, config.steps_per_call, config.checkpoint_every, config.log_every)
+    def from_config(cls, config: Config, *, deadline: float | None = None) -> RunSettings:
+        return cls(
+            config.seed, config.steps_per_call, config.checkpoint_every, config.log_every, deadline
+        )
+
+
+class TimeBudgetExceeded(RuntimeError):
+    """`config.time_budget_s` was spent during training: the loop stopped before its next jitted
+    call. The checkpoints written so far stay, so a re-run with a larger budget resumes there."""
+
+
+def run_deadline(config: Config, start: float) -> float | None:
+    """The `time.monotonic()` deadline of a run started at `start` (None when
+    `config.time_budget_s` is 0: no limit)."""
+    return start + config.time_budget_s if config.time_budget_s > 0 else None
+
+
+def _within_budget(batch_fn, run: RunSettings, desc: str):
+    """`batch_fn` raising TimeBudgetExceeded once `run.deadline` has passed (checked before each
+    jitted call of `steps_per_call` steps: no per-step host work)."""
+    if run.deadline is None:
+        return batch_fn
+
+    def checked(step: int):
+        if time.monotonic() > run.deadline:
+            raise TimeBudgetExceeded(
+                f"{desc}: the time budget (config.time_budget_s) was spent at step {step}; "
+                "training stopped there (a re-run with a larger budget resumes from the last "
+                "checkpoint)"
+            )
+        return batch_fn(step)
+
+    return checked
 
 
 class NonFiniteDataError(NonFiniteError, ValueError):
@@ -98,7 +131,7 @@ def _loop(run: RunSettings, workdir: str, state, step_fn, batch_fn, num_steps: i
         workdir=workdir,
         state=state,
         train_step=step_fn,
-        batch_fn=batch_fn,
+        batch_fn=_within_budget(batch_fn, run, desc),
         num_steps=num_steps,
         mesh=data_mesh(),
         checkpoint_every=run.checkpoint_every,
@@ -300,9 +333,12 @@ def train_baseline(
     return blocks, info
 
 
-def run_density(config: Config, name: str, workdir: str) -> tuple[dict[str, float], list[str]]:
+def run_density(
+    config: Config, name: str, workdir: str, *, deadline: float | None = None
+) -> tuple[dict[str, float], list[str]]:
     """Trains and evaluates JKO-iFlow (and the baseline) on one density; returns flat metrics
-    `{method/metric: value}` and the plot paths (relative to `workdir`'s parent)."""
+    `{method/metric: value}` and the plot paths (relative to `workdir`'s parent). Training
+    raises TimeBudgetExceeded past `deadline` (`time.monotonic()`; None: no limit)."""
     data = load_data(
         name,
         data_dir=config.data_dir,
@@ -314,7 +350,7 @@ def run_density(config: Config, name: str, workdir: str) -> tuple[dict[str, floa
     model = flow.make_model(ModelOptions(**config.model), dim)
     opts, baseline = JKOOptions(**config.jko), BaselineOptions(**config.baseline)
     eval_opts = EvalOptions(**config.eval)
-    run = RunSettings.from_config(config)
+    run = RunSettings.from_config(config, deadline=deadline)
     key = jax.random.PRNGKey(config.seed)
     solver = eval_opts.flow_solver()
     methods: dict[str, tuple[list[Any], dict[str, Any]]] = {}
@@ -391,13 +427,18 @@ METRIC_COLUMNS = (
 
 def train_and_evaluate(config: Config, workdir: str) -> dict[str, float]:
     """Runs every density of `config.densities`; writes results.json / results.md / plots.
-    The config is checked first (`config_rules.validate_config`)."""
+    The config is checked first (`config_rules.validate_config`). With `config.time_budget_s`
+    > 0, training raises TimeBudgetExceeded once that many seconds have passed since the call
+    (data loading included; evaluation is not interrupted)."""
+    deadline = run_deadline(config, time.monotonic())
     validate_config(config)
     names = density_names(config)
     all_metrics: dict[str, float] = {}
     rows, figs = [], []
     for name in names:
-        metrics, density_figs = run_density(config, name, os.path.join(workdir, name))
+        metrics, density_figs = run_density(
+            config, name, os.path.join(workdir, name), deadline=deadline
+        )
         all_metrics.update({f"{name}/{k}": v for k, v in metrics.items()})
         figs += density_figs
         for method in ("jko", "baseline"):

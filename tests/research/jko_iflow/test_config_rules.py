@@ -42,6 +42,7 @@ def _tiny(**fields):
         ("num_train", 0, "config.num_train = 0: must be > 0"),
         ("num_test", -5, "config.num_test = -5: must be > 0"),
         ("seed", -1, "config.seed = -1: must be >= 0"),
+        ("time_budget_s", -1.0, "config.time_budget_s = -1.0: must be >= 0"),
         ("steps_per_call", 0, "config.steps_per_call = 0: must be > 0"),
         ("baseline.lr", -1e-3, "config.baseline.lr = -0.001: must be > 0"),
         ("eval.solver", "euler", "config.eval.solver = 'euler': must be one of rk4, dopri5"),

@@ -14,9 +14,19 @@ from research.jko_iflow import flow
 from research.jko_iflow.evaluate import EvalOptions
 from research.jko_iflow.flow import ModelOptions, Solver, make_model
 from research.jko_iflow.jko import BaselineOptions, JKOOptions, ReparamOptions
-from research.jko_iflow.train import RunSettings, push_through_block, train_and_evaluate, train_jko
+from research.jko_iflow.train import (
+    RunSettings,
+    TimeBudgetExceeded,
+    jko_optimizer,
+    jko_train_step,
+    push_through_block,
+    run_deadline,
+    train_and_evaluate,
+    train_jko,
+)
 from research.training.errors import NonFiniteError
 from research.training.results import read_results
+from research.training.train_state import TrainState
 
 
 def test_config_sub_dicts_read_back_as_options():
@@ -103,3 +113,48 @@ def test_non_finite_pushed_data_stop_training_in_that_block(tmp_path, monkeypatc
     with pytest.raises(ValueError, match=r"block_01: 1 of the 64 training points .*first: row 3"):
         train_jko(opts, model, x, str(tmp_path), jax.random.PRNGKey(0), run=run)
     assert not (tmp_path / "block_02").exists()
+
+
+@pytest.mark.parametrize("divergence", ["hutchinson", "exact"])
+def test_scanned_call_of_k_iterations_equals_k_single_iteration_calls(divergence):
+    # One jitted call runs K iterations (RK4 sub-steps, trace, loss, Adam update) in a lax.scan;
+    # it must give the parameters and loss of K calls of one iteration on the same batches.
+    model = make_model(ModelOptions(width=16, depth=2), 2)
+    opts = JKOOptions(num_substeps=2, batch_size=32, lr=1e-2, divergence=divergence)
+    k = 4
+    rng = np.random.default_rng(0)
+    batch = {
+        "x": rng.normal(size=(k, 32, 2)).astype(np.float32),
+        "w2_weight": np.full((k, 32), 1.5, np.float32),
+    }
+
+    def initial_state():  # a fresh one per step function: the steps donate their input state
+        return TrainState.create(
+            init_velocity(model, jax.random.PRNGKey(0)), jko_optimizer(opts), jax.random.PRNGKey(1)
+        )
+
+    scanned, scanned_metrics = jko_train_step(opts, model, steps_per_call=k)(initial_state(), batch)
+    single, state = jko_train_step(opts, model, steps_per_call=1), initial_state()
+    for i in range(k):
+        state, metrics = single(state, {name: leaf[i] for name, leaf in batch.items()})
+    assert int(scanned.step) == int(state.step) == k
+    for a, b in zip(jax.tree.leaves(scanned.params), jax.tree.leaves(state.params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scanned_metrics["loss"], metrics["loss"], rtol=1e-5)
+    # ... and the K iterations did train: the parameters moved from their initial values.
+    init = jax.tree.leaves(init_velocity(model, jax.random.PRNGKey(0)))
+    moved = [
+        float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(state.params), init, strict=True)
+    ]
+    assert max(moved) > 1e-3
+
+
+def test_time_budget_stops_training_before_the_next_call(tmp_path):
+    config = get_config("tiny")
+    config.time_budget_s = 1e-9  # spent before the first jitted call
+    with pytest.raises(TimeBudgetExceeded, match=r"block_01: the time budget .* at step 0"):
+        train_and_evaluate(config, str(tmp_path))
+    assert not (tmp_path / "8gaussians/jko/block_01/block_info.json").exists()
+    assert run_deadline(config, 100.0) == pytest.approx(100.0)
+    config.time_budget_s = 0.0
+    assert run_deadline(config, 100.0) is None

@@ -17,6 +17,7 @@ GPU_CHECK_SUITES = {
     **OP_SUITES,
     "bifeat": "experiments.bench.bifeat",
     "kge": "experiments.bench.kge",
+    "jko_iflow": "experiments.bench.jko_iflow",
 }
 
 

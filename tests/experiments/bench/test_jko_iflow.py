@@ -22,6 +22,12 @@ def test_gpu_check_quick_times_both_traces_with_compile_separate():
     assert [r["preset_divergence"] for r in rows] == [True, False]  # rose uses Hutchinson
 
 
+def test_gpu_check_skips_what_is_left_once_its_budget_is_spent():
+    rows = jko_iflow.gpu_check(quick=True, repeats=1, budget_s=0.0)
+    assert rows[0]["ok"] and "skipped" not in rows[0]  # the first trace is always timed
+    assert rows[1]["skipped"] == "budget of 0 s spent" and "ok" not in rows[1]
+
+
 def _tiny_config():
     config = get_config("tiny")
     config.baseline.enabled = False

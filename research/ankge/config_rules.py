@@ -14,7 +14,7 @@ from typing import Any
 import jax
 
 from models.kge import MODELS
-from research.ankge import scoring
+from research.ankge import scoring, train_base
 from research.datasets.kg import KG
 from research.training import config_checks, identity
 
@@ -70,6 +70,7 @@ def validate_config(config: Any, num_devices: int | None = None) -> None:
         if isinstance(value, float) and not math.isfinite(value):
             raise config_checks.fail(name, value, "must be finite")
     config_checks.one_of(config, "model.name", MODELS)
+    config_checks.one_of(config, "base.step_impl", train_base.STEP_IMPLS)
     config_checks.positive(config, POSITIVE)
     config_checks.non_negative(config, NON_NEGATIVE)
     # "" = the synthetic KG (`config.synthetic`); otherwise the folder must exist

@@ -23,9 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from models.kge import KGEModel, match_tails, small_params
+from models.kge import NEGATIVE_IMPLS, KGEModel, negative_distances, small_params
 from research.datasets.batching import EpochBatches
 from research.datasets.kg import pair_counts, pair_key
+from research.training import identity
 from research.training.parallel import make_train_step
 
 
@@ -48,6 +49,26 @@ class BaseRecipe:
     decay_at: float = 0.5  # fraction of num_steps after which lr is multiplied by decay
     decay: float = 0.1
     eval_every: int = 10_000  # validation MRR for the training curve (0: only at the end)
+    # how the negatives' distances and gradients are computed (`models.kge.negative_distances`):
+    # "auto" = "reference" on a CPU (its looped VJP is the fast one there), "fused" elsewhere;
+    # or one of STEP_IMPLS by name. Equal results up to float rounding: not part of the run's
+    # identity (research/ankge/train.py), so a run may resume under another impl.
+    step_impl: str = "auto"
+
+
+STEP_IMPLS = ("auto", *NEGATIVE_IMPLS)
+# Performance only: every impl gives the same results up to float rounding, so the field is left
+# out of the run identity (a checkpoint written with one impl resumes with another).
+identity.reevaluated_by_the_code("base.step_impl")
+
+
+def resolve_step_impl(impl: str, backend: str | None = None) -> str:
+    """The `negative_distances` impl of `BaseRecipe.step_impl` on `backend` (default: JAX's)."""
+    if impl not in STEP_IMPLS:
+        raise ValueError(f"unknown step_impl {impl!r}; expected one of {STEP_IMPLS}")
+    if impl != "auto":
+        return impl
+    return "reference" if (backend or jax.default_backend()) == "cpu" else "fused"
 
 
 def subsampling_weights(triples: np.ndarray, num_relations: int, start: int = 4) -> np.ndarray:
@@ -87,7 +108,13 @@ def self_adversarial_loss(
 
 def make_loss_fn(model: KGEModel, recipe: BaseRecipe):
     """`loss_fn(params, batch, rng)` for `make_train_step`; batch {"triples" [b, 3] int32,
-    "weight" [b] float32}; negatives [b, num_negatives] drawn from `rng` on the device."""
+    "weight" [b] float32}; negatives [g, num_negatives] drawn from `rng` on the device (g = b,
+    or `negative_groups`), scored by `negative_distances` with `recipe.step_impl` (resolved
+    for the default backend when the loss is built).
+
+    Only tails are corrupted: head-batch negatives are the tail negatives of the reversed
+    triples (h, r, t) -> (t, r^-1, h) that `add_reverse` adds to the training set."""
+    impl = resolve_step_impl(recipe.step_impl)
 
     def loss_fn(params, batch, rng):
         triples, weight = batch["triples"], batch["weight"]
@@ -103,8 +130,8 @@ def make_loss_fn(model: KGEModel, recipe: BaseRecipe):
         q = model.query(params, ent[triples[:, 0]][:, None, :], rel[triples[:, 1]][:, None, :])
         pos_d = model.match(params, q, model.tail(ent[triples[:, 2]])[:, None, :])[:, 0]
         grouped = jax.tree.map(lambda x: x.reshape((g, b // g, x.shape[-1])), q)
-        neg_d = match_tails(
-            model, small_params(params), grouped, model.tail(ent[neg])
+        neg_d = negative_distances(
+            model, small_params(params), grouped, ent, neg, impl=impl
         )  # [g, b/g, N]
         neg_d = neg_d.reshape(b, recipe.num_negatives)
         return self_adversarial_loss(

@@ -39,6 +39,7 @@ from research.datasets.batching import EpochBatches
 from research.datasets.kg import KG, add_reverse, load_kg, synthetic_kg
 from research.datasets.paths import resolve_data_dir
 from research.training import identity, results
+from research.training.checkpoint import Checkpointer
 from research.training.loop import round_to_calls, train_loop
 from research.training.metrics import read_metrics, steady_steps_per_second
 from research.training.parallel import data_mesh, make_train_step
@@ -114,46 +115,79 @@ def eval_chunks(config: Config) -> evaluate.Chunks:
     return evaluate.Chunks(config.eval.query_chunk, config.eval.entity_chunk)
 
 
-def train_base_model(
-    config: Config, kg: KG, model: KGEModel, workdir: str
-) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Stage 1; returns (parameters as numpy, test metrics incl. train_seconds, train_steps and
-    triples_per_second). A finished stage (result.json and params.npz) is read back."""
-    params_path = os.path.join(workdir, "params.npz")
+class _BudgetSpent(Exception):
+    """Raised by `train_base_for`'s batch function at the first call after its deadline."""
 
-    def compute() -> dict[str, Any]:
-        recipe = train_base.BaseRecipe(**config.base)
-        mesh = data_mesh()
-        k = config.steps_per_call
-        train = add_reverse(kg.train, kg.num_relations)
-        weights = (
-            train_base.subsampling_weights(train, model.num_relations)
-            if recipe.subsampling
-            else np.ones(len(train), np.float32)
-        )
-        batches = train_base.base_batches(
-            train, weights, recipe.batch_size, seed=config.seed, steps_per_call=k
-        )
-        step_fn = train_base.make_base_step(model, recipe, mesh, k)
-        key = jax.random.PRNGKey(config.seed)
-        state = TrainState.create(
-            model.init(key), train_base.make_optimizer(recipe), jax.random.fold_in(key, 1)
-        )
-        chunks = eval_chunks(config)
-        valid = evaluate.subset(
-            evaluate.make_eval_set(kg, "valid"), config.eval.valid_queries, config.seed
-        )
+    def __init__(self, step: int):
+        super().__init__(f"training budget spent at step {step}")
+        self.step = step
 
-        def eval_fn(s: TrainState) -> dict[str, float]:
-            got = evaluate.evaluate_base(model, s.params, valid, chunks)
-            return {f"valid_{name}": got[name] for name in ("mrr", "hits@10")}
 
-        start = time.perf_counter()
+def train_base_for(
+    config: Config, kg: KG, model: KGEModel, workdir: str, *, budget_s: float | None = None
+) -> tuple[TrainState, dict[str, Any]]:
+    """Stage 1's training (`config.base`) in `workdir` (checkpoints, metrics.jsonl), resumed from
+    its last checkpoint, until `config.base.num_steps` or, with `budget_s`, the first call
+    boundary after `budget_s` seconds of wall-clock time (compilation included; at least one
+    call of `config.steps_per_call` steps runs). A budget stop saves the state reached (params
+    and Adam state) as a checkpoint, so the next call continues from it: the learning-rate
+    schedule, the batches and the negatives are functions of the step, so a run stopped and
+    resumed any number of times ends with the parameters of an uninterrupted one.
+
+    Returns (state, info): info = {"start_step", "step", "num_steps" (rounded to calls),
+    "finished", "seconds", "stopped_by_budget"}.
+    """
+    recipe = train_base.BaseRecipe(**config.base)
+    mesh = data_mesh()
+    k = config.steps_per_call
+    train = add_reverse(kg.train, kg.num_relations)
+    weights = (
+        train_base.subsampling_weights(train, model.num_relations)
+        if recipe.subsampling
+        else np.ones(len(train), np.float32)
+    )
+    batches = train_base.base_batches(
+        train, weights, recipe.batch_size, seed=config.seed, steps_per_call=k
+    )
+    step_fn = train_base.make_base_step(model, recipe, mesh, k)
+    key = jax.random.PRNGKey(config.seed)
+    state = TrainState.create(
+        model.init(key), train_base.make_optimizer(recipe), jax.random.fold_in(key, 1)
+    )
+    chunks = eval_chunks(config)
+    valid = evaluate.subset(
+        evaluate.make_eval_set(kg, "valid"), config.eval.valid_queries, config.seed
+    )
+
+    def eval_fn(s: TrainState) -> dict[str, float]:
+        got = evaluate.evaluate_base(model, s.params, valid, chunks)
+        return {f"valid_{name}": got[name] for name in ("mrr", "hits@10")}
+
+    start = time.perf_counter()
+    deadline = None if budget_s is None else start + budget_s
+    first: list[int] = []
+    latest: dict[str, TrainState] = {}
+
+    def budget_batches(step: int):
+        if not first:
+            first.append(step)
+        if deadline is not None and step > first[0] and time.perf_counter() > deadline:
+            raise _BudgetSpent(step)
+        return batches(step)
+
+    def budget_step(s: TrainState, batch):
+        s, metrics = step_fn(s, batch)
+        latest["state"] = s  # the state to save if the next call is refused
+        return s, metrics
+
+    num_steps = round_to_calls(recipe.num_steps, k)
+    stopped = None
+    try:
         state = train_loop(
             workdir=workdir,
             state=state,
-            train_step=step_fn,
-            batch_fn=batches,
+            train_step=budget_step,
+            batch_fn=budget_batches,
             num_steps=recipe.num_steps,
             mesh=mesh,
             checkpoint_every=config.checkpoint_every,
@@ -164,16 +198,47 @@ def train_base_model(
             eval_fn=eval_fn,
             eval_every=recipe.eval_every or None,
         )
-        train_seconds = time.perf_counter() - start
+    except _BudgetSpent as stop:
+        stopped, state = stop.step, latest["state"]
+        checkpointer = Checkpointer(
+            os.path.join(workdir, "checkpoints"), save_every=config.checkpoint_every, keep=1
+        )
+        try:
+            checkpointer.save(stop.step, state, force=True)
+        finally:
+            checkpointer.close()
+        logging.info("base: budget of %.0f s spent at step %d/%d", budget_s, stop.step, num_steps)
+    step = int(jax.device_get(state.step))
+    info = {
+        "start_step": first[0] if first else step,
+        "step": step,
+        "num_steps": num_steps,
+        "finished": step >= num_steps,
+        "seconds": time.perf_counter() - start,
+        "stopped_by_budget": stopped is not None,
+    }
+    return state, info
+
+
+def train_base_model(
+    config: Config, kg: KG, model: KGEModel, workdir: str
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Stage 1; returns (parameters as numpy, test metrics incl. train_seconds, train_steps and
+    triples_per_second). A finished stage (result.json and params.npz) is read back."""
+    params_path = os.path.join(workdir, "params.npz")
+
+    def compute() -> dict[str, Any]:
+        state, info = train_base_for(config, kg, model, workdir)
         params = jax.device_get(state.params)
+        chunks = eval_chunks(config)
         test = evaluate.evaluate_base(model, params, evaluate.make_eval_set(kg, "test"), chunks)
         rate = steady_steps_per_second(workdir)
         np.savez(params_path, **{name: np.asarray(v) for name, v in params.items()})
         return {
             **test,
-            "train_seconds": train_seconds,
-            "train_steps": round_to_calls(recipe.num_steps, k),
-            "triples_per_second": float("nan") if rate is None else rate * recipe.batch_size,
+            "train_seconds": info["seconds"],
+            "train_steps": info["num_steps"],
+            "triples_per_second": float("nan") if rate is None else rate * config.base.batch_size,
         }
 
     metrics = results.cached_result(

@@ -19,15 +19,24 @@ check that no valid / test triple is dropped). If the venv cannot be built the t
 "pykeen: not installed". PyKEEN's evaluation (~27 min here) is not re-run: its row is the
 reference number measured on this machine, labelled as such. Writes DIR/kge_bench.json.
 
-`gpu_check()` (for experiments/bench/gpu_check.py) times the official WN18RR RotatE step and
-the full filtered test evaluation on whatever device is present (targets on an H100/H200:
-<= 9 ms per step, < 5 s evaluation), on WN18RR or synthetic data of the same sizes.
+`gpu_check()` (for experiments/bench/gpu_check.py) checks the fast step impls against the
+reference (`step_check`), times the official WN18RR RotatE step with each (compile seconds, ms
+per step; targets on an H100/H200: <= 9 ms per step, compilation < 30 s) and the full filtered
+test evaluation (< 5 s) on whatever device is present, on WN18RR or synthetic data of the same
+sizes. `train_recipe()` trains the official recipe for a wall-clock budget from / to a
+checkpoint folder and evaluates what it reached:
+
+    python -m experiments.bench.kge --gpu_check --out=$OUT [--impls=fused,checkpoint]
+        [--time_reference] [--data_dir=WN18RR] [--quick]
+    python -m experiments.bench.kge --train_recipe --budget_s=300 --ckpt_dir=/tmp/rotate_ckpt \
+        --out=$OUT [--impl=auto] [--data_dir=WN18RR] [--quick]
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -39,10 +48,14 @@ import numpy as np
 from absl import app, flags
 
 from experiments.bench.timing import format_table, median_seconds, record, write_json
-from models.kge import KGEModel
-from research.ankge import evaluate, retriever, train_base
+from experiments.configs.ankge import get_config
+from models.kge import MODELS, KGEModel
+from research.ankge import config_rules, evaluate, retriever, train_base
+from research.ankge.train import eval_chunks, load_data, make_model, train_base_for
 from research.datasets.kg import KG, add_reverse, load_kg
 from research.datasets.paths import REPO_ROOT, resolve_data_dir
+from research.training import identity, results
+from research.training.metrics import read_metrics
 from research.training.parallel import data_mesh, replicate, shard_batch
 from research.training.train_state import TrainState
 
@@ -98,8 +111,11 @@ def train_throughput(
     steps_per_call: int = 10,
     calls: int = 3,
     gamma: float = 6.0,
+    step_impl: str = "auto",
 ) -> dict[str, Any]:
-    """Seconds per optimizer step (median over `calls` calls after one warm-up call)."""
+    """Seconds per optimizer step (median over `calls` calls after one warm-up call) of
+    `train_base.make_base_step` with `step_impl`; also `compile_seconds` (lowering and
+    compiling the call of `steps_per_call` steps, ahead of time) and `first_call_seconds`."""
     model = KGEModel(name, kg.num_entities, 2 * kg.num_relations, dim, gamma)
     recipe = train_base.BaseRecipe(
         batch_size=batch,
@@ -108,6 +124,7 @@ def train_throughput(
         alpha_adv=0.5,
         num_steps=10**6,  # no lr decay within the timed steps
         negative_groups=groups,
+        step_impl=step_impl,
     )
     mesh = data_mesh()
     step = train_base.make_base_step(model, recipe, mesh, steps_per_call)
@@ -116,14 +133,20 @@ def train_throughput(
     batches = train_base.base_batches(train, weights, batch, seed=0, steps_per_call=steps_per_call)
     key = jax.random.PRNGKey(0)
     state = TrainState.create(model.init(key), train_base.make_optimizer(recipe), key)
-    state = replicate(state, mesh)  # as train_loop: the warm-up call compiles the timed one
-    state, metrics = step(state, shard_batch(batches(0), mesh, steps_per_call=steps_per_call))
+    state = replicate(state, mesh)  # as train_loop
+    first = shard_batch(batches(0), mesh, steps_per_call=steps_per_call)
+    start = time.perf_counter()
+    compiled = step.lower(state, first).compile()
+    compile_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    state, metrics = compiled(state, first)
     loss0 = float(metrics["loss"])
+    first_call = time.perf_counter() - start
     times = []
     for c in range(1, calls + 1):
         b = shard_batch(batches(c * steps_per_call), mesh, steps_per_call=steps_per_call)
         start = time.perf_counter()
-        state, metrics = step(state, b)
+        state, metrics = compiled(state, b)
         jax.block_until_ready(metrics)
         times.append((time.perf_counter() - start) / steps_per_call)
     sec = float(np.median(times))
@@ -132,6 +155,9 @@ def train_throughput(
         "pos_per_s": batch / sec,
         "loss": float(metrics["loss"]),
         "first_loss": loss0,
+        "compile_seconds": compile_seconds,
+        "first_call_seconds": first_call,
+        "step_impl": train_base.resolve_step_impl(step_impl),
     }
 
 
@@ -398,30 +424,121 @@ def run_benchmark(
     return rows
 
 
-def gpu_check(data_dir: str | None = WN18RR, *, quick: bool = False) -> list[dict[str, Any]]:
-    """ms per step of the official WN18RR RotatE recipe (batch 512, 1,024 negatives, dim 500,
-    alpha_adv 0.5, 50 steps per call) and the full filtered test evaluation at dim 500, on the
-    default device. `quick`: small sizes (a CPU smoke test in seconds)."""
+FAST_IMPLS = ("fused", "checkpoint")  # the impls gpu_check times by default
+
+
+def _relative_error(got: Any, want: Any) -> float:
+    """max |got - want| / max |want| over the leaves of two pytrees (0 when want is all 0)."""
+    errs = [
+        float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / max(np.max(np.abs(b)), 1e-30))
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True)
+    ]
+    return max(errs, default=0.0)
+
+
+def step_check(
+    impls: tuple[str, ...] = FAST_IMPLS,
+    *,
+    models: tuple[str, ...] = MODELS,
+    groups: tuple[int, ...] = (0,),
+    tolerance: float = 1e-4,
+) -> list[dict[str, Any]]:
+    """Loss and gradients of stage 1's loss (`train_base.make_loss_fn`) with each of `impls`
+    against `step_impl="reference"`, on the default device, float32, small sizes (60 entities,
+    dim 8, batch 16, 32 negatives per positive, or shared by g of `groups` groups when g > 0),
+    for each of `models`: one row per (scorer, groups, impl) with the relative errors and ok = both
+    <= `tolerance`. Each row compiles one small program (about a second on a GPU): the default
+    checks the official per-positive negatives only (tests/research/ankge cover both)."""
+    rows = []
+    rng, key = np.random.default_rng(0), jax.random.PRNGKey(0)
+    for name in models:
+        model = KGEModel(name, num_entities=60, num_relations=6, dim=8, gamma=6.0)
+        params = jax.tree.map(
+            lambda x: x + 0.2 * jax.random.normal(jax.random.fold_in(key, x.size), x.shape),
+            model.init(key),
+        )
+        batch = {
+            "triples": jnp.asarray(
+                np.stack([rng.integers(0, 60, 16), np.arange(16) % 6, rng.integers(0, 60, 16)], 1),
+                jnp.int32,
+            ),
+            "weight": jnp.asarray(rng.uniform(0.2, 1.0, 16), jnp.float32),
+        }
+        for g in groups:
+            got = {}
+            for impl in ("reference", *impls):
+                recipe = train_base.BaseRecipe(
+                    batch_size=16, num_negatives=32, negative_groups=g, step_impl=impl
+                )
+                fn = jax.value_and_grad(train_base.make_loss_fn(model, recipe), has_aux=True)
+                (loss, _), grads = jax.jit(fn)(params, batch, jax.random.PRNGKey(1))
+                got[impl] = (loss, grads)
+            ref = got.pop("reference")
+            for impl, (loss, grads) in got.items():
+                loss_err, grad_err = _relative_error(loss, ref[0]), _relative_error(grads, ref[1])
+                rows.append(
+                    record(
+                        "kge_step_check",
+                        f"{name}-{impl}" + (f"-groups{g}" if g else ""),
+                        (16, 32, 8),
+                        "float32",
+                        float("nan"),
+                        loss_rel_err=loss_err,
+                        grad_rel_err=grad_err,
+                        ok=bool(loss_err <= tolerance and grad_err <= tolerance),
+                    )
+                )
+    return rows
+
+
+def gpu_check(
+    data_dir: str | None = WN18RR,
+    *,
+    quick: bool = False,
+    impls: tuple[str, ...] = FAST_IMPLS,
+    time_reference: bool = False,
+) -> list[dict[str, Any]]:
+    """On the default device: `step_check` of `impls` against the reference (every scorer); the
+    official WN18RR RotatE step (batch 512, 1,024 negatives, dim 500, alpha_adv 0.5, 50 steps
+    per call) with each of `impls` (and the reference when `time_reference`: its compilation
+    took 2.5 min on an H100): compile seconds (ahead of time), first call, ms per step and
+    steps/s of the steady calls; and the full filtered test evaluation at dim 500. `quick`:
+    small sizes (a CPU smoke test in seconds)."""
     kg = load_or_synthetic(data_dir, quick=quick)
     on_gpu = jax.default_backend() == "gpu"
+    rows = step_check(impls)
+    print(format_table(rows), flush=True)
     dim, batch, negs, k = (16, 32, 32, 5) if quick else (500, 512, 1024, 50)
-    res = train_throughput(
-        kg, "rotate", dim=dim, batch=batch, negatives=negs, steps_per_call=k, calls=3
-    )
-    rows = [
-        record(
-            "kge_train_step",
-            "rotate-wn18rr-official",
-            (batch, negs, dim),
-            "float32",
-            res["seconds_per_step"],
-            ms_per_step=1e3 * res["seconds_per_step"],
-            target_ms=9.0,
-            meets_target=on_gpu and res["seconds_per_step"] <= 9e-3,
-            data=kg.name,
-            ok=bool(np.isfinite(res["loss"])),
+    for impl in (*impls, "reference") if time_reference else impls:
+        res = train_throughput(
+            kg,
+            "rotate",
+            dim=dim,
+            batch=batch,
+            negatives=negs,
+            steps_per_call=k,
+            calls=3,
+            step_impl=impl,
         )
-    ]
+        rows.append(
+            record(
+                "kge_train_step",
+                f"rotate-wn18rr-official-{impl}",
+                (batch, negs, dim),
+                "float32",
+                res["seconds_per_step"],
+                ms_per_step=1e3 * res["seconds_per_step"],
+                steps_per_s=1.0 / res["seconds_per_step"],
+                compile_s=res["compile_seconds"],
+                first_call_s=res["first_call_seconds"],
+                steps_per_call=k,
+                target_ms=9.0,
+                meets_target=on_gpu and res["seconds_per_step"] <= 9e-3,
+                data=kg.name,
+                ok=bool(np.isfinite(res["loss"])),
+            )
+        )
+        print(format_table(rows[-1:]), flush=True)
     ev = eval_time(kg, "rotate", dim=dim)
     rows.append(
         record(
@@ -439,6 +556,97 @@ def gpu_check(data_dir: str | None = WN18RR, *, quick: bool = False) -> list[dic
     return rows
 
 
+def recipe_config(data_dir: str, *, impl: str = "auto", quick: bool = False) -> Any:
+    """The official `wn18rr_rotate` preset's stage 1 (AnKGE stage 2 off) on `data_dir`, with
+    `base.step_impl = impl`; `quick`: the `tiny` preset's synthetic graph and model, 40 steps of
+    10 per call (a CPU smoke test)."""
+    config = get_config("tiny" if quick else "wn18rr_rotate")
+    config.ankge.enabled = False
+    config.base.step_impl = impl
+    if quick:
+        config.base.num_steps, config.steps_per_call, config.base.eval_every = 40, 10, 20
+        config.checkpoint_every, config.log_every = 20, 10
+    else:
+        config.data_dir = data_dir
+        # the budget stop saves the state reached anyway; fewer 650 MB saves on the way
+        config.checkpoint_every = 20_000
+    config_rules.validate_config(config)
+    return config
+
+
+def train_recipe(
+    data_dir: str,
+    out_dir: str,
+    ckpt_dir: str,
+    budget_s: float,
+    *,
+    impl: str = "auto",
+    quick: bool = False,
+) -> dict[str, Any]:
+    """Trains the official WN18RR RotatE recipe's stage 1 (`recipe_config`) for at most
+    `budget_s` seconds of training (compilation included; it stops at the first call boundary
+    after the budget: `research.ankge.train.train_base_for`), with its checkpoints (params and
+    Adam state, ~650 MB at dim 500) and metrics.jsonl in `ckpt_dir`; a later call with the same
+    `ckpt_dir` resumes there, up to the recipe's 80,000 steps. Then evaluates the filtered test
+    MRR / MR / Hits@1,3,10 of the parameters reached (both directions, all 40,943 entities).
+
+    Writes `out_dir/train_recipe.json` (steps reached, whether finished, training seconds of
+    this call, compile and steady step times, steps/s, the loss and validation curves, the test
+    metrics) and `out_dir/train_recipe_metrics.jsonl` (the loop's log: step, loss, steps/s,
+    validation MRR every 10,000 steps); prints a table. Returns the JSON's content."""
+    config = recipe_config(data_dir, impl=impl, quick=quick)
+    kg = load_data(config)
+    model = make_model(config, kg)
+    print(f"train_recipe: {kg.summary()}, budget {budget_s:.0f} s, ckpt_dir {ckpt_dir}", flush=True)
+    with identity.running(config), identity.without("ankge."):
+        state, info = train_base_for(config, kg, model, ckpt_dir, budget_s=budget_s)
+    params = jax.device_get(state.params)
+    test = evaluate.evaluate_base(
+        model, params, evaluate.make_eval_set(kg, "test"), eval_chunks(config)
+    )
+    records = read_metrics(ckpt_dir)
+    this_call = [r for r in records if info["start_step"] < r["step"] <= info["step"]]
+    rates = [r["steps_per_s"] for r in this_call if "steps_per_s" in r]
+    steady = float(np.median(rates[1:])) if len(rates) > 1 else None
+    summary = {
+        "preset": "tiny (quick)" if quick else "wn18rr_rotate (stage 1)",
+        "data": kg.name,
+        "step_impl": train_base.resolve_step_impl(config.base.step_impl),
+        "budget_s": budget_s,
+        **info,
+        "first_interval_steps_per_s": rates[0] if rates else None,
+        "steady_steps_per_s": steady,
+        "steady_ms_per_step": 1e3 / steady if steady else None,
+        "test": test,
+        "loss_curve": [[r["step"], r["loss"]] for r in records if "loss" in r],
+        "valid_mrr_curve": [
+            [r["step"], r["eval/valid_mrr"]] for r in records if "eval/valid_mrr" in r
+        ],
+        "ckpt_dir": os.path.abspath(ckpt_dir),
+    }
+    os.makedirs(out_dir, exist_ok=True)
+    results.write_json(os.path.join(out_dir, "train_recipe.json"), summary)
+    if os.path.exists(os.path.join(ckpt_dir, "metrics.jsonl")):
+        shutil.copy(
+            os.path.join(ckpt_dir, "metrics.jsonl"),
+            os.path.join(out_dir, "train_recipe_metrics.jsonl"),
+        )
+    row = record(
+        "kge_train_recipe",
+        summary["step_impl"],
+        f"steps {info['start_step']}->{info['step']}/{info['num_steps']}",
+        "float32",
+        info["seconds"],
+        ms_per_step=summary["steady_ms_per_step"],
+        finished=info["finished"],
+        test_mrr=test["mrr"],
+        **{k: test[k] for k in ("hits@1", "hits@3", "hits@10")},
+        ok=bool(np.isfinite(test["mrr"])),
+    )
+    print("\n" + format_table([row]), flush=True)
+    return summary
+
+
 def _define_flags() -> None:
     """Flags of this binary only: defined at run time so gpu_check.py can import this module."""
     flags.DEFINE_string("out", "bench_out", "Output folder for kge_bench.json.")
@@ -448,6 +656,12 @@ def _define_flags() -> None:
     flags.DEFINE_bool("create_venv", True, "Create the PyKEEN venv when missing.")
     flags.DEFINE_float("pykeen_seconds", 60.0, "Timed PyKEEN training per model.")
     flags.DEFINE_bool("gpu_check", False, "Run gpu_check() instead.")
+    flags.DEFINE_list("impls", list(FAST_IMPLS), "gpu_check: step impls to check and time.")
+    flags.DEFINE_bool("time_reference", False, "gpu_check: also time the reference step.")
+    flags.DEFINE_bool("train_recipe", False, "Run train_recipe() (official WN18RR RotatE).")
+    flags.DEFINE_float("budget_s", 300.0, "train_recipe: seconds of training in this call.")
+    flags.DEFINE_string("ckpt_dir", "", "train_recipe: checkpoint folder (resumed if present).")
+    flags.DEFINE_string("impl", "auto", "train_recipe: base.step_impl.")
 
 
 def main(argv: list[str]) -> None:
@@ -459,8 +673,16 @@ def main(argv: list[str]) -> None:
         flush=True,
     )
     f = flags.FLAGS
+    if f.train_recipe:
+        if not f.ckpt_dir:
+            raise app.UsageError("--train_recipe needs --ckpt_dir (a local folder)")
+        train_recipe(f.data_dir, f.out, f.ckpt_dir, f.budget_s, impl=f.impl, quick=f.quick)
+        print(f"wrote {os.path.join(f.out, 'train_recipe.json')}")
+        return
     if f.gpu_check:
-        rows = gpu_check(f.data_dir, quick=f.quick)
+        rows = gpu_check(
+            f.data_dir, quick=f.quick, impls=tuple(f.impls), time_reference=f.time_reference
+        )
     else:
         rows = run_benchmark(
             f.data_dir,

@@ -1,21 +1,70 @@
 """`experiments/bench/kge.py`: the device check at quick sizes (synthetic WN18RR-shaped data),
+`train_recipe` stopped by its budget and resumed (function and flags),
 the retrieval timing, and the PyKEEN side: its triples mapped through entities.dict drop no
 valid / test triple."""
 
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from experiments.bench import kge
+from models.kge import MODELS
+from research.datasets.paths import REPO_ROOT
 from tests.conftest import SHARED_DATA
 
 
+def test_step_check_rows():
+    rows = kge.step_check(("fused",), models=("hake",), groups=(4,))  # 2 compilations
+    assert [r["impl"] for r in rows] == ["hake-fused-groups4"]
+    assert all(r["ok"] and r["grad_rel_err"] <= 1e-4 for r in rows)
+    assert all(r["loss_rel_err"] <= 1e-5 for r in rows)
+
+
+@pytest.mark.slow  # ~40 s on the 2-core CPU: 9 compilations
 def test_gpu_check_quick_runs_on_cpu():
-    rows = kge.gpu_check(data_dir=None, quick=True)
-    assert [r["op"] for r in rows] == ["kge_train_step", "kge_eval"]
+    rows = kge.gpu_check(data_dir=None, quick=True, impls=("fused",))
+    ops = [r["op"] for r in rows]
+    assert ops == ["kge_step_check"] * 4 + ["kge_train_step", "kge_eval"]
+    assert [r["impl"] for r in rows[:4]] == [f"{m}-fused" for m in MODELS]
     assert all(r["ok"] for r in rows)
-    assert rows[0]["ms_per_step"] > 0 and rows[1]["seconds"] > 0
+    assert all(r["grad_rel_err"] <= 1e-4 for r in rows[:4])
+    step = rows[4]
+    assert step["impl"] == "rotate-wn18rr-official-fused"
+    assert step["ms_per_step"] > 0 and step["compile_s"] > 0 and step["steps_per_s"] > 0
+    assert rows[5]["seconds"] > 0
+
+
+def test_train_recipe_stops_on_the_budget_and_resumes(tmp_path):
+    out, ckpt = str(tmp_path / "out"), str(tmp_path / "ckpt")
+    first = kge.train_recipe("", out, ckpt, 0.0, quick=True)  # one call of 10 steps
+    assert (first["start_step"], first["step"], first["finished"]) == (0, 10, False)
+    assert first["stopped_by_budget"] and np.isfinite(first["test"]["mrr"])
+    with open(os.path.join(out, "train_recipe.json")) as f:
+        assert json.load(f)["step"] == 10
+    assert os.path.exists(os.path.join(out, "train_recipe_metrics.jsonl"))
+    done = kge.train_recipe("", out, ckpt, 1e6, quick=True)
+    assert (done["start_step"], done["step"], done["finished"]) == (10, 40, True)
+    assert [s for s, _ in done["loss_curve"]] == [10, 20, 30, 40]
+    assert [s for s, _ in done["valid_mrr_curve"]] == [20, 40]
+    assert done["steady_ms_per_step"] > 0
+
+
+def test_train_recipe_flags(tmp_path):
+    cmd = [sys.executable, "-m", "experiments.bench.kge", "--train_recipe", "--quick"]
+    run = lambda *extra: subprocess.run(
+        [*cmd, *extra], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300
+    )
+    bad = run(f"--out={tmp_path}")
+    assert bad.returncode != 0 and "--train_recipe needs --ckpt_dir" in bad.stderr
+    ok = run(f"--out={tmp_path}", f"--ckpt_dir={tmp_path / 'ckpt'}", "--budget_s=0", "--impl=fused")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    with open(tmp_path / "train_recipe.json") as f:
+        got = json.load(f)
+    assert (got["step"], got["step_impl"]) == (10, "fused")
 
 
 def test_synthetic_fallback_has_wn18rr_sizes():

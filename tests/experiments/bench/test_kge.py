@@ -98,3 +98,20 @@ def test_retrieval_block_time_runs_on_a_small_graph():
     got = kge.retrieval_block_time(kg, dim=8, rows=4, pairs=8, triple_ent_knn=20, triple_rel_knn=3)
     assert all(np.isfinite(v) and v > 0 for v in got.values()), got
     assert got["total_triple_s"] == got["triple_s"] * 2 * len(kg.train) / 4
+
+
+@pytest.mark.skipif(not os.path.isdir(WN18RR), reason="shared WN18RR not present")
+def test_recipe_config_is_the_official_rotate_stage_1():
+    config = kge.recipe_config(WN18RR, impl="checkpoint")
+    assert config.data_dir == WN18RR and not config.ankge.enabled
+    assert (config.model.name, config.model.dim, config.model.gamma) == ("rotate", 500, 6.0)
+    b = config.base
+    assert (b.batch_size, b.num_negatives, b.lr, b.alpha_adv) == (512, 1024, 5e-5, 0.5)
+    assert (b.num_steps, b.negative_groups, b.step_impl, config.steps_per_call) == (
+        80_000,
+        0,
+        "checkpoint",
+        50,
+    )
+    with pytest.raises(ValueError, match="config.base.step_impl = 'pallas'"):
+        kge.recipe_config(WN18RR, impl="pallas")

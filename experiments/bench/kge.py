@@ -30,6 +30,12 @@ checkpoint folder and evaluates what it reached:
         [--time_reference] [--data_dir=WN18RR] [--quick]
     python -m experiments.bench.kge --train_recipe --budget_s=300 --ckpt_dir=/tmp/rotate_ckpt \
         --out=$OUT [--impl=auto] [--data_dir=WN18RR] [--quick]
+
+`device_run()` does both in one call: the check, then the recipe with the time left of
+`--total_s` (and the check's fastest passing impl unless `--impl` is given):
+
+    python -m experiments.bench.kge --device_run --total_s=540 --ckpt_dir=/tmp/rotate_ckpt \
+        --out=$OUT [--impls=fused,checkpoint] [--impl=fused] [--data_dir=WN18RR]
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import shutil
 import subprocess
 import sys
 import time
+import traceback
 from typing import Any
 
 import jax
@@ -532,6 +539,7 @@ def gpu_check(
                 compile_s=res["compile_seconds"],
                 first_call_s=res["first_call_seconds"],
                 steps_per_call=k,
+                step_impl=impl,
                 target_ms=9.0,
                 meets_target=on_gpu and res["seconds_per_step"] <= 9e-3,
                 data=kg.name,
@@ -647,6 +655,60 @@ def train_recipe(
     return summary
 
 
+def fastest_impl(rows: list[dict[str, Any]]) -> str:
+    """The `step_impl` of gpu_check's fastest passing official-step row whose impl also passed
+    every `step_check` row ("auto" when there is none)."""
+    failed = {r["impl"].split("-")[1] for r in rows if r["op"] == "kge_step_check" and not r["ok"]}
+    steps = [
+        r for r in rows if r["op"] == "kge_train_step" and r["ok"] and r["step_impl"] not in failed
+    ]
+    return min(steps, key=lambda r: r["seconds"])["step_impl"] if steps else "auto"
+
+
+def device_run(
+    data_dir: str,
+    out_dir: str,
+    ckpt_dir: str,
+    total_s: float,
+    *,
+    impls: tuple[str, ...] = FAST_IMPLS,
+    time_reference: bool = False,
+    impl: str = "fastest",
+    reserve_s: float = 60.0,
+    quick: bool = False,
+) -> dict[str, Any]:
+    """One device call: `gpu_check` (written to out_dir/kge_bench.json as soon as it ends), then
+    `train_recipe` with the time left, `total_s` minus what the check took minus `reserve_s`
+    (the final checkpoint save and the test evaluation), with `impl` ("fastest": the check's
+    fastest passing impl, `fastest_impl`). A failing part is reported and the other still
+    runs. Returns {"gpu_check": rows or the error, "train_recipe": its summary or the error}."""
+    start = time.perf_counter()
+    out: dict[str, Any] = {}
+    rows: list[dict[str, Any]] = []
+    try:
+        rows = gpu_check(data_dir, quick=quick, impls=impls, time_reference=time_reference)
+        print("\n" + format_table(rows), flush=True)
+        write_json(os.path.join(out_dir, "kge_bench.json"), rows, quick=quick)
+        out["gpu_check"] = rows
+    except Exception as err:  # noqa: BLE001 - report it and still train
+        traceback.print_exc()
+        out["gpu_check"] = f"{type(err).__name__}: {err}"
+    chosen = fastest_impl(rows) if impl == "fastest" else impl
+    budget = total_s - (time.perf_counter() - start) - reserve_s
+    print(f"device_run: training budget {budget:.0f} s with step_impl={chosen}", flush=True)
+    if budget <= 0:
+        out["train_recipe"] = f"no time left for training ({budget:.0f} s)"
+        return out
+    try:
+        out["train_recipe"] = train_recipe(
+            data_dir, out_dir, ckpt_dir, budget, impl=chosen, quick=quick
+        )
+    except Exception as err:  # noqa: BLE001 - report it
+        traceback.print_exc()
+        out["train_recipe"] = f"{type(err).__name__}: {err}"
+    return out
+
+
 def _define_flags() -> None:
     """Flags of this binary only: defined at run time so gpu_check.py can import this module."""
     flags.DEFINE_string("out", "bench_out", "Output folder for kge_bench.json.")
@@ -661,7 +723,9 @@ def _define_flags() -> None:
     flags.DEFINE_bool("train_recipe", False, "Run train_recipe() (official WN18RR RotatE).")
     flags.DEFINE_float("budget_s", 300.0, "train_recipe: seconds of training in this call.")
     flags.DEFINE_string("ckpt_dir", "", "train_recipe: checkpoint folder (resumed if present).")
-    flags.DEFINE_string("impl", "auto", "train_recipe: base.step_impl.")
+    flags.DEFINE_string("impl", "auto", "train_recipe: base.step_impl (device_run: or fastest).")
+    flags.DEFINE_bool("device_run", False, "gpu_check, then train_recipe with the time left.")
+    flags.DEFINE_float("total_s", 540.0, "device_run: seconds for the whole call.")
 
 
 def main(argv: list[str]) -> None:
@@ -673,6 +737,25 @@ def main(argv: list[str]) -> None:
         flush=True,
     )
     f = flags.FLAGS
+    if f.device_run:
+        if not f.ckpt_dir:
+            raise app.UsageError("--device_run needs --ckpt_dir (a local folder)")
+        impl = "fastest" if f["impl"].using_default_value else f.impl
+        got = device_run(
+            f.data_dir,
+            f.out,
+            f.ckpt_dir,
+            f.total_s,
+            impls=tuple(f.impls),
+            time_reference=f.time_reference,
+            impl=impl,
+            quick=f.quick,
+        )
+        failed = [k for k, v in got.items() if isinstance(v, str)]
+        print(f"device_run: wrote {f.out}; failed parts: {failed or 'none'}")
+        if failed:
+            sys.exit(1)
+        return
     if f.train_recipe:
         if not f.ckpt_dir:
             raise app.UsageError("--train_recipe needs --ckpt_dir (a local folder)")

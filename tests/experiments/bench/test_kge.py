@@ -115,3 +115,45 @@ def test_recipe_config_is_the_official_rotate_stage_1():
     )
     with pytest.raises(ValueError, match="config.base.step_impl = 'pallas'"):
         kge.recipe_config(WN18RR, impl="pallas")
+
+
+def test_fastest_impl_skips_failed_checks():
+    step = lambda impl, s, ok=True: {
+        "op": "kge_train_step",
+        "step_impl": impl,
+        "seconds": s,
+        "ok": ok,
+    }
+    check = lambda impl, ok: {"op": "kge_step_check", "impl": f"hake-{impl}-groups4", "ok": ok}
+    rows = [check("fused", True), check("checkpoint", True), step("fused", 2.0)]
+    assert kge.fastest_impl([*rows, step("checkpoint", 1.0)]) == "checkpoint"
+    assert kge.fastest_impl([*rows, step("checkpoint", 1.0, ok=False)]) == "fused"
+    assert kge.fastest_impl([check("fused", False), *rows[1:]]) == "auto"
+
+
+@pytest.mark.slow  # ~30 s on the 2-core CPU
+def test_device_run_checks_then_trains_with_the_time_left(tmp_path):
+    out, ckpt = str(tmp_path / "out"), str(tmp_path / "ckpt")
+    got = kge.device_run("", out, ckpt, 1e6, impls=("checkpoint",), quick=True)
+    assert all(r["ok"] for r in got["gpu_check"])
+    assert got["train_recipe"]["step_impl"] == "checkpoint"
+    assert got["train_recipe"]["finished"]  # the quick recipe's 40 steps fit
+    assert sorted(os.listdir(out)) == [
+        "kge_bench.json",
+        "train_recipe.json",
+        "train_recipe_metrics.jsonl",
+    ]
+
+
+def test_device_run_trains_after_a_failed_check_and_keeps_the_reserve(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no kernel")
+
+    monkeypatch.setattr(kge, "gpu_check", broken)
+    ckpt = str(tmp_path / "ckpt")
+    late = kge.device_run("", str(tmp_path / "late"), ckpt, 30.0, reserve_s=30.0, quick=True)
+    assert late["gpu_check"] == "RuntimeError: no kernel"
+    assert late["train_recipe"].startswith("no time left for training")
+    got = kge.device_run("", str(tmp_path / "out"), ckpt, 1e6, quick=True)
+    assert got["gpu_check"] == "RuntimeError: no kernel"
+    assert (got["train_recipe"]["step"], got["train_recipe"]["step_impl"]) == (40, "reference")

@@ -733,6 +733,7 @@ def _define_flags() -> None:
     flags.DEFINE_string("impl", "auto", "train_recipe: base.step_impl (device_run: or fastest).")
     flags.DEFINE_bool("device_run", False, "gpu_check, then train_recipe with the time left.")
     flags.DEFINE_float("total_s", 540.0, "device_run: seconds for the whole call.")
+    flags.DEFINE_float("reserve_s", 60.0, "device_run: seconds kept for the save and test eval.")
 
 
 def main(argv: list[str]) -> None:
@@ -761,6 +762,7 @@ def main(argv: list[str]) -> None:
             impls=tuple(f.impls),
             time_reference=f.time_reference,
             impl=impl,
+            reserve_s=f.reserve_s,
             quick=f.quick,
         )
         failed = [k for k, v in got.items() if isinstance(v, str)]

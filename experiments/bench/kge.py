@@ -28,13 +28,13 @@ checkpoint folder and evaluates what it reached:
 
     python -m experiments.bench.kge --gpu_check --out=$OUT [--impls=fused,checkpoint]
         [--time_reference] [--data_dir=WN18RR] [--quick]
-    python -m experiments.bench.kge --train_recipe --budget_s=300 --ckpt_dir=/tmp/rotate_ckpt \
+    python -m experiments.bench.kge --train_recipe --budget_s=300 --ckpt_dir=/tmp/rotate_ckpt
         --out=$OUT [--impl=auto] [--data_dir=WN18RR] [--quick]
 
 `device_run()` does both in one call: the check, then the recipe with the time left of
 `--total_s` (and the check's fastest passing impl unless `--impl` is given):
 
-    python -m experiments.bench.kge --device_run --total_s=540 --ckpt_dir=/tmp/rotate_ckpt \
+    python -m experiments.bench.kge --device_run --total_s=540 --ckpt_dir=/tmp/rotate_ckpt
         --out=$OUT [--impls=fused,checkpoint] [--impl=fused] [--data_dir=WN18RR]
 """
 

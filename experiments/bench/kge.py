@@ -673,6 +673,14 @@ def fastest_impl(rows: list[dict[str, Any]]) -> str:
     return min(steps, key=lambda r: r["seconds"])["step_impl"] if steps else "auto"
 
 
+def read_check_rows(path: str) -> list[dict[str, Any]]:
+    """The rows of a `gpu_check` JSON written by `device_run` (a clear error when absent)."""
+    if not os.path.exists(path):
+        raise app.UsageError(f"--impl=fastest needs {path}, written by --device_run's check")
+    with open(path) as f:
+        return json.load(f)["records"]
+
+
 def device_run(
     data_dir: str,
     out_dir: str,
@@ -696,7 +704,8 @@ def device_run(
     try:
         rows = gpu_check(data_dir, quick=quick, impls=impls, time_reference=time_reference)
         print("\n" + format_table(rows), flush=True)
-        write_json(os.path.join(out_dir, "kge_bench.json"), rows, quick=quick)
+        for folder in (out_dir, ckpt_dir):  # ckpt_dir's copy: `--impl=fastest` of a later call
+            write_json(os.path.join(folder, "kge_bench.json"), rows, quick=quick)
         out["gpu_check"] = rows
     except Exception as err:  # noqa: BLE001 - report it and still train
         traceback.print_exc()
@@ -731,7 +740,12 @@ def _define_flags() -> None:
     flags.DEFINE_bool("train_recipe", False, "Run train_recipe() (official WN18RR RotatE).")
     flags.DEFINE_float("budget_s", 300.0, "train_recipe: seconds of training in this call.")
     flags.DEFINE_string("ckpt_dir", "", "train_recipe: checkpoint folder (resumed if present).")
-    flags.DEFINE_string("impl", "auto", "train_recipe: base.step_impl (device_run: or fastest).")
+    flags.DEFINE_string(
+        "impl",
+        "auto",
+        "base.step_impl, or fastest: the check's choice (device_run's, or the "
+        "one device_run saved in --ckpt_dir).",
+    )
     flags.DEFINE_bool("device_run", False, "gpu_check, then train_recipe with the time left.")
     flags.DEFINE_float("total_s", 540.0, "device_run: seconds for the whole call.")
     flags.DEFINE_float("reserve_s", 60.0, "device_run: seconds kept for the save and test eval.")
@@ -774,7 +788,10 @@ def main(argv: list[str]) -> None:
     if f.train_recipe:
         if not f.ckpt_dir:
             raise app.UsageError("--train_recipe needs --ckpt_dir (a local folder)")
-        train_recipe(f.data_dir, f.out, f.ckpt_dir, f.budget_s, impl=f.impl, quick=f.quick)
+        impl = f.impl
+        if impl == "fastest":  # the impl that --device_run's check chose, on this machine
+            impl = fastest_impl(read_check_rows(os.path.join(f.ckpt_dir, "kge_bench.json")))
+        train_recipe(f.data_dir, f.out, f.ckpt_dir, f.budget_s, impl=impl, quick=f.quick)
         print(f"wrote {os.path.join(f.out, 'train_recipe.json')}")
         return
     if f.gpu_check:

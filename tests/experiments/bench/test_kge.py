@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from absl import app
 
 from experiments.bench import kge
 from models.kge import MODELS
@@ -143,6 +144,14 @@ def test_device_run_checks_then_trains_with_the_time_left(tmp_path):
         "train_recipe.json",
         "train_recipe_metrics.jsonl",
     ]
+    # a later call on the same machine trains on with the impl this check chose
+    rows = kge.read_check_rows(os.path.join(ckpt, "kge_bench.json"))
+    assert kge.fastest_impl(rows) == "checkpoint"
+
+
+def test_read_check_rows_names_the_missing_file(tmp_path):
+    with pytest.raises(app.UsageError, match="written by --device_run"):
+        kge.read_check_rows(str(tmp_path / "kge_bench.json"))
 
 
 def test_device_run_trains_after_a_failed_check_and_keeps_the_reserve(tmp_path, monkeypatch):

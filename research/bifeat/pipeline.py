@@ -4,10 +4,13 @@ Data parallelism: the global batch of seed nodes is cut into one sub-batch per d
 sampled separately (as every GPU of the official multi-GPU code samples its own blocks) and the
 sub-batches are stacked, so every batch leaf is `[num_devices, ...]` and the train step
 (`research.training.parallel.make_train_step`) hands each device its `[1, ...]` slice.
+`DeviceSampledBatches` builds the same batches on the device (the JAX sampler, one compiled
+call per step); `make_batches` picks the batcher of a sampler.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -19,10 +22,15 @@ import optax
 from jax.sharding import Mesh, PartitionSpec
 
 from models.gnn import Block, blocks_from_fanout
-from research.bifeat.sampler import NeighborSampler, stack_batches
+from research.bifeat.sampler import (
+    DeviceNeighborSampler,
+    NeighborSampler,
+    batch_key,
+    stack_batches,
+)
 from research.bifeat.stores import FeatureStore
 from research.datasets.graphs import Graph
-from research.training.parallel import DATA_AXIS, shard_batch
+from research.training.parallel import DATA_AXIS, replicate, shard_batch
 
 # Sampled-batch leaves the device step uses ("x" is the store's prepared array).
 DEVICE_KEYS = ("x", "labels", "seed_mask")
@@ -85,6 +93,143 @@ class SampledSubgraphBatches:
         batch = self.sample(step)
         batch["x"] = self.store.prepare(batch.pop("input_nodes"))
         return batch
+
+
+class DeviceSampledBatches:
+    """`SampledSubgraphBatches` with the sampling on the device (`config.data.sampler="device"`):
+    the same interface and batch keys, but every leaf is a jax array sharded over the data mesh
+    (`[num_devices, ...]`), built by one compiled call from the step index alone.
+
+    The epoch order is `jax.random.permutation` of the seed nodes keyed by (seed, epoch) (not the
+    host batcher's numpy order), device d's seeds are its slice of the step's global batch (the
+    last step of an epoch may be partial: masked slots), its blocks are
+    `DeviceNeighborSampler.blocks` keyed by `batch_key(seed, step, d)`, and labels and the
+    store's ids (`x`: the input node ids; the store's `features` gathers on the device) stay on
+    the device: nothing per batch crosses the host. `dropped` is a `[num_devices]` int32 array.
+    Needs a device-resident store (`store.location == "device"`).
+    """
+
+    def __init__(
+        self,
+        graph: Graph,
+        nodes: np.ndarray,
+        sampler: DeviceNeighborSampler,
+        store: FeatureStore,
+        *,
+        mesh: Mesh,
+        seed: int,
+        shuffle: bool = True,
+    ):
+        if store.location != "device":
+            raise ValueError(
+                f"device sampling needs a device-resident feature store; {store.scheme.name!r} "
+                "gathers on the host (use float32-device or a compressed scheme, or "
+                "config.data.sampler='host')"
+            )
+        self.graph, self.sampler, self.store, self.mesh = graph, sampler, store, mesh
+        self.nodes = np.asarray(nodes, np.int32)
+        if not len(self.nodes):
+            raise ValueError("no seed nodes to sample batches from")
+        self.num_devices, self.seed, self.shuffle = mesh.size, seed, shuffle
+        self.global_batch = sampler.batch_size * self.num_devices
+        self.steps_per_epoch = max(1, -(-len(self.nodes) // self.global_batch))
+        self._consts = replicate(
+            (sampler.indptr, sampler.indices, self.nodes, np.asarray(graph.labels, np.int32)), mesh
+        )
+        self._fn = _device_batch_program(sampler, mesh, shuffle)
+
+    def seeds(self, step: int) -> list[np.ndarray]:
+        """The per-device seed lists of `step` (fetched from the device)."""
+        batch = self.sample(step)
+        seeds, mask = np.asarray(batch["seeds"]), np.asarray(batch["seed_mask"])
+        return [s[m] for s, m in zip(seeds, mask, strict=True)]
+
+    def sample(self, step: int) -> dict[str, jax.Array]:
+        """Sampling only: the blocks of `step` (`input_nodes`, no features), on the device."""
+        return self._fn(self._consts, jnp.int32(self.seed), jnp.int32(step))
+
+    def __call__(self, step: int) -> dict[str, jax.Array]:
+        batch = self.sample(step)
+        batch["x"] = self.store.prepare(batch.pop("input_nodes"))
+        return batch
+
+
+def _device_seeds(nodes, seed, step, device, *, batch_size: int, num_devices: int, shuffle: bool):
+    """Device `device`'s seeds of `step` ([batch_size] int32, 0 in padding) and their mask:
+    its slice of the step's global batch in the epoch's order (`nodes` permuted by
+    `PRNGKey(seed)` folded with 0 and the epoch when `shuffle`)."""
+    global_batch = batch_size * num_devices
+    steps_per_epoch = max(1, -(-nodes.shape[0] // global_batch))
+    epoch, i = step // steps_per_epoch, step % steps_per_epoch
+    if shuffle:
+        perm_key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), 0), epoch)
+        nodes = jax.random.permutation(perm_key, nodes)
+    at = i * global_batch + device * batch_size + jnp.arange(batch_size)
+    mask = at < nodes.shape[0]
+    return jnp.where(mask, nodes[jnp.minimum(at, nodes.shape[0] - 1)], 0), mask
+
+
+@functools.lru_cache(maxsize=16)
+def _device_batch_program(sampler: DeviceNeighborSampler, mesh: Mesh, shuffle: bool) -> Callable:
+    """`(consts, seed, step) -> batch dict` of `DeviceSampledBatches`, one jitted shard_map per
+    (sampler, mesh, shuffle), so every run (seed) with the same sampler shares the compilation.
+    consts: (indptr, indices, seed nodes, labels), replicated."""
+
+    def per_device(consts, seed, step):
+        indptr, indices, nodes, labels = consts
+        device = jax.lax.axis_index(DATA_AXIS)
+        seeds, mask = _device_seeds(
+            nodes,
+            seed,
+            step,
+            device,
+            batch_size=sampler.batch_size,
+            num_devices=mesh.size,
+            shuffle=shuffle,
+        )
+        mb = sampler.blocks(indptr, indices, seeds, mask, batch_key(seed, step, device))
+        out = {
+            "input_nodes": mb.input_nodes,
+            "input_mask": mb.input_mask,
+            "seeds": mb.seeds,
+            "seed_mask": mb.seed_mask,
+            "dropped": mb.dropped,
+            "labels": labels[mb.seeds],
+        }
+        for layer in range(sampler.num_layers):
+            out[f"senders_{layer}"] = mb.senders[layer]
+            out[f"edge_mask_{layer}"] = mb.edge_mask[layer]
+        return jax.tree.map(lambda a: a[None], out)
+
+    return jax.jit(
+        jax.shard_map(
+            per_device,
+            mesh=mesh,
+            in_specs=(PartitionSpec(),) * 3,
+            out_specs=PartitionSpec(DATA_AXIS),
+        )
+    )
+
+
+def make_batches(
+    graph: Graph,
+    nodes: np.ndarray,
+    sampler: NeighborSampler | DeviceNeighborSampler,
+    store: FeatureStore,
+    *,
+    mesh: Mesh,
+    seed: int,
+    shuffle: bool = True,
+) -> SampledSubgraphBatches | DeviceSampledBatches:
+    """The batcher of `sampler`'s kind: `DeviceSampledBatches` for a `DeviceNeighborSampler`,
+    else `SampledSubgraphBatches`."""
+    if isinstance(sampler, DeviceNeighborSampler):
+        return DeviceSampledBatches(
+            graph, nodes, sampler, store, mesh=mesh, seed=seed, shuffle=shuffle
+        )
+    return SampledSubgraphBatches(
+        graph, nodes, sampler, store, num_devices=mesh.size, seed=seed, shuffle=shuffle
+    )
 
 
 def device_batch(batch: dict[str, np.ndarray], num_layers: int) -> dict[str, np.ndarray]:
@@ -203,7 +348,7 @@ def evaluate_sampled(
     for step in range(batches.steps_per_epoch):
         batch = batches(step)
         dropped += int(batch["dropped"].sum())
-        mask = batch["seed_mask"]
+        mask = np.asarray(batch["seed_mask"])
         preds.append(predict(params, batch)[mask])
         nodes.append(np.concatenate(batches.seeds(step)))
     pred = np.full(batches.graph.num_nodes, -1, np.int64)

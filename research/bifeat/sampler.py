@@ -14,6 +14,13 @@ destination `e // k_l`). Unused slots are masked (node id 0, mask False). `worst
 never overflows; `calibrate_caps` measures tighter capacities, and a batch that still overflows
 keeps a random subset of its new nodes, masks the edges to the dropped ones and counts them in
 `MiniBatch.dropped` (the training loop logs the count).
+
+On the device (`config.data.sampler = "device"`): `sample_blocks_jax` is the same sampler in
+JAX (jittable, fixed shapes, the same rules: Floyd's algorithm per node in a `fori_loop` over
+the fan-out slots, new nodes deduplicated by sorting and kept in id order, the same overflow
+rule), keyed per batch (`batch_key(seed, step, device)`); `DeviceNeighborSampler` holds the CSR
+arrays on the device with a host sampler's fan-outs and (calibrated) capacities. Its random
+draws differ from numpy's, its distribution does not (tests/research/bifeat/test_device_sampler.py).
 """
 
 from __future__ import annotations
@@ -21,9 +28,13 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from jax import lax
+from jax.sharding import NamedSharding, PartitionSpec
 
 from research.datasets.graphs import sorted_unique
 
@@ -244,3 +255,188 @@ def stack_batches(batches: Sequence[MiniBatch]) -> dict[str, np.ndarray]:
         out[f"senders_{layer}"] = np.stack([b.senders[layer] for b in batches])
         out[f"edge_mask_{layer}"] = np.stack([b.edge_mask[layer] for b in batches])
     return out
+
+
+# ----------------------------------------------------------------------------- on the device
+
+
+def _check_int32_csr(num_nodes: int, num_edges: int) -> None:
+    if num_edges >= 2**31 or num_nodes >= 2**31 - 1:
+        raise ValueError(
+            f"the device sampler indexes with int32: a graph of {num_nodes} nodes and "
+            f"{num_edges} edges does not fit (use config.data.sampler='host')"
+        )
+
+
+def sample_neighbors_jax(
+    indptr: jax.Array,
+    indices: jax.Array,
+    nodes: jax.Array,
+    valid: jax.Array,
+    fanout: int,
+    key: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+    """`sample_neighbors` in JAX (jittable; `fanout` static): the same rule and distribution.
+
+    indptr: [N+1] int32, indices: [E] int32 (device CSR); nodes: [n] int32; valid: [n] bool.
+    Returns (nbrs [n, fanout] int32 global ids, 0 in masked slots; mask [n, fanout] bool).
+    Nodes with degree <= fanout take all their neighbours in CSR order; the others a uniform
+    random `fanout`-subset by Floyd's algorithm (slot i draws t ~ U{0..d-fanout+i} and takes
+    d-fanout+i instead if t is taken already), vectorised over nodes, a `fori_loop` over slots.
+    """
+    n = nodes.shape[0]
+    start = indptr[nodes]
+    deg = jnp.where(valid, indptr[nodes + 1] - start, 0)
+    slots = jnp.arange(fanout, dtype=jnp.int32)
+    mask = slots[None, :] < deg[:, None]
+    if indices.shape[0] == 0:
+        return jnp.zeros((n, fanout), jnp.int32), jnp.zeros((n, fanout), bool)
+    j = deg[:, None] - fanout + slots[None, :]  # [n, fanout]: Floyd's upper bound per slot
+    draws = jax.random.randint(key, (n, fanout), 0, jnp.maximum(j + 1, 1), dtype=jnp.int32)
+
+    def floyd(i, sel):
+        t = draws[:, i]
+        taken = ((sel == t[:, None]) & (slots[None, :] < i)).any(1)
+        return sel.at[:, i].set(jnp.where(taken, j[:, i], t))
+
+    sel = lax.fori_loop(0, fanout, floyd, jnp.zeros_like(draws))  # (varying under shard_map)
+    offsets = jnp.where((deg > fanout)[:, None], sel, slots[None, :])
+    flat = jnp.where(mask, start[:, None] + offsets, 0)
+    nbrs = jnp.where(mask, jnp.take(indices, flat, mode="clip"), 0)
+    return nbrs.astype(jnp.int32), mask
+
+
+def _expand_layer(indptr, indices, nodes, valid, fanout, cap_src, num_nodes, key):
+    """One layer of `sample_blocks_jax`: the sampled edges of destinations `nodes` ([n_dst]) and
+    the source node list `[cap_src]` (destinations first, then the new nodes sorted by id; a
+    uniform random `cap_src - n_dst` of them when there are more). Returns (src_nodes,
+    src_valid, senders [n_dst * fanout], edge_mask [n_dst * fanout], dropped [])."""
+    n_dst = nodes.shape[0]
+    room = cap_src - n_dst
+    key_sample, key_drop = jax.random.split(key)
+    nbrs, emask = sample_neighbors_jax(indptr, indices, nodes, valid, fanout, key_sample)
+    cand, cmask = nbrs.reshape(-1), emask.reshape(-1)
+    m = cand.shape[0]
+    # node -> local position; the scatter index num_nodes (out of range) is dropped
+    pos = jnp.full(num_nodes, -1, jnp.int32)
+    pos = pos.at[jnp.where(valid, nodes, num_nodes)].set(
+        jnp.arange(n_dst, dtype=jnp.int32), mode="drop"
+    )
+    is_new = cmask & (pos[cand] < 0)
+    ids = jnp.sort(jnp.where(is_new, cand, num_nodes))  # new candidates first, sorted by id
+    first = (ids < num_nodes) & jnp.concatenate([jnp.ones(1, bool), ids[1:] != ids[:-1]])
+    count = first.sum(dtype=jnp.int32)
+    keep = first
+    if m > room:  # overflow possible: keep a uniform random `room` of the distinct new ids
+        prio = jnp.where(first, jax.random.uniform(key_drop, (m,)), 2.0)
+        rank = jnp.zeros(m, jnp.int32).at[jnp.argsort(prio)].set(jnp.arange(m, dtype=jnp.int32))
+        keep = first & (rank < room)
+    slot = jnp.cumsum(keep, dtype=jnp.int32) - 1
+    kept = slot[-1] + 1 if m else jnp.int32(0)
+    new_ids = jnp.zeros(room, jnp.int32).at[jnp.where(keep, slot, room)].set(ids, mode="drop")
+    pos = pos.at[jnp.where(keep, ids, num_nodes)].set(n_dst + slot, mode="drop")
+    local = pos[cand]
+    emask_out = cmask & (local >= 0)  # edges to dropped nodes (overflow only)
+    senders = jnp.where(emask_out, local, 0).astype(jnp.int32)
+    src_nodes = jnp.concatenate([nodes, new_ids])
+    src_valid = jnp.concatenate([valid, jnp.arange(room) < kept])
+    return src_nodes, src_valid, senders, emask_out, count - kept
+
+
+def sample_blocks_jax(
+    indptr: jax.Array,
+    indices: jax.Array,
+    seeds: jax.Array,
+    seed_mask: jax.Array,
+    key: jax.Array,
+    *,
+    fanouts: Sequence[int],
+    caps: Sequence[int],
+    num_nodes: int,
+) -> MiniBatch:
+    """`NeighborSampler.sample` in JAX (jittable; fanouts, caps, num_nodes static).
+
+    seeds: [batch_size] int32 distinct node ids (padding: 0), seed_mask: [batch_size] bool,
+    `batch_size == caps[-1]`. Returns a `MiniBatch` of jax arrays with the host sampler's
+    shapes, dtypes (`dropped` is int32 here) and block structure: destinations first, new nodes
+    deduplicated and sorted by id, padding masked with id 0, overflow handled the same way.
+    Layer l (input layer 0) draws with `fold_in(key, l)`.
+    """
+    nodes, valid = seeds.astype(jnp.int32), seed_mask
+    senders, masks, dropped = [], [], jnp.int32(0)
+    for layer in reversed(range(len(fanouts))):
+        nodes, valid, s, m, d = _expand_layer(
+            indptr,
+            indices,
+            nodes,
+            valid,
+            int(fanouts[layer]),
+            int(caps[layer]),
+            num_nodes,
+            jax.random.fold_in(key, layer),
+        )
+        senders.append(s)
+        masks.append(m)
+        dropped = dropped + d
+    return MiniBatch(
+        input_nodes=nodes,
+        input_mask=valid,
+        senders=tuple(reversed(senders)),
+        edge_mask=tuple(reversed(masks)),
+        seeds=jnp.where(seed_mask, seeds, 0).astype(jnp.int32),
+        seed_mask=seed_mask,
+        dropped=dropped,
+    )
+
+
+def batch_key(seed: jax.Array | int, step: jax.Array | int, device: jax.Array | int) -> jax.Array:
+    """The sampling key of one device's batch: `PRNGKey(seed)` folded with 1, the step and the
+    device index (the epoch permutation uses the stream folded with 0)."""
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
+    return jax.random.fold_in(jax.random.fold_in(key, step), device)
+
+
+class DeviceNeighborSampler:
+    """The device twin of a `NeighborSampler`: same fan-outs, batch size and capacities (take
+    them from a calibrated host sampler), the CSR arrays resident on the device (int32,
+    replicated over `mesh` when given), `sample_blocks_jax` for the sampling.
+
+    indptr: [N+1], indices: [E] device arrays; `sample(seeds, key)` samples one batch (jitted).
+    """
+
+    def __init__(self, host: NeighborSampler, mesh: Any = None):
+        _check_int32_csr(host.num_nodes, len(host.indices))
+        self.fanouts, self.caps, self.batch_size = host.fanouts, host.caps, host.batch_size
+        self.num_nodes = host.num_nodes
+        csr = (host.indptr.astype(np.int32), host.indices.astype(np.int32))
+        if mesh is not None:
+            csr = jax.device_put(csr, NamedSharding(mesh, PartitionSpec()))
+        self.indptr, self.indices = (jnp.asarray(a) for a in csr)
+        self._sample = jax.jit(self.blocks)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.fanouts)
+
+    def blocks(self, indptr, indices, seeds, seed_mask, key) -> MiniBatch:
+        """`sample_blocks_jax` with this sampler's static shapes (call inside a jitted fn)."""
+        return sample_blocks_jax(
+            indptr,
+            indices,
+            seeds,
+            seed_mask,
+            key,
+            fanouts=self.fanouts,
+            caps=self.caps,
+            num_nodes=self.num_nodes,
+        )
+
+    def sample(self, seeds: np.ndarray, key: jax.Array) -> MiniBatch:
+        """One batch for `seeds` ([<= batch_size] distinct ids), as `NeighborSampler.sample`."""
+        seeds = np.asarray(seeds, np.int32)
+        if len(seeds) > self.batch_size:
+            raise ValueError(f"{len(seeds)} seeds exceed batch_size {self.batch_size}")
+        padded = np.zeros(self.batch_size, np.int32)
+        padded[: len(seeds)] = seeds
+        mask = np.arange(self.batch_size) < len(seeds)
+        return self._sample(self.indptr, self.indices, padded, mask, key)

@@ -201,7 +201,10 @@ class DeviceStore(FeatureStore):
             )
         )
 
-    def prepare(self, input_nodes: np.ndarray) -> np.ndarray:
+    def prepare(self, input_nodes: np.ndarray | jax.Array) -> np.ndarray | jax.Array:
+        """The ids themselves (ids already on the device, from the device sampler, stay there)."""
+        if isinstance(input_nodes, jax.Array):
+            return input_nodes
         return np.asarray(input_nodes, np.int32)
 
     def features(self, prepared: jax.Array) -> jax.Array:

@@ -75,6 +75,9 @@ def base() -> ml_collections.ConfigDict:
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "cora"  # cora / citeseer / pubmed, ogbn-* / mag240m*, or synthetic
+    # "host": numpy sampling in the prefetch thread; "device": the JAX sampler, CSR resident on
+    # the device, nothing per batch crosses the host (needs a device store: not "float32")
+    c.data.sampler = "host"
     c.data.synthetic = ml_collections.ConfigDict(
         dict(
             num_nodes=2000,

@@ -24,6 +24,7 @@ FEATURE_NORMS = ("none", "center")
 EVAL_MODES = ("full", "sampled")
 EVAL_SELECTS = ("best_val", "last")
 EDGE_DROP_MODES = ("random", "degree")
+SAMPLERS = ("host", "device")
 # Prefixes of the data sets read in the OGB layout (research.datasets.graph_files.load_graph).
 OGB_PREFIXES = ("ogbn", "mag240m")
 
@@ -96,9 +97,17 @@ def validate_config(config: Config) -> None:
     """Raises ValueError naming the first field of `config` that breaks a rule."""
     checks.one_of(config, "experiment", EXPERIMENTS)
     try:
-        parse_schemes(config.schemes)
+        schemes = parse_schemes(config.schemes)
     except ValueError as err:
         raise checks.fail("schemes", config.schemes, str(err)) from None
+    checks.one_of(config, "data.sampler", SAMPLERS)
+    if config.data.sampler == "device" and any(s.method == "float32" for s in schemes):
+        raise checks.fail(
+            "data.sampler",
+            config.data.sampler,
+            "the device sampler needs device-resident stores, and the float32 store gathers "
+            "on the host: use float32-device (or drop float32 from config.schemes)",
+        )
     # seeds feed numpy's default_rng([seed, ...]), which rejects negative entropy
     checks.positive(config, ["num_seeds"])
     checks.non_negative(config, ["seed"])

@@ -10,6 +10,7 @@ of the graph in `DIR/runs/<mode>-<fraction>/...`. `DIR/results.{json,md}` and pl
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import Any
@@ -21,7 +22,7 @@ from absl import logging
 
 from models.gnn import GAT, GraphSAGE, blocks_from_fanout
 from research.bifeat import pipeline, report
-from research.bifeat.sampler import NeighborSampler, calibrate_caps
+from research.bifeat.sampler import DeviceNeighborSampler, NeighborSampler, calibrate_caps
 from research.bifeat.stores import FeatureStore, Scheme, build_store, parse_schemes
 from research.datasets.graph_files import load_graph
 from research.datasets.graphs import Graph, drop_edges
@@ -90,6 +91,8 @@ class Runner:
                 seed=config.seed,
             )
             self.sampler = NeighborSampler(graph.indptr, graph.indices, t.fanouts, per_device, caps)
+        # the sampler the batches use: the host one, or its device twin (same caps)
+        self.batch_sampler = self._placed(self.sampler)
         self.model = make_model(config, graph.num_classes)
         self.steps_per_epoch = max(1, -(-len(graph.train_idx) // t.batch_size))
         self.num_steps = t.epochs * self.steps_per_epoch
@@ -131,8 +134,18 @@ class Runner:
                 self.eval_sampler = NeighborSampler(
                     graph.indptr, graph.indices, eval_fanouts, per_device, caps
                 )
+            self.eval_batch_sampler = self._placed(self.eval_sampler)
         else:
             raise ValueError(f"config.eval.mode must be 'full' or 'sampled', got {e.mode!r}")
+
+    def _placed(self, sampler: NeighborSampler) -> NeighborSampler | DeviceNeighborSampler:
+        """`sampler`, or its device twin when `config.data.sampler == "device"`."""
+        kind = self.config.data.sampler
+        if kind == "host":
+            return sampler
+        if kind == "device":
+            return DeviceNeighborSampler(sampler, self.mesh)
+        raise ValueError(f"config.data.sampler must be 'host' or 'device', got {kind!r}")
 
     def init_state(self, seed: int) -> TrainState:
         x = np.zeros((self.sampler.caps[0], self.graph.num_features), np.float32)
@@ -164,12 +177,12 @@ class Runner:
 
             return eval_fn
         nodes = np.concatenate([g.val_idx, g.test_idx])
-        batches = pipeline.SampledSubgraphBatches(
+        batches = pipeline.make_batches(
             g,
             nodes,
-            self.eval_sampler,
+            self.eval_batch_sampler,
             store,
-            num_devices=self.num_devices,
+            mesh=self.mesh,
             seed=seed + 10_000,
             shuffle=False,
         )
@@ -193,23 +206,30 @@ class Runner:
     def _train(self, store: FeatureStore, seed: int, workdir: str) -> dict[str, Any]:
         """Trains one model (resuming from `workdir`'s checkpoint); the run's result."""
         c, t = self.config, self.config.train
-        batches = pipeline.SampledSubgraphBatches(
+        batches = pipeline.make_batches(
             self.graph,
             self.graph.train_idx,
-            self.sampler,
+            self.batch_sampler,
             store,
-            num_devices=self.num_devices,
+            mesh=self.mesh,
             seed=seed,
         )
-        dropped = [0]
+        on_device = isinstance(batches, pipeline.DeviceSampledBatches)
+        dropped = [0]  # a device scalar with device sampling: summed there, read at the end
 
         def make_batch(step):
             batch = batches(step)
-            dropped[0] += int(batch["dropped"].sum())
+            dropped[0] += batch["dropped"].sum() if on_device else int(batch["dropped"].sum())
             return pipeline.device_batch(batch, len(t.fanouts))
 
         start = time.perf_counter()
-        with Prefetcher(make_batch, end=self.num_steps, depth=t.prefetch) as batch_fn:
+        # device sampling is dispatched asynchronously already: no prefetch thread
+        prefetch = (
+            contextlib.nullcontext(make_batch)
+            if on_device
+            else Prefetcher(make_batch, end=self.num_steps, depth=t.prefetch)
+        )
+        with prefetch as batch_fn:
             train_loop(
                 workdir=workdir,
                 state=self.init_state(seed),
@@ -225,6 +245,7 @@ class Runner:
                 eval_every=c.eval.every_epochs * self.steps_per_epoch,
             )
         seconds = time.perf_counter() - start
+        dropped[0] = int(dropped[0])
         if dropped[0]:
             logging.warning(
                 "%s seed %d: %d sampled nodes dropped by the node capacities",
@@ -293,10 +314,13 @@ def _center(config: Config) -> bool:
     return config.feature_norm == "center"
 
 
-def _stores(config: Config, graph: Graph, mesh, schemes: list[Scheme], seed: int, cache: dict):
-    """Each scheme's store for `seed` (quantizers fitted on the graph's features). Stores without
-    a degree cache are reused across graph variants with the same features (`cache`)."""
+def build_stores(
+    config: Config, graph: Graph, mesh, schemes: list[Scheme], seed: int, cache: dict | None = None
+):
+    """Yields (scheme, store) for `seed` (quantizers fitted on the graph's features). Stores
+    without a degree cache are reused across graph variants with the same features (`cache`)."""
     q = config.quant
+    cache = {} if cache is None else cache
     degrees = graph.degrees()
     for scheme in schemes:
         key = (scheme.name, seed)
@@ -350,7 +374,7 @@ def run_schemes(
                 results.append(
                     runner.run(None, seed, os.path.join(workdir, scheme.name, f"seed{seed}"))
                 )
-        for scheme, store in _stores(config, graph, runner.mesh, todo, seed, store_cache):
+        for scheme, store in build_stores(config, graph, runner.mesh, todo, seed, store_cache):
             run_dir = os.path.join(workdir, scheme.name, f"seed{seed}")
             results.append(runner.run(store, seed, run_dir))
     return results

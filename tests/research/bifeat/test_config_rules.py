@@ -69,6 +69,8 @@ def test_presets_pass():
         ("quant.vq_max_iters", 0, "config.quant.vq_max_iters = 0: must be > 0"),
         ("quant.sample_rows", -5, "config.quant.sample_rows = -5: must be >= 0"),
         ("data.name", "imagenet", "config.data.name = 'imagenet': must be synthetic, cora"),
+        ("data.sampler", "gpu", "config.data.sampler = 'gpu': must be one of host, device"),
+        ("data.sampler", "device", "config.data.sampler = 'device': the device sampler needs"),
         ("data.synthetic.num_nodes", 0, "config.data.synthetic.num_nodes = 0: must be > 0"),
         ("data.synthetic.homophily", 2.0, "config.data.synthetic.homophily = 2.0: must be in"),
         ("data.synthetic.power_law_exponent", 1.0, "power_law_exponent = 1.0: must be > 1"),
@@ -102,6 +104,13 @@ def test_edge_drop_and_sampled_eval_rules():
     with pytest.raises(ValueError, match=_escape("config.eval.fanouts = (4,): must have one")):
         validate_config(config)
     config.eval.fanouts = (4, 8)
+    validate_config(config)
+
+
+def test_device_sampler_with_device_stores_passes():
+    config = get_config("tiny")
+    config.data.sampler = "device"
+    config.schemes = "float32-device,sq1,sq2+cache"
     validate_config(config)
 
 

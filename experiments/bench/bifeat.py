@@ -1,37 +1,52 @@
 """BiFeat benchmark: one training epoch per feature store, float32-host vs compressed, side by side.
 
     python -m experiments.bench.bifeat --out=DIR [--num_nodes=2000000] [--train_nodes=20000]
-        [--schemes=float32,float32-device,sq1,sq2,sq4,sq8,sq16,vq16x256] [--quick]
+        [--schemes=float32,float32-device,sq1,sq2,sq4,sq8,sq16,vq16x256] [--device_schemes=sq2]
+        [--quick]
+    python -m experiments.bench.bifeat --gpu_check --out=DIR [--budget_s=90] [--quick]
 
 On a synthetic power-law graph (`research.datasets.graphs.synthetic_graph`, 128 float32 features)
 with the BiFeat recipe (GraphSAGE, 3 layers, hidden 256, fan-outs 5/10/15, batch 1000 per device)
 it measures, per store: seconds per epoch split into sampling / feature loading / compute (each
 phase waited for), the pipelined epoch (prefetch thread, no waits), per-batch means, bytes
 transferred per batch, and the store's resident bytes (the timing is in
-`experiments/bench/bifeat_profile.py`). Ratios are against the float32 host store
-measured in the same run. Prints a table and writes DIR/bifeat_bench.json.
+`experiments/bench/bifeat_profile.py`). `--schemes` run with the host (numpy) sampler,
+`--device_schemes` (device-resident stores) with the device (JAX) sampler. Ratios are against
+the float32 host store with the host sampler measured in the same run. Prints a table and
+writes DIR/bifeat_bench.json.
 
-`gpu_check()` (for experiments/bench/gpu_check.py) runs the same measurement sized for one GPU,
-plus correctness rows (`ok`): every store's batch features against the decoded table, and a
-finite, decreasing training loss.
+`gpu_check()` (for experiments/bench/gpu_check.py, or `--gpu_check`, which also writes
+DIR/bifeat_gpu_check.json) runs the same measurement sized for one GPU (the float32 host
+baseline and sq2 with the host sampler; float32-device, sq2 and vq16x256 with the device
+sampler), correctness rows (`ok`): every store's batch features against the decoded table, a
+finite, decreasing training loss with either sampler, and the Cora test accuracy of the host vs
+the device sampler (3 seeds; `ok` when the difference is within 2 standard errors), within a
+time budget (`budget_s`).
 """
 
 from __future__ import annotations
 
+import math
 import os
+import tempfile
 import time
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 import psutil
 from absl import app, flags
 
 from experiments.bench import bifeat_profile
-from experiments.bench.timing import format_table, record, write_json
+from experiments.bench.timing import failure_record, format_table, record, write_json
+from experiments.configs.bifeat import get_config
 from ops.quantize import dequantize
+from research.bifeat import train
+from research.bifeat.config_rules import validate_config
 from research.bifeat.stores import build_store, parse_schemes
 from research.datasets.graphs import synthetic_graph
+from research.training import stats
 from research.training.parallel import data_mesh, shard_batch
 
 DEFAULT_SCHEMES = "float32,float32-device,sq1,sq2,sq4,sq8,sq16,vq16x256"
@@ -47,9 +62,14 @@ def run_benchmark(
     batch_size: int = 1000,
     fanouts: tuple[int, ...] = (5, 10, 15),
     seed: int = 0,
+    device_schemes: str = "",
+    deadline: float = math.inf,
     log=print,
 ) -> list[dict[str, Any]]:
-    """Rows (experiments/bench/timing.record) per store; the first scheme is the baseline."""
+    """Rows (experiments/bench/timing.record) per store and sampler; the first scheme with the
+    host sampler is the baseline. `schemes` run with the host (numpy) sampler, `device_schemes`
+    (device-resident stores) with the device sampler. Rows not started by `deadline`
+    (`time.perf_counter()` seconds) are skipped and logged."""
     start = time.perf_counter()
     graph = synthetic_graph(num_nodes, num_features=num_features, num_classes=32, seed=seed)
     log(f"graph: {graph.summary()} in {time.perf_counter() - start:.1f} s")
@@ -63,42 +83,64 @@ def run_benchmark(
     )
     log(f"node capacities per layer: {setup.sampler.caps}")
     mesh, proc = data_mesh(), psutil.Process()
+    host = [s.name for s in parse_schemes(schemes)]
+    device = [s.name for s in parse_schemes(device_schemes)] if device_schemes.strip() else []
     rows, base = [], None
-    for scheme in parse_schemes(schemes):
+    for scheme in parse_schemes(",".join(dict.fromkeys(host + device))):
+        if time.perf_counter() > deadline:
+            log(f"{scheme.name}: skipped (time budget spent)")
+            continue
         rss0, t0 = proc.memory_info().rss, time.perf_counter()
         store = build_store(scheme, graph.features, mesh, seed=seed)
         build_s, rss1 = time.perf_counter() - t0, proc.memory_info().rss
         stats = jax.devices()[0].memory_stats() or {}  # GPU: bytes held by the device allocator
-        res = bifeat_profile.profile_epoch(setup, store, seed=seed)
-        base = base or res
-        shape = (num_nodes, num_features)
-        row = record(
-            "bifeat_epoch",
-            scheme.name,
-            shape,
-            "float32",
-            res["epoch_s"],
-            bytes_moved=res["transfer_bytes_per_batch"] * res["steps"],
-            baseline_seconds=base["epoch_s"],
-            location=store.location,
-            store_bytes=store.nbytes,
-            compression=round(store.compression_ratio, 2),
-            build_s=round(build_s, 2),
-            rss_build_mb=round((rss1 - rss0) / 2**20, 1),
-            device_bytes_in_use=stats.get("bytes_in_use"),
-            device_peak_bytes=stats.get("peak_bytes_in_use"),
-            loading_speedup=base["loading_s"] / res["loading_s"],
-            split_epoch_speedup=base["split_epoch_s"] / res["split_epoch_s"],
-            **{k: v for k, v in res.items() if not k.endswith("_loss")},
+        kinds = (["host"] if scheme.name in host else []) + (
+            ["device"] if scheme.name in device else []
         )
-        log(
-            f"{scheme.name}: epoch {res['epoch_s']:.2f} s (split: sampling {res['sampling_s']:.2f}"
-            f" + loading {res['loading_s']:.2f} + compute {res['compute_s']:.2f}), "
-            f"{store.nbytes / 2**20:.1f} MiB"
-        )
-        rows.append(row)
+        for kind in kinds:
+            if base is None and kind != "host":
+                raise ValueError("the first scheme must run with the host sampler (the baseline)")
+            if time.perf_counter() > deadline:
+                log(f"{scheme.name} ({kind} sampler): skipped (time budget spent)")
+                continue
+            res = bifeat_profile.profile_epoch(setup, store, sampler=kind, seed=seed)
+            base = base or res
+            rows.append(_epoch_row(scheme.name, kind, store, res, base, num_nodes, num_features))
+            rows[-1].update(
+                build_s=round(build_s, 2),
+                rss_build_mb=round((rss1 - rss0) / 2**20, 1),
+                device_bytes_in_use=stats.get("bytes_in_use"),
+                device_peak_bytes=stats.get("peak_bytes_in_use"),
+            )
+            log(
+                f"{scheme.name} ({kind} sampler): epoch {res['epoch_s']:.2f} s "
+                f"({rows[-1]['ratio_vs_baseline']:.2f}x the baseline; split: sampling "
+                f"{res['sampling_s']:.2f} + loading {res['loading_s']:.2f} + compute "
+                f"{res['compute_s']:.2f}), first call {res['first_call_s']:.2f} s, "
+                f"{store.nbytes / 2**20:.1f} MiB"
+            )
         del store
     return rows
+
+
+def _epoch_row(name, sampler, store, res, base, num_nodes, num_features) -> dict[str, Any]:
+    """One `bifeat_epoch` row: `res` of `profile_epoch`, ratios against `base`'s."""
+    return record(
+        "bifeat_epoch",
+        name,
+        (num_nodes, num_features),
+        "float32",
+        res["epoch_s"],
+        bytes_moved=res["transfer_bytes_per_batch"] * res["steps"],
+        baseline_seconds=base["epoch_s"],
+        sampler=sampler,
+        location=store.location,
+        store_bytes=store.nbytes,
+        compression=round(store.compression_ratio, 2),
+        loading_speedup=base["loading_s"] / res["loading_s"],
+        split_epoch_speedup=base["split_epoch_s"] / res["split_epoch_s"],
+        **{k: v for k, v in res.items() if not k.endswith("_loss")},
+    )
 
 
 def summary_table(rows: list[dict[str, Any]]) -> str:
@@ -106,6 +148,7 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
     table = [
         {
             "store": r["impl"],
+            "sampler": r["sampler"],
             "where": r["location"],
             "MiB": f"{r['store_bytes'] / 2**20:.1f}",
             "compression": f"{r['compression']:.1f}x",
@@ -116,20 +159,141 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
             "split epoch speed-up": f"{r['split_epoch_speedup']:.2f}x",
             "pipelined epoch s": f"{r['seconds']:.2f}",
             "pipelined speed-up": f"{r['ratio_vs_baseline']:.2f}x",
+            "first call s": f"{r['first_call_s']:.2f}",
         }
         for r in rows
     ]
     return format_table(table)
 
 
-def gpu_check(num_nodes: int = 2_000_000, train_nodes: int = 50_000) -> list[dict[str, Any]]:
-    """Correctness rows (`ok`) and the epoch benchmark sized for one GPU (2M nodes x 128,
-    50 batches of 1000 seeds per epoch)."""
+# gpu_check: host-sampler rows (the float32 baseline first) and device-sampler rows.
+GPU_HOST_SCHEMES = "float32,sq2"
+GPU_DEVICE_SCHEMES = "float32-device,sq2,vq16x256"
+
+
+def compare_samplers(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    num_seeds: int,
+    deadline: float = math.inf,
+    log=print,
+) -> list[dict[str, Any]]:
+    """Test accuracy of the host vs the device sampler: `config` (one scheme) trained with
+    seeds `config.seed + k`, k < num_seeds, the two samplers alternating; a run is started only
+    before `deadline` (`time.perf_counter()` seconds). Rows: one per sampler (mean, sample std,
+    per-seed accuracies, seconds per run) and `bifeat_sampler_accuracy` with the difference
+    (device - host), its Welch standard error and `ok` = |diff| <= 2 s.e. (None with < 2 seeds
+    of either)."""
+    schemes = parse_schemes(config.schemes)
+    if len(schemes) != 1:
+        raise ValueError(f"compare_samplers trains one scheme, got {config.schemes!r}")
+    graph = train.load_data(config)
+    step_cache: dict = {}
+    runners = {}
+    for kind in ("host", "device"):
+        c = ml_collections.ConfigDict(config.to_dict())
+        c.data.sampler = kind
+        validate_config(c)
+        runners[kind] = train.Runner(c, graph, step_cache=step_cache)
+    acc: dict[str, list[float]] = {"host": [], "device": []}
+    secs: dict[str, list[float]] = {"host": [], "device": []}
+    for k in range(num_seeds):
+        seed = config.seed + k
+        for kind, runner in runners.items():
+            if time.perf_counter() > deadline:
+                log(f"{kind} sampler seed {seed}: skipped (time budget spent)")
+                continue
+            _, store = next(train.build_stores(runner.config, graph, runner.mesh, schemes, seed))
+            t0 = time.perf_counter()
+            result = runner.run(store, seed, os.path.join(workdir, kind, f"seed{seed}"))
+            secs[kind].append(time.perf_counter() - t0)
+            acc[kind].append(result["test_acc"])
+            log(f"{kind} sampler seed {seed}: test acc {result['test_acc']:.4f}")
     rows = []
-    graph = synthetic_graph(50_000, num_features=128, num_classes=16, seed=1)
+    for kind in ("host", "device"):
+        if not acc[kind]:
+            continue
+        summary = stats.seed_summary(acc[kind])
+        rows.append(
+            record(
+                "bifeat_sampler_run",
+                kind,
+                (graph.num_nodes,),
+                schemes[0].name,
+                float(np.mean(secs[kind])),
+                test_acc_mean=summary.mean,
+                test_acc_std=summary.std,
+                num_seeds=summary.n,
+                test_accs=" ".join(f"{v:.4f}" for v in acc[kind]),
+            )
+        )
+    if acc["host"] and acc["device"]:
+        a, b = stats.seed_summary(acc["device"]), stats.seed_summary(acc["host"])
+        diff = stats.difference(a, b)
+        judged = a.n > 1 and b.n > 1
+        rows.append(
+            record(
+                "bifeat_sampler_accuracy",
+                "device-host",
+                (graph.num_nodes,),
+                schemes[0].name,
+                0.0,
+                ok=bool(not diff.exceeds_spread()) if judged else None,
+                diff_points=100 * diff.diff,
+                stderr_points=100 * diff.stderr,
+                z=diff.z,
+            )
+        )
+    return rows
+
+
+def cora_config(*, quick: bool) -> ml_collections.ConfigDict:
+    """The sampler comparison's setting: the `small` preset (Cora) with the float32-device
+    store; `quick`: the synthetic `tiny` graph, 2 epochs (a CPU smoke test)."""
+    config = get_config("tiny" if quick else "small")
+    config.schemes = "float32-device"
+    if quick:
+        config.train.epochs = 2
+    return config
+
+
+def gpu_check(
+    num_nodes: int = 2_000_000,
+    train_nodes: int = 50_000,
+    *,
+    budget_s: float = 90.0,
+    sampler_share: float = 0.45,
+    num_seeds: int = 3,
+    quick: bool = False,
+    out: str | None = None,
+    log=lambda s: print(s, flush=True),
+) -> list[dict[str, Any]]:
+    """Correctness rows (`ok`), the epoch benchmark sized for one GPU (2M nodes x 128, 50
+    batches of 1000 seeds per epoch) with the host sampler (float32 host baseline, sq2) and the
+    device sampler (float32-device, sq2, vq16x256), and the Cora accuracy of the host vs the
+    device sampler over `num_seeds` seeds.
+
+    Budget: `budget_s` seconds from the call; the graph build, correctness rows and epochs get
+    `1 - sampler_share` of it (an epoch row not started by then is skipped), the sampler
+    comparison the rest (a run not started by the end is skipped; results so far are kept).
+    `quick`: 20k nodes, 2k training nodes, the tiny synthetic graph for the comparison (CPU).
+    `out`: also writes `out/bifeat_gpu_check.json`. Prints progress and the tables.
+    """
+    start = time.perf_counter()
+    bench_deadline = start + (1 - sampler_share) * budget_s
+    if quick:
+        num_nodes, train_nodes = 20_000, 2_000
+    rows = []
+    graph = synthetic_graph(
+        50_000 if not quick else 5_000, num_features=128, num_classes=16, seed=1
+    )
     mesh = data_mesh()
     ids = np.random.default_rng(0).integers(0, graph.num_nodes, (mesh.size, 4096)).astype(np.int32)
     for scheme in parse_schemes(DEFAULT_SCHEMES + ",sq1+cache"):
+        if time.perf_counter() > bench_deadline:
+            log(f"store rows {scheme.name}: skipped (time budget spent)")
+            continue
         store = build_store(
             scheme, graph.features, mesh, degrees=graph.degrees(), cache_fraction=0.05
         )
@@ -155,24 +319,63 @@ def gpu_check(num_nodes: int = 2_000_000, train_nodes: int = 50_000) -> list[dic
                 max_rel_err=err,
             )
         )
-    setup = bifeat_profile.make_setup(graph, train_nodes=4000, seed=1)
-    res = bifeat_profile.profile_epoch(setup, build_store("sq2", graph.features, mesh), seed=1)
-    losses = (res["first_loss"], res["final_loss"])
-    rows.append(
-        record(
-            "bifeat_train_loss",
-            "sq2",
-            (4000,),
-            "float32",
-            res["epoch_s"],
-            ok=bool(np.isfinite(losses).all() and losses[1] < losses[0]),
-            first_loss=losses[0],
-            final_loss=losses[1],
+    # 4 steps of 1000 seeds (quick: 4 of 100)
+    batch = 100 if quick else 1000
+    setup = bifeat_profile.make_setup(graph, train_nodes=4 * batch, batch_size=batch, seed=1)
+    sq2 = build_store("sq2", graph.features, mesh)
+    for kind in bifeat_profile.SAMPLERS:
+        if time.perf_counter() > bench_deadline:
+            log(f"training loss ({kind} sampler): skipped (time budget spent)")
+            continue
+        res = bifeat_profile.profile_epoch(setup, sq2, sampler=kind, seed=1)
+        losses = (res["first_loss"], res["final_loss"])
+        rows.append(
+            record(
+                "bifeat_train_loss",
+                f"sq2 ({kind} sampler)",
+                (len(setup.train_nodes),),
+                "float32",
+                res["epoch_s"],
+                ok=bool(np.isfinite(losses).all() and losses[1] < losses[0]),
+                first_loss=losses[0],
+                final_loss=losses[1],
+            )
         )
+    log(f"correctness rows done at {time.perf_counter() - start:.1f} s")
+    epochs = run_benchmark(
+        num_nodes=num_nodes,
+        train_nodes=train_nodes,
+        schemes=GPU_HOST_SCHEMES,
+        device_schemes=GPU_DEVICE_SCHEMES,
+        deadline=bench_deadline,
+        log=log,
     )
-    rows += run_benchmark(
-        num_nodes=num_nodes, train_nodes=train_nodes, log=lambda s: print(s, flush=True)
-    )
+    rows += epochs
+    if epochs:
+        log("\n" + summary_table(epochs))
+    log(f"epoch benchmark done at {time.perf_counter() - start:.1f} s")
+    config = cora_config(quick=quick)
+    try:
+        with tempfile.TemporaryDirectory() as workdir:
+            compared = compare_samplers(
+                config, workdir, num_seeds=num_seeds, deadline=start + budget_s, log=log
+            )
+    except FileNotFoundError as err:  # Cora not beside the repository on this machine
+        log(f"sampler comparison skipped: {err}")
+        compared = [failure_record("bifeat_sampler_accuracy", "device-host", (0,), "float32", err)]
+    rows += compared
+    if compared:
+        log("\n" + format_table(compared))
+    total = time.perf_counter() - start
+    log(f"bifeat gpu_check: {total:.1f} s (budget {budget_s:.0f} s)")
+    if out:
+        write_json(
+            os.path.join(out, "bifeat_gpu_check.json"),
+            rows,
+            seconds=total,
+            budget_s=budget_s,
+            quick=quick,
+        )
     return rows
 
 
@@ -183,13 +386,19 @@ def _define_flags() -> None:
     flags.DEFINE_integer("num_features", 128, "Features per node (float32).")
     flags.DEFINE_integer("train_nodes", 20_000, "Training nodes per epoch (seeds).")
     flags.DEFINE_string("schemes", DEFAULT_SCHEMES, "Stores; the first is the baseline.")
+    flags.DEFINE_string("device_schemes", "", "Device stores also run with the device sampler.")
     flags.DEFINE_bool("quick", False, "Small sizes (a smoke test, not for the README).")
+    flags.DEFINE_bool("gpu_check", False, "Run gpu_check() (epochs + sampler comparison).")
+    flags.DEFINE_float("budget_s", 90.0, "gpu_check: time budget in seconds.")
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     f = flags.FLAGS
+    if f.gpu_check:
+        gpu_check(budget_s=f.budget_s, quick=f.quick, out=f.out)
+        return
     nodes, train = (20_000, 2_000) if f.quick else (f.num_nodes, f.train_nodes)
     print(
         f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), "
@@ -201,6 +410,7 @@ def main(argv: list[str]) -> None:
         num_features=f.num_features,
         train_nodes=train,
         schemes=f.schemes,
+        device_schemes=f.device_schemes,
         log=lambda s: print(s, flush=True),
     )
     print("\n" + summary_table(rows))

@@ -8,10 +8,16 @@ Two measurements per store, on the same batches:
   the transfer, `store.features` on the device), compute (the jitted train step);
 - pipelined epoch: the training loop as `research/bifeat/train.py` runs it (sampling and the
   host part of loading in the prefetch thread, no waits between steps), wall time of the epoch.
+
+With `sampler="device"` the sampling phase is the JAX sampler (`DeviceSampledBatches`, waited
+for), loading is the store's device gather of device-side ids (nothing transferred), and the
+pipelined epoch has no prefetch thread (the calls are dispatched asynchronously). The first
+call (compilation of sampling, gather and step) is timed separately (`first_call_s`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Sequence
@@ -22,7 +28,7 @@ import numpy as np
 
 from models.gnn import GraphSAGE, blocks_from_fanout
 from research.bifeat import pipeline
-from research.bifeat.sampler import NeighborSampler, calibrate_caps
+from research.bifeat.sampler import DeviceNeighborSampler, NeighborSampler, calibrate_caps
 from research.bifeat.stores import FeatureStore
 from research.datasets.graphs import Graph
 from research.training.parallel import data_mesh, make_train_step, replicate, shard_batch
@@ -41,6 +47,7 @@ class EpochSetup:
     train_step: Any
     init_state: TrainState
     mesh: Any
+    device_sampler: DeviceNeighborSampler
 
     @property
     def num_layers(self) -> int:
@@ -84,49 +91,64 @@ def make_setup(
     # host copy: the donating train step must not consume the template's buffers
     state = jax.device_get(TrainState.create(params, optimizer, jax.random.PRNGKey(seed)))
     step = make_train_step(pipeline.make_loss_fn(model, caps), optimizer, mesh)
-    return EpochSetup(graph, nodes, sampler, model, step, state, mesh)
+    device_sampler = DeviceNeighborSampler(sampler, mesh)  # same caps; CSR on the device
+    return EpochSetup(graph, nodes, sampler, model, step, state, mesh, device_sampler)
 
 
-def _batches(setup: EpochSetup, store: FeatureStore, seed: int) -> pipeline.SampledSubgraphBatches:
-    return pipeline.SampledSubgraphBatches(
+SAMPLERS = ("host", "device")
+
+
+def _batches(setup: EpochSetup, store: FeatureStore, seed: int, sampler: str):
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    return pipeline.make_batches(
         setup.graph,
         setup.train_nodes,
-        setup.sampler,
+        setup.device_sampler if sampler == "device" else setup.sampler,
         store,
-        num_devices=setup.mesh.size,
+        mesh=setup.mesh,
         seed=seed,
     )
 
 
 def profile_epoch(
-    setup: EpochSetup, store: FeatureStore, *, warmup: int = 2, seed: int = 0
+    setup: EpochSetup,
+    store: FeatureStore,
+    *,
+    sampler: str = "host",
+    warmup: int = 2,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Phase-split and pipelined timings of one epoch with `store` (module docstring).
 
     Returns seconds per epoch (`sampling_s`, `loading_s`, `compute_s`, their sum
     `split_epoch_s`, and `epoch_s` pipelined), per-batch means (`*_per_batch_s`), the number of
-    steps, bytes transferred per batch, the mean number of input nodes, and the training loss of
-    the pipelined epoch's first and last step.
+    steps, bytes transferred per batch, the mean number of input nodes, the training loss of
+    the pipelined epoch's first and last step, and `first_call_s` / `steady_call_s`: the first
+    warm-up step (compilation included) and the mean of the others (`warmup >= 2`).
     """
-    batches = _batches(setup, store, seed)
+    batches = _batches(setup, store, seed, sampler)
     steps = batches.steps_per_epoch
     step_fn = pipeline.train_step_with_store(setup.train_step, store)
     num_layers = setup.num_layers
     state = replicate(setup.init_state, setup.mesh)
-    for step in range(warmup):  # compile, and warm the caches
+    warm = []
+    for step in range(max(warmup, 1)):  # compile, and warm the caches
+        t0 = time.perf_counter()
         dev = shard_batch(pipeline.device_batch(batches(step), num_layers), setup.mesh)
         state, metrics = step_fn(state, dev)
-    jax.block_until_ready(metrics)
+        jax.block_until_ready(metrics)
+        warm.append(time.perf_counter() - t0)
 
     times = np.zeros((steps, 3))
     inputs, transfer = [], 0
     for step in range(steps):
         t0 = time.perf_counter()
-        sampled = batches.sample(step)
+        sampled = jax.block_until_ready(batches.sample(step))
         t1 = time.perf_counter()
         inputs.append(int(sampled["input_mask"].sum()))
         prepared = store.prepare(sampled.pop("input_nodes"))
-        transfer = prepared.nbytes
+        transfer = 0 if sampler == "device" else prepared.nbytes
         dev = shard_batch(pipeline.device_batch({**sampled, "x": prepared}, num_layers), setup.mesh)
         x = jax.block_until_ready(store.features(dev["x"]))
         t2 = time.perf_counter()
@@ -140,7 +162,12 @@ def profile_epoch(
 
     state = replicate(setup.init_state, setup.mesh)
     start = time.perf_counter()
-    with Prefetcher(make, end=steps, depth=2) as fetch:
+    fetch_ctx = (
+        contextlib.nullcontext(make)
+        if sampler == "device"
+        else Prefetcher(make, end=steps, depth=2)
+    )
+    with fetch_ctx as fetch:
         for step in range(steps):
             state, metrics = step_fn(state, shard_batch(fetch(step), setup.mesh))
             if step == 0:
@@ -163,4 +190,6 @@ def profile_epoch(
         input_nodes_per_batch=float(np.mean(inputs)),
         first_loss=first_loss,
         final_loss=loss,
+        first_call_s=warm[0],
+        steady_call_s=float(np.mean(warm[1:])) if len(warm) > 1 else float("nan"),
     )

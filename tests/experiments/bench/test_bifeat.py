@@ -1,6 +1,8 @@
 """experiments/bench/bifeat.py with experiments/bench/bifeat_profile.py on a toy graph: one row
 per store, phase times that add up, the baseline's ratios at 1."""
 
+import json
+
 import pytest
 
 from experiments.bench import bifeat
@@ -13,17 +15,44 @@ def test_epoch_benchmark_rows():
         num_features=16,
         train_nodes=256,
         schemes="float32,sq2",
+        device_schemes="sq2",
         hidden=16,
         batch_size=32,
         fanouts=(2, 3),
         log=lambda s: None,
     )
-    assert [r["impl"] for r in rows] == ["float32", "sq2"]
+    assert [(r["impl"], r["sampler"]) for r in rows] == [
+        ("float32", "host"),
+        ("sq2", "host"),
+        ("sq2", "device"),
+    ]
     for r in rows:
         assert r["steps"] == 2  # 256 seeds / (32 per device x 4 devices)
         split = r["sampling_s"] + r["loading_s"] + r["compute_s"]
         assert r["split_epoch_s"] == pytest.approx(split)
-        assert r["transfer_bytes_per_batch"] > 0 and r["input_nodes_per_batch"] > 0
+        assert r["input_nodes_per_batch"] > 0 and r["first_call_s"] > 0
+        assert (r["transfer_bytes_per_batch"] > 0) == (r["sampler"] == "host")
     assert rows[0]["ratio_vs_baseline"] == pytest.approx(1.0)
     assert rows[1]["compression"] > 10
     assert "float32" in bifeat.summary_table(rows)
+
+
+def test_compare_samplers_and_its_deadline(tmp_path):
+    config = bifeat.cora_config(quick=True)  # tiny synthetic graph, float32-device, 2 epochs
+    rows = bifeat.compare_samplers(config, str(tmp_path), num_seeds=2, log=lambda s: None)
+    runs = {r["impl"]: r for r in rows if r["op"] == "bifeat_sampler_run"}
+    assert runs["host"]["num_seeds"] == runs["device"]["num_seeds"] == 2
+    assert runs["device"]["test_acc_mean"] > 0.7  # 4 classes: chance 0.25
+    (check,) = [r for r in rows if r["op"] == "bifeat_sampler_accuracy"]
+    assert check["ok"] is True and abs(check["diff_points"]) < 5
+    assert bifeat.compare_samplers(config, str(tmp_path / "b"), num_seeds=2, deadline=0) == []
+    config.schemes = "float32-device,sq2"
+    with pytest.raises(ValueError, match="one scheme"):
+        bifeat.compare_samplers(config, str(tmp_path), num_seeds=1)
+
+
+def test_gpu_check_stops_at_its_budget(tmp_path):
+    rows = bifeat.gpu_check(quick=True, budget_s=0, out=str(tmp_path), log=lambda s: None)
+    assert rows == []  # every row starts after the deadline: skipped
+    saved = json.load(open(tmp_path / "bifeat_gpu_check.json"))
+    assert saved["meta"]["budget_s"] == 0 and saved["meta"]["quick"] is True

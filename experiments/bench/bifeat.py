@@ -3,6 +3,7 @@
     python -m experiments.bench.bifeat --out=DIR [--num_nodes=2000000] [--train_nodes=20000]
         [--schemes=float32,float32-device,sq1,sq2,sq4,sq8,sq16,vq16x256] [--device_schemes=sq2]
         [--quick]
+    python -m experiments.bench.bifeat --sampling_only --out=DIR [--num_nodes=...] [--quick]
     python -m experiments.bench.bifeat --gpu_check --out=DIR [--budget_s=90] [--quick]
 
 On a synthetic power-law graph (`research.datasets.graphs.synthetic_graph`, 128 float32 features)
@@ -164,6 +165,26 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
         for r in rows
     ]
     return format_table(table)
+
+
+def sampling_row(
+    num_nodes: int, train_nodes: int, num_features: int = 128, *, steps: int = 10, seed: int = 0
+) -> dict[str, Any]:
+    """Host vs device sampling time per batch on the benchmark's graph and recipe (one row)."""
+    graph = synthetic_graph(num_nodes, num_features=num_features, num_classes=32, seed=seed)
+    setup = bifeat_profile.make_setup(graph, train_nodes=train_nodes, seed=seed)
+    store = build_store("sq2", graph.features, setup.mesh, seed=seed)
+    res = bifeat_profile.sampling_times(setup, store, steps=steps, seed=seed)
+    return record(
+        "bifeat_sampling",
+        "device-vs-host",
+        (num_nodes,),
+        "int32",
+        res["device_per_batch_s"],
+        baseline_seconds=res["host_per_batch_s"],
+        caps=list(setup.sampler.caps),
+        **res,
+    )
 
 
 # gpu_check: host-sampler rows (the float32 baseline first) and device-sampler rows.
@@ -388,6 +409,7 @@ def _define_flags() -> None:
     flags.DEFINE_string("schemes", DEFAULT_SCHEMES, "Stores; the first is the baseline.")
     flags.DEFINE_string("device_schemes", "", "Device stores also run with the device sampler.")
     flags.DEFINE_bool("quick", False, "Small sizes (a smoke test, not for the README).")
+    flags.DEFINE_bool("sampling_only", False, "Time host vs device sampling per batch only.")
     flags.DEFINE_bool("gpu_check", False, "Run gpu_check() (epochs + sampler comparison).")
     flags.DEFINE_float("budget_s", 90.0, "gpu_check: time budget in seconds.")
 
@@ -405,6 +427,11 @@ def main(argv: list[str]) -> None:
         f"{os.cpu_count()} CPUs, jax {jax.__version__}",
         flush=True,
     )
+    if f.sampling_only:
+        rows = [sampling_row(nodes, train, f.num_features)]
+        print("\n" + format_table(rows))
+        write_json(os.path.join(f.out, "bifeat_sampling.json"), rows)
+        return
     rows = run_benchmark(
         num_nodes=nodes,
         num_features=f.num_features,

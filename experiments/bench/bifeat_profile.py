@@ -193,3 +193,26 @@ def profile_epoch(
         first_call_s=warm[0],
         steady_call_s=float(np.mean(warm[1:])) if len(warm) > 1 else float("nan"),
     )
+
+
+def sampling_times(
+    setup: EpochSetup, store: FeatureStore, *, steps: int = 10, seed: int = 0
+) -> dict[str, float]:
+    """Seconds per batch of sampling alone, host (numpy) vs device (JAX, waited for): medians
+    over `steps` batches after one warm-up batch each; `device_first_call_s` is the device
+    sampler's first call (compilation included). `store` must be device-resident (the device
+    batcher's ids go to it; no features are gathered here)."""
+    out: dict[str, float] = {}
+    for kind in SAMPLERS:
+        batches = _batches(setup, store, seed, kind)
+        t0 = time.perf_counter()
+        jax.block_until_ready(batches.sample(0))
+        out[f"{kind}_first_call_s"] = time.perf_counter() - t0
+        times = []
+        for step in range(1, steps + 1):
+            t0 = time.perf_counter()
+            jax.block_until_ready(batches.sample(step))
+            times.append(time.perf_counter() - t0)
+        out[f"{kind}_per_batch_s"] = float(np.median(times))
+    out["device_vs_host"] = out["host_per_batch_s"] / out["device_per_batch_s"]
+    return out

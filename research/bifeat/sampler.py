@@ -328,9 +328,13 @@ def _expand_layer(indptr, indices, nodes, valid, fanout, cap_src, num_nodes, key
     count = first.sum(dtype=jnp.int32)
     keep = first
     if m > room:  # overflow possible: keep a uniform random `room` of the distinct new ids
-        prio = jnp.where(first, jax.random.uniform(key_drop, (m,)), 2.0)
-        rank = jnp.zeros(m, jnp.int32).at[jnp.argsort(prio)].set(jnp.arange(m, dtype=jnp.int32))
-        keep = first & (rank < room)
+
+        def drop_random(first):
+            prio = jnp.where(first, jax.random.uniform(key_drop, (m,)), 2.0)
+            rank = jnp.zeros(m, jnp.int32).at[jnp.argsort(prio)].set(jnp.arange(m, dtype=jnp.int32))
+            return first & (rank < room)
+
+        keep = lax.cond(count > room, drop_random, lambda first: first, first)
     slot = jnp.cumsum(keep, dtype=jnp.int32) - 1
     kept = slot[-1] + 1 if m else jnp.int32(0)
     new_ids = jnp.zeros(room, jnp.int32).at[jnp.where(keep, slot, room)].set(ids, mode="drop")

@@ -5,7 +5,9 @@ import json
 
 import pytest
 
-from experiments.bench import bifeat
+from experiments.bench import bifeat, bifeat_profile
+from research.bifeat.stores import build_store
+from research.datasets.graphs import synthetic_graph
 
 
 @pytest.mark.slow  # ~25 s on a 2-core CPU: two stores, each compiled and timed
@@ -56,3 +58,15 @@ def test_gpu_check_stops_at_its_budget(tmp_path):
     assert rows == []  # every row starts after the deadline: skipped
     saved = json.load(open(tmp_path / "bifeat_gpu_check.json"))
     assert saved["meta"]["budget_s"] == 0 and saved["meta"]["quick"] is True
+
+
+def test_sampling_times_host_vs_device():
+    graph = synthetic_graph(4000, num_features=8, num_classes=4, seed=0)
+    setup = bifeat_profile.make_setup(
+        graph, train_nodes=256, fanouts=(2, 3), batch_size=32, hidden=8, calibrate_batches=2
+    )
+    res = bifeat_profile.sampling_times(setup, build_store("sq2", graph.features, setup.mesh))
+    assert set(res) == {
+        f"{k}_{t}" for k in ("host", "device") for t in ("first_call_s", "per_batch_s")
+    } | {"device_vs_host"}
+    assert all(v > 0 for v in res.values())

@@ -4,6 +4,7 @@
         [--schemes=float32,float32-device,sq1,sq2,sq4,sq8,sq16,vq16x256] [--device_schemes=sq2]
         [--quick]
     python -m experiments.bench.bifeat --sampling_only --out=DIR [--num_nodes=...] [--quick]
+    python -m experiments.bench.bifeat --compare_seeds=5 --out=DIR [--quick]
     python -m experiments.bench.bifeat --gpu_check --out=DIR [--budget_s=90] [--quick]
 
 On a synthetic power-law graph (`research.datasets.graphs.synthetic_graph`, 128 float32 features)
@@ -410,6 +411,9 @@ def _define_flags() -> None:
     flags.DEFINE_string("device_schemes", "", "Device stores also run with the device sampler.")
     flags.DEFINE_bool("quick", False, "Small sizes (a smoke test, not for the README).")
     flags.DEFINE_bool("sampling_only", False, "Time host vs device sampling per batch only.")
+    flags.DEFINE_integer(
+        "compare_seeds", 0, "> 0: only the Cora host-vs-device sampler accuracy, this many seeds."
+    )
     flags.DEFINE_bool("gpu_check", False, "Run gpu_check() (epochs + sampler comparison).")
     flags.DEFINE_float("budget_s", 90.0, "gpu_check: time budget in seconds.")
 
@@ -427,6 +431,12 @@ def main(argv: list[str]) -> None:
         f"{os.cpu_count()} CPUs, jax {jax.__version__}",
         flush=True,
     )
+    if f.compare_seeds:
+        with tempfile.TemporaryDirectory() as workdir:
+            rows = compare_samplers(cora_config(quick=f.quick), workdir, num_seeds=f.compare_seeds)
+        print("\n" + format_table(rows))
+        write_json(os.path.join(f.out, "bifeat_samplers.json"), rows)
+        return
     if f.sampling_only:
         rows = [sampling_row(nodes, train, f.num_features)]
         print("\n" + format_table(rows))

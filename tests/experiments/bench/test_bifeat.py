@@ -58,6 +58,10 @@ def test_gpu_check_stops_at_its_budget(tmp_path):
     assert rows == []  # every row starts after the deadline: skipped
     saved = json.load(open(tmp_path / "bifeat_gpu_check.json"))
     assert saved["meta"]["budget_s"] == 0 and saved["meta"]["quick"] is True
+    logged = []
+    missing = str(tmp_path / "no_cora")
+    assert bifeat.gpu_check(budget_s=0, cora_dir=missing, log=logged.append) == []
+    assert any("Cora not found" in line and "tiny graph instead" in line for line in logged)
 
 
 def test_sampling_times_host_vs_device():

@@ -340,7 +340,10 @@ def accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
 
 
 def evaluate_sampled(
-    predict: Callable, params: Any, batches: SampledSubgraphBatches, splits: dict[str, np.ndarray]
+    predict: Callable,
+    params: Any,
+    batches: SampledSubgraphBatches | DeviceSampledBatches,
+    splits: dict[str, np.ndarray],
 ) -> dict[str, float]:
     """Accuracy per split with sampled blocks; `batches` iterates over the concatenated split
     nodes in order (shuffle off). Also returns `dropped_nodes` (capacity overflows, normally 0)."""
@@ -350,7 +353,7 @@ def evaluate_sampled(
         dropped += int(batch["dropped"].sum())
         mask = np.asarray(batch["seed_mask"])
         preds.append(predict(params, batch)[mask])
-        nodes.append(np.concatenate(batches.seeds(step)))
+        nodes.append(np.asarray(batch["seeds"])[mask])  # = concatenated batches.seeds(step)
     pred = np.full(batches.graph.num_nodes, -1, np.int64)
     pred[np.concatenate(nodes)] = np.concatenate(preds)
     labels = batches.graph.labels

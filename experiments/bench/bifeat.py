@@ -46,6 +46,7 @@ from experiments.configs.bifeat import get_config
 from ops.quantize import dequantize
 from research.bifeat import train
 from research.bifeat.config_rules import validate_config
+from research.bifeat.sampler import batch_key, block_errors
 from research.bifeat.stores import build_store, parse_schemes
 from research.datasets.graphs import synthetic_graph
 from research.datasets.paths import resolve_data_dir
@@ -186,6 +187,30 @@ def sampling_row(
         baseline_seconds=res["host_per_batch_s"],
         caps=list(setup.sampler.caps),
         **res,
+    )
+
+
+def device_sampler_row(setup: bifeat_profile.EpochSetup, *, batches: int) -> dict[str, Any]:
+    """`ok` when `batches` device-sampled batches of the setup's training nodes break no block
+    rule (`sampler.block_errors`: real edges, min(fan-out, degree) distinct neighbours, ...)."""
+    sampler, g = setup.device_sampler, setup.graph
+    errors, dropped, seconds = 0, 0, 0.0
+    for step in range(batches):
+        seeds = setup.train_nodes[step * sampler.batch_size : (step + 1) * sampler.batch_size]
+        t0 = time.perf_counter()
+        batch = jax.device_get(sampler.sample(seeds, batch_key(1, step, 0)))
+        seconds = time.perf_counter() - t0  # the last one: compiled
+        errors += block_errors(g.indptr, g.indices, batch, sampler.fanouts, sampler.caps)
+        dropped += int(batch.dropped)
+    return record(
+        "bifeat_device_sampler_blocks",
+        f"{batches} batches",
+        (g.num_nodes,),
+        "int32",
+        seconds,
+        ok=errors == 0,
+        rule_violations=errors,
+        dropped_nodes=dropped,
     )
 
 
@@ -368,6 +393,8 @@ def gpu_check(
                 final_loss=losses[1],
             )
         )
+    if time.perf_counter() < bench_deadline:
+        rows.append(device_sampler_row(setup, batches=4))
     log(f"correctness rows done at {time.perf_counter() - start:.1f} s")
     epochs = []
     if time.perf_counter() < bench_deadline:  # (the 2M-node graph alone takes ~12 s to build)

@@ -444,3 +444,38 @@ class DeviceNeighborSampler:
         padded[: len(seeds)] = seeds
         mask = np.arange(self.batch_size) < len(seeds)
         return self._sample(self.indptr, self.indices, padded, mask, key)
+
+
+def block_errors(indptr: np.ndarray, indices: np.ndarray, batch: MiniBatch, fanouts, caps) -> int:
+    """Number of rule violations in one sampled `MiniBatch` (numpy arrays; any sampler): per
+    layer, unmasked edges that are not CSR edges or come from invalid slots, valid destinations
+    with other than min(fan-out, degree) edges (with `batch.dropped == 0`), repeated neighbours,
+    edges of padding destinations; and repeated or mismatched node ids (vectorised: for checks on
+    large graphs, e.g. on the GPU)."""
+    indptr, indices = np.asarray(indptr, np.int64), np.asarray(indices, np.int64)
+    n = len(indptr) - 1
+    deg = np.diff(indptr)
+    edge_keys = np.sort(np.repeat(np.arange(n, dtype=np.int64), deg) * n + indices)
+    nodes, valid = np.asarray(batch.input_nodes), np.asarray(batch.input_mask)
+    errors = 0
+    for layer, k in enumerate(fanouts):
+        dst, dst_valid = nodes[: caps[layer + 1]], valid[: caps[layer + 1]]
+        senders = np.asarray(batch.senders[layer]).reshape(caps[layer + 1], k)
+        mask = np.asarray(batch.edge_mask[layer]).reshape(caps[layer + 1], k)
+        errors += int((mask & ~dst_valid[:, None]).sum())
+        src = nodes[senders]
+        errors += int((mask & ~valid[: caps[layer]][senders]).sum())
+        keys = dst[:, None].astype(np.int64) * n + src
+        at = np.minimum(np.searchsorted(edge_keys, keys), len(edge_keys) - 1)
+        exists = edge_keys[at] == keys if len(edge_keys) else np.zeros_like(mask)
+        errors += int((mask & ~exists).sum())
+        ordered = np.sort(np.where(mask, src, -1 - np.arange(k)), axis=1)
+        errors += int((ordered[:, 1:] == ordered[:, :-1]).sum())
+        if int(batch.dropped) == 0:
+            want = np.where(dst_valid, np.minimum(k, deg[dst]), 0)
+            errors += int((mask.sum(1) != want).sum())
+    ids = nodes[valid]
+    errors += len(ids) - len(np.unique(ids))
+    seeds, seed_mask = np.asarray(batch.seeds), np.asarray(batch.seed_mask)
+    errors += int((nodes[: len(seeds)][seed_mask] != seeds[seed_mask]).sum())
+    return errors

@@ -74,3 +74,12 @@ def test_sampling_times_host_vs_device():
         f"{k}_{t}" for k in ("host", "device") for t in ("first_call_s", "per_batch_s")
     } | {"device_vs_host"}
     assert all(v > 0 for v in res.values())
+
+
+def test_device_sampler_row():
+    graph = synthetic_graph(4000, num_features=8, num_classes=4, seed=0)
+    setup = bifeat_profile.make_setup(
+        graph, train_nodes=256, fanouts=(2, 3), batch_size=32, hidden=8, calibrate_batches=2
+    )
+    row = bifeat.device_sampler_row(setup, batches=2)
+    assert row["ok"] is True and row["rule_violations"] == 0

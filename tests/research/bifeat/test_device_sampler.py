@@ -17,6 +17,7 @@ from research.bifeat.sampler import (
     DeviceNeighborSampler,
     NeighborSampler,
     batch_key,
+    block_errors,
     sample_blocks_jax,
     sample_neighbors,
     sample_neighbors_jax,
@@ -177,3 +178,24 @@ def test_int32_limit_is_checked():
     host.indices = np.broadcast_to(np.int32(0), (2**31,))  # a view: no memory
     with pytest.raises(ValueError, match="int32"):
         DeviceNeighborSampler(host)
+
+
+def test_block_errors_counts_broken_rules():
+    g = synthetic_graph(3000, num_features=4, avg_degree=8, seed=2)
+    host = NeighborSampler(g.indptr, g.indices, (3, 5), batch_size=32)
+    seeds = np.random.default_rng(2).choice(g.num_nodes, 30, replace=False)
+    for batch in (
+        host.sample(seeds, np.random.default_rng(0)),
+        as_numpy(DeviceNeighborSampler(host).sample(seeds, jax.random.PRNGKey(0))),
+    ):
+        assert block_errors(g.indptr, g.indices, batch, host.fanouts, host.caps) == 0
+    senders = batch.senders[1].copy()
+    senders[batch.edge_mask[1]] = (senders[batch.edge_mask[1]] + 7) % host.caps[1]  # rewired
+    broken = batch._replace(senders=(batch.senders[0], senders))
+    assert block_errors(g.indptr, g.indices, broken, host.fanouts, host.caps) > 10
+    fewer = batch.edge_mask[0].copy().reshape(-1, 3)
+    rows = np.flatnonzero(fewer.any(1))[:3]
+    fewer[rows, fewer[rows].argmax(1)] = False  # one edge fewer in three destinations
+    fewer = fewer.reshape(-1)
+    broken = batch._replace(edge_mask=(fewer, batch.edge_mask[1]))
+    assert block_errors(g.indptr, g.indices, broken, host.fanouts, host.caps) == 3

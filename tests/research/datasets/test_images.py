@@ -57,6 +57,49 @@ def test_image_folder_reads_the_layout_and_loads_batches(tmp_path):
         train.load_all(6, np.array([0.0, 1.0]))
 
 
+def test_load_all_cached_writes_reads_back_and_misses_a_changed_folder(tmp_path):
+    root, cache = str(tmp_path / "data"), str(tmp_path / "cache")
+    _write_folder(root, "train", {"cat": 3, "ant": 2})
+    folder = img.ImageFolder(root, "train")
+    first, hit = folder.load_all_cached(6, cache)
+    assert not hit and first.dtype == np.uint8 and first.shape == (5, 6, 6, 3)
+    np.testing.assert_array_equal(first, folder.load_all_uint8(6))
+    np.testing.assert_allclose(img.to_unit(first), folder.load_all(6))  # float32 = uint8 / 255
+    np.testing.assert_array_equal(folder.load_all_uint8(6, workers=3), first)  # threads: same
+    (written,) = os.listdir(cache)
+    assert written.startswith("train_6px_") and written.endswith(".npy")
+    again, hit = img.ImageFolder(root, "train").load_all_cached(6, cache)
+    assert hit
+    np.testing.assert_array_equal(again, first)
+    other, hit = folder.load_all_cached(4, cache)  # another size: its own file
+    assert not hit and other.shape == (5, 4, 4, 3) and len(os.listdir(cache)) == 2
+    # Rewriting one image (new content, size and time) changes the key: decoded again, and the
+    # stale file of that split and size is replaced.
+    path, key = folder.paths[0], folder.fingerprint()
+    Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(path)
+    os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 10**9))
+    changed = img.ImageFolder(root, "train")
+    assert changed.fingerprint() != key
+    fresh, hit = changed.load_all_cached(6, cache)
+    assert not hit and fresh[0].max() == 0 and fresh[0].shape == (6, 6, 3)
+    np.testing.assert_array_equal(fresh[1:], first[1:])
+    names = sorted(os.listdir(cache))
+    assert len(names) == 2 and written not in names
+    # An added image changes the key too; a truncated cache file is decoded again.
+    key = changed.fingerprint()
+    _write_folder(root, "train", {"bee": 1})
+    grown = img.ImageFolder(root, "train")
+    assert grown.fingerprint() != key
+    x, hit = grown.load_all_cached(6, cache)
+    assert not hit and len(x) == 6
+    (current,) = [n for n in os.listdir(cache) if n.startswith("train_6px_")]
+    with open(os.path.join(cache, current), "r+b") as f:
+        f.truncate(100)
+    y, hit = grown.load_all_cached(6, cache)
+    assert not hit
+    np.testing.assert_array_equal(y, x)
+
+
 def test_image_folder_errors_name_the_problem(tmp_path):
     root = str(tmp_path)
     with pytest.raises(FileNotFoundError, match="train"):

@@ -117,33 +117,92 @@ def _decay_mask(params: Any) -> Any:
     return traverse_util.unflatten_dict(mask)
 
 
-def learning_rate(options: TrainOptions, num_steps: int, steps_per_epoch: int) -> optax.Schedule:
-    """DeiT: lr = base_lr x batch / 512, linear warm-up from warmup_lr over warmup_epochs,
-    cosine decay to min_lr at `num_steps` (per step rather than timm's per epoch)."""
+class ScheduleState(NamedTuple):
+    """The learning-rate schedule's position and shape, carried in the optimizer state: the
+    step count and the warm-up / total lengths in steps (int32 scalars). The lengths are data,
+    not constants of the compiled step, so `set_schedule` changes them without recompiling."""
+
+    count: jax.Array
+    warmup_steps: jax.Array
+    total_steps: jax.Array
+
+
+def schedule_lengths(
+    options: TrainOptions, num_steps: int, steps_per_epoch: int
+) -> tuple[int, int]:
+    """(warm-up steps, total steps) of `options` for a run of `num_steps`: warmup_epochs of
+    steps (at least 1), and a total of at least warm-up + 1."""
+    warmup = max(int(round(options.warmup_epochs * steps_per_epoch)), 1)
+    return warmup, max(num_steps, warmup + 1)
+
+
+def lr_at(options: TrainOptions, count: jax.Array, warmup: jax.Array, total: jax.Array):
+    """DeiT: lr = base_lr x batch / 512, linear warm-up from warmup_lr over `warmup` steps,
+    cosine decay to min_lr at step `total` (per step rather than timm's per epoch); the values
+    of `optax.warmup_cosine_decay_schedule(warmup_lr, peak, warmup, total, min_lr)`."""
     t = options
     peak = t.base_lr * t.batch_size / 512.0
-    warmup = int(round(t.warmup_epochs * steps_per_epoch))
-    return optax.warmup_cosine_decay_schedule(
-        t.warmup_lr, peak, max(warmup, 1), max(num_steps, warmup + 1), t.min_lr
-    )
+    count = jnp.asarray(count, jnp.float32)
+    warmup = jnp.asarray(warmup, jnp.float32)
+    decay = jnp.maximum(jnp.asarray(total, jnp.float32) - warmup, 1.0)
+    rising = t.warmup_lr + (peak - t.warmup_lr) * count / warmup
+    done = jnp.clip(count - warmup, 0.0, decay) / decay
+    falling = t.min_lr + (peak - t.min_lr) * 0.5 * (1.0 + jnp.cos(jnp.pi * done))
+    return jnp.where(count < warmup, rising, falling)
+
+
+def scale_by_warmup_cosine(
+    options: TrainOptions, warmup_steps: int, total_steps: int
+) -> optax.GradientTransformation:
+    """`updates x -lr_at(count)`, the schedule's lengths kept in a `ScheduleState`."""
+
+    def init(params):
+        del params
+        return ScheduleState(
+            jnp.zeros((), jnp.int32),
+            jnp.asarray(warmup_steps, jnp.int32),
+            jnp.asarray(total_steps, jnp.int32),
+        )
+
+    def update(updates, state, params=None):
+        del params
+        lr = lr_at(options, state.count, state.warmup_steps, state.total_steps)
+        updates = jax.tree.map(lambda u: (-lr * u).astype(u.dtype), updates)
+        return updates, state._replace(count=optax.safe_int32_increment(state.count))
+
+    return optax.GradientTransformation(init, update)
+
+
+def set_schedule(opt_state: Any, warmup_steps: int, total_steps: int) -> Any:
+    """`opt_state` (from `make_optimizer`) with the schedule's lengths replaced, e.g. once a
+    run's step budget is known after its steps were compiled; the count is kept."""
+
+    def swap(s):
+        if isinstance(s, ScheduleState):
+            return s._replace(
+                warmup_steps=jnp.asarray(warmup_steps, jnp.int32),
+                total_steps=jnp.asarray(total_steps, jnp.int32),
+            )
+        return s
+
+    return jax.tree.map(swap, opt_state, is_leaf=lambda s: isinstance(s, ScheduleState))
 
 
 def make_optimizer(
     options: TrainOptions, num_steps: int, steps_per_epoch: int
 ) -> optax.GradientTransformation:
-    """AdamW on `learning_rate(options, ...)` with optional clipping before it and EMA after it;
-    `num_steps` is the schedule length (the steps `train_loop` runs)."""
+    """AdamW (optax.adamw's chain: Adam, decoupled weight decay on `_decay_mask`, then the
+    learning rate) on the warm-up + cosine schedule of `num_steps` (the steps `train_loop`
+    runs; `set_schedule` changes it later), with optional clipping before it and EMA after."""
     t = options
     parts = []
     if t.grad_clip > 0:
         parts.append(optax.clip_by_global_norm(t.grad_clip))
-    parts.append(
-        optax.adamw(
-            learning_rate(options, num_steps, steps_per_epoch),
-            weight_decay=t.weight_decay,
-            mask=_decay_mask,
-        )
-    )
+    parts += [
+        optax.scale_by_adam(),
+        optax.add_decayed_weights(t.weight_decay, _decay_mask),
+        scale_by_warmup_cosine(options, *schedule_lengths(options, num_steps, steps_per_epoch)),
+    ]
     if t.ema_decay > 0:
         parts.append(track_ema(t.ema_decay))
     return optax.chain(*parts)

@@ -10,6 +10,13 @@ Presets:
           SMMix / SMMix without the fine-grained loss / SMMix without consistency, 3 seeds each.
   small_lt  `small` on a long-tailed digits training set (imbalance factor 10), 80 epochs,
           none / CutMix / SMMix, 3 seeds.
+  cifar10  the GPU preset: CIFAR-10 32 x 32 from ../shared/data/images/cifar10, a ViT of
+          DeiT-T width (192, 3 heads, 6 blocks, patch 4: 64 tokens), the official recipe scaled
+          to it (RandAugment m9-mstd0.5, pad-4 crop + flip, drop-path 0.1, label smoothing 0.1),
+          batch 256, 200 epochs, the 6 methods x 3 seeds; `research.smmix.device_run.
+          run_cifar10` runs it in a time budget with fewer epochs.
+  cifar10_cpu  `cifar10` on 500 / 100 images per class (train / test), a ViT of width 96 and
+          4 blocks, batch 128, 15 epochs, 6 methods x 2 seeds, on the CPU.
   paper   the official recipe (GPU): DeiT-T (patch 16, 224 x 224) on ImageNet-1k in the
           ImageFolder layout `<data_dir>/{train,val}/<class>/*.JPEG`, 300 epochs, batch 1024
           (lr 5e-4 x 1024 / 512), AdamW wd 0.05, cosine with 5 warm-up epochs, RandAugment
@@ -49,6 +56,11 @@ PRESETS = {
     "small_lt": "small on long-tailed digits (imbalance 10), none/CutMix/SMMix x 3 seeds, 80 "
     "epochs; 14 min wall and CPU on the 2-core CPU, beside another job (2026-12-03); no GPU, "
     "no data files",
+    "cifar10": "CIFAR-10 32x32 (ImageFolder in ../shared/data/images/cifar10), ViT width 192 / "
+    "6 blocks / patch 4, RandAugment, 6 methods x 3 seeds, 200 epochs; not run in full (GPU; "
+    "research.smmix.device_run.run_cifar10 runs it with fewer epochs in a time budget)",
+    "cifar10_cpu": "CIFAR-10 subset (5,000 train / 1,000 test), ViT width 96 / 4 blocks, 6 "
+    "methods x 2 seeds, 15 epochs; CPU time: see research/smmix/README.md",
     "paper": "DeiT-T on ImageNet-1k, 300 epochs, Mixup/CutMix vs SMMix; not run here, no time "
     "measured; needs GPUs and ImageNet-1k in ImageFolder layout (not in ../shared/data)",
 }
@@ -78,6 +90,11 @@ def base() -> ml_collections.ConfigDict:
     c.data.test_fraction = 0.25  # digits: stratified held-out share
     c.data.split_seed = 0  # digits: the same split for every seed
     c.data.imbalance_factor = 1.0  # > 1: long-tailed training subset (n_max / n_min)
+    c.data.train_per_class = 0  # > 0: that many training images per class (long-tailed: head)
+    c.data.eval_per_class = 0  # > 0: that many held-out images per class (in-memory data)
+    # In-memory folders are decoded once into uint8 arrays cached here, keyed by the folder's
+    # contents; "" = <workdir>/data_cache (the shared data folder is read-only).
+    c.data.cache_dir = ""
     c.data.prefetch = 2
 
     c.augment = ml_collections.ConfigDict()
@@ -166,7 +183,73 @@ def paper() -> ml_collections.ConfigDict:
     return c
 
 
+def cifar10() -> ml_collections.ConfigDict:
+    """The GPU preset: CIFAR-10 (50,000 / 10,000 images at 32 x 32) with the official SMMix
+    recipe scaled to it. A ViT of DeiT-T's width and heads (192, 3) at half its depth (6
+    blocks), patch 4 (an 8 x 8 grid of 64 tokens + the class token), drop-path 0.1; DeiT's
+    AdamW wd 0.05, label smoothing 0.1, Mixup 0.8 / CutMix 1.0 / SMMix (switch 0.5) and
+    RandAugment m9-mstd0.5 (2 ops); CIFAR's pad-4 random crop and flip replace the random
+    resized crop. Batch 256, base lr 2e-3 per 512 (peak 1e-3), 200 epochs with 5 warm-up (as DeiT),
+    6 methods x 3 seeds. `research.smmix.device_run.run_cifar10` runs it in a time budget
+    with fewer epochs."""
+    c = base()
+    c.data_dir = "../shared/data/images/cifar10"
+    c.data.name = "folder"
+    c.data.eval_split = "test"
+    c.data.image_size = 32
+    c.data.prefetch = 4
+    c.augment.pad = 4
+    c.augment.flip = True
+    c.augment.rand_augment_ops = 2
+    c.augment.rand_augment_magnitude = 9.0
+    c.model.size = "mini"
+    c.model.patch_size = 4
+    c.model.hidden_dim, c.model.depth, c.model.num_heads = 192, 6, 3
+    c.model.drop_path = 0.1
+    c.train.batch_size = 256
+    c.train.epochs = 200
+    c.train.base_lr = 2e-3
+    c.train.warmup_epochs = 5.0
+    c.steps_per_call = 39  # 195 steps per epoch = 5 calls
+    c.checkpoint_every_epochs = 20
+    c.log_every = 195
+    c.eval.batch_size = 1000
+    c.eval.every_epochs = 20
+    return c
+
+
+def cifar10_cpu() -> ml_collections.ConfigDict:
+    """`cifar10` on a subset for the 2-core CPU: 500 training and 100 test images per class
+    (5,000 / 1,000), a 4-block ViT of width 96 (3 heads), batch 128, 15 epochs (1 warm-up),
+    the 6 methods x 2 seeds."""
+    c = cifar10()
+    c.num_seeds = 2
+    c.data.train_per_class = 500
+    c.data.eval_per_class = 100
+    c.data.prefetch = 2
+    c.model.hidden_dim, c.model.depth, c.model.num_heads = 96, 4, 3
+    c.model.drop_path = 0.0
+    c.train.batch_size = 128
+    c.train.epochs = 15
+    c.train.warmup_epochs = 1.0
+    c.steps_per_call = 13  # 39 steps per epoch = 3 calls
+    c.checkpoint_every_epochs = 15
+    c.log_every = 39
+    c.eval.every_epochs = 5
+    c.figure_images = 8
+    return c
+
+
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     return select_preset(
-        "smmix", preset, {"tiny": tiny, "small": small, "small_lt": small_lt, "paper": paper}
+        "smmix",
+        preset,
+        {
+            "tiny": tiny,
+            "small": small,
+            "small_lt": small_lt,
+            "cifar10": cifar10,
+            "cifar10_cpu": cifar10_cpu,
+            "paper": paper,
+        },
     )

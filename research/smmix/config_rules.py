@@ -52,7 +52,13 @@ def _data(config: Any) -> None:
             if not checks.field(config, name):
                 raise checks.fail(name, checks.field(config, name), "must name a sub-folder")
     checks.positive(config, ["data.image_size", "data.prefetch"])
-    checks.non_negative(config, ["data.split_seed"])
+    checks.non_negative(config, ["data.split_seed", "data.train_per_class", "data.eval_per_class"])
+    if d.eval_per_class and d.name == "folder" and not d.in_memory:
+        raise checks.fail(
+            "data.eval_per_class",
+            d.eval_per_class,
+            "needs config.data.in_memory = True (a streamed evaluation folder is read whole)",
+        )
     if not 0 < d.test_fraction < 1:
         raise checks.fail("data.test_fraction", d.test_fraction, "must be in (0, 1)")
     if not d.imbalance_factor >= 1:

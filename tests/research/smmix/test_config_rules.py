@@ -1,11 +1,13 @@
 """research/smmix/config_rules.py: a bad config value fails before any work with one error that
 names the field; experiments/configs/smmix.py lists its presets in PRESETS."""
 
+import os
 import re
 
 import pytest
 
 from experiments.configs.smmix import get_config
+from research.datasets.paths import resolve_data_dir
 from research.smmix.config_rules import validate_config
 from tests.binaries import assert_one_error_line, run_binary
 
@@ -14,6 +16,27 @@ from tests.binaries import assert_one_error_line, run_binary
 def test_the_cpu_presets_pass(preset):
     validate_config(get_config(preset))  # 4 fake devices in the tests
     validate_config(get_config(preset), num_devices=1)  # the binary on a plain CPU
+
+
+@pytest.mark.parametrize("preset", ["cifar10", "cifar10_cpu"])
+def test_the_cifar10_presets_pass_and_need_their_folder(preset):
+    config = get_config(preset)
+    config.data_dir = "../shared/data/images/cifar10"  # checked for existence: use a real one
+    if not os.path.isdir(resolve_data_dir(config.data_dir)):
+        pytest.skip("no ../shared/data/images/cifar10")
+    validate_config(config)
+    validate_config(config, num_devices=1)
+    assert config.data.image_size // config.model.patch_size == 8  # 64 patch tokens
+    config.data_dir = "../shared/data/images/no_such_cifar"
+    with pytest.raises(ValueError, match="no_such_cifar"):
+        validate_config(config)
+
+
+def test_a_streamed_folder_cannot_limit_its_evaluation_images(tmp_path):
+    config = get_config("cifar10_cpu")
+    config.data_dir, config.data.in_memory = str(tmp_path), False
+    with pytest.raises(ValueError, match="config.data.eval_per_class = 100: needs"):
+        validate_config(config)
 
 
 def test_the_paper_preset_needs_its_imagenet_folder(tmp_path):
@@ -30,6 +53,7 @@ def test_the_paper_preset_needs_its_imagenet_folder(tmp_path):
         ("train.batch_size", 0, "config.train.batch_size = 0: must be > 0"),
         ("train.batch_size", -8, "config.train.batch_size = -8: must be > 0"),
         ("train.epochs", 0, "config.train.epochs = 0: must be > 0"),
+        ("data.train_per_class", -1, "config.data.train_per_class = -1: must be >= 0"),
         ("train.base_lr", -1e-3, "config.train.base_lr = -0.001: must be > 0"),
         ("train.warmup_epochs", -1.0, "config.train.warmup_epochs = -1.0: must be >= 0"),
         ("train.weight_decay", -0.05, "config.train.weight_decay = -0.05"),

@@ -1,0 +1,110 @@
+"""research/smmix/device_run.py: the budgeted CIFAR-10 entry at a tiny size on a synthetic
+ImageFolder (seconds on the CPU; none and CutMix, whose steps compile fastest: the SMMix step
+is tested in test_train.py), its epoch choice and its tables."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from research.smmix import device_run
+
+TINY = {
+    "model.hidden_dim": 16,
+    "model.depth": 1,
+    "model.num_heads": 2,
+    "model.drop_path": 0.0,
+    "train.batch_size": 8,
+    "steps_per_call": 2,
+    "augment.rand_augment_ops": 1,
+    "eval.batch_size": 16,
+}
+
+
+def _folder(root, classes=2, train=8, test=4, size=32):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", train), ("test", test)):
+        for c in range(classes):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(d / f"{i:04d}.png")
+    return str(root)
+
+
+def test_a_tiny_budgeted_run_trains_every_method_and_writes_its_tables(tmp_path):
+    data = _folder(tmp_path / "cifar")
+    out = tmp_path / "out"
+    lines = []
+    result = device_run.run_cifar10(
+        data, str(out), budget_s=300, methods="none,cutmix", seeds=[0, 1],
+        overrides={**TINY, "train.epochs": 2}, log=lines.append,
+    )  # fmt: skip
+    assert result["status"] == "done"
+    assert result["epochs"] == 2 and not result["fewer_epochs_than_preset"]  # capped at 2
+    assert result["steps_per_run"] == 2 * 2  # 16 images / batch 8 = 2 steps = 1 call
+    runs = result["runs"]
+    assert [(r["method"], r["seed"]) for r in runs] == [
+        (m, s) for s in (0, 1) for m in ("none", "cutmix")
+    ]
+    assert all(r["complete"] and r["steps"] == 4 and 0 <= r["top1"] <= 1 for r in runs)
+    assert set(result["probe"]) == {"none", "cutmix"}
+    assert all(p["seconds_per_step"] > 0 for p in result["probe"].values())
+    saved = json.load(open(out / "cifar10_budget.json"))
+    assert saved["summary"][1]["method"] == "cutmix" and saved["summary"][1]["seeds"] == 2
+    assert saved["differences"] == []  # SMMix's comparisons: test_summary_tables_judge_...
+    assert not saved["data"]["from_cache"] and os.listdir(out / "data_cache")
+    md = open(out / "results.md").read()
+    assert "| cutmix | 2 |" in md
+    assert any("ms / step" in line for line in lines) and md.splitlines()[-1] in lines[-1]
+
+
+def test_a_spent_budget_still_writes_results(tmp_path):
+    data = _folder(tmp_path / "cifar")
+    result = device_run.run_cifar10(
+        data, str(tmp_path / "out"), budget_s=1e-3, methods="none", seeds=[0],
+        overrides=TINY, log=lambda s: None,
+    )  # fmt: skip
+    assert result["status"] == "budget spent while compiling"
+    saved = json.load(open(tmp_path / "out" / "cifar10_budget.json"))
+    assert saved["summary"] == [] and "runs" not in saved
+
+
+def test_choose_epochs_fills_the_budget_and_respects_the_preset():
+    kwargs = dict(
+        seconds_per_step={"a": 0.01, "b": 0.03}, steps_per_run_epoch=100, num_seeds=3,
+        eval_seconds=1.0,
+    )  # fmt: skip
+    # one epoch of every run: (0.01 + 0.03) x 100 x 3 = 12 s; evaluations 2 x 3 x 1 = 6 s
+    assert device_run.choose_epochs(seconds_left=6 + 12 * 7.5, max_epochs=100, **kwargs) == 7
+    assert device_run.choose_epochs(seconds_left=6 + 12 * 7.5, max_epochs=5, **kwargs) == 5
+    assert device_run.choose_epochs(seconds_left=3, max_epochs=5, **kwargs) == 1
+
+
+def test_summary_tables_judge_differences_against_the_seed_spread():
+    runs = [dict(method="cutmix", seed=s, top1=v) for s, v in enumerate([0.50, 0.51, 0.49])]
+    runs += [dict(method="smmix", seed=s, top1=v) for s, v in enumerate([0.60, 0.61, 0.59])]
+    rows, diffs, text = device_run.summary_tables(runs)
+    assert rows[1]["top1_mean"] == pytest.approx(0.60)
+    assert rows[1]["top1_std"] == pytest.approx(0.01)
+    assert diffs == [
+        dict(comparison="smmix - cutmix", diff_points=pytest.approx(10.0),
+             stderr_points=pytest.approx(100 * np.sqrt(2 * 0.01**2 / 3)),
+             z=pytest.approx(10 / (100 * np.sqrt(2 * 0.01**2 / 3))), exceeds_seed_spread="true")
+    ]  # fmt: skip
+    assert "| smmix | 3 | 60.00 ± 1.00 | 60.00, 61.00, 59.00 |" in text
+
+
+def test_bad_arguments_fail_before_any_work(tmp_path):
+    data = _folder(tmp_path / "cifar")
+    with pytest.raises(ValueError, match="budget_s = 0: must be > 0"):
+        device_run.run_cifar10(data, str(tmp_path / "o"), 0)
+    with pytest.raises(ValueError, match="config has no field 'batch'"):
+        device_run.run_cifar10(data, str(tmp_path / "o"), 10, overrides={"train.batch": 8})
+    with pytest.raises(ValueError, match="config.methods"):
+        device_run.run_cifar10(data, str(tmp_path / "o"), 10, methods="smmixx")
+    with pytest.raises(ValueError, match="matmul_precision"):
+        device_run.run_cifar10(data, str(tmp_path / "o"), 10, matmul_precision="half")

@@ -15,8 +15,9 @@ Presets:
           to it (RandAugment m9-mstd0.5, pad-4 crop + flip, drop-path 0.1, label smoothing 0.1),
           batch 256, 200 epochs, the 6 methods x 3 seeds; `research.smmix.device_run.
           run_cifar10` runs it in a time budget with fewer epochs.
-  cifar10_cpu  `cifar10` on 500 / 100 images per class (train / test), a ViT of width 96 and
-          4 blocks, batch 128, 15 epochs, 6 methods x 2 seeds, on the CPU.
+  cifar10_cpu  `cifar10` on 200 / 50 images per class (train / test), the mini ViT (width 48,
+          3 blocks) at patch 4, batch 64, 10 epochs, no RandAugment, none / CutMix / SMMix x 2
+          seeds, on the CPU.
   paper   the official recipe (GPU): DeiT-T (patch 16, 224 x 224) on ImageNet-1k in the
           ImageFolder layout `<data_dir>/{train,val}/<class>/*.JPEG`, 300 epochs, batch 1024
           (lr 5e-4 x 1024 / 512), AdamW wd 0.05, cosine with 5 warm-up epochs, RandAugment
@@ -59,8 +60,8 @@ PRESETS = {
     "cifar10": "CIFAR-10 32x32 (ImageFolder in ../shared/data/images/cifar10), ViT width 192 / "
     "6 blocks / patch 4, RandAugment, 6 methods x 3 seeds, 200 epochs; not run in full (GPU; "
     "research.smmix.device_run.run_cifar10 runs it with fewer epochs in a time budget)",
-    "cifar10_cpu": "CIFAR-10 subset (5,000 train / 1,000 test), ViT width 96 / 4 blocks, 6 "
-    "methods x 2 seeds, 15 epochs; CPU time: see research/smmix/README.md",
+    "cifar10_cpu": "CIFAR-10 subset (2,000 train / 500 test), mini ViT (width 48, 3 blocks) at "
+    "patch 4, none/CutMix/SMMix x 2 seeds, 10 epochs; CPU time: see research/smmix/README.md",
     "paper": "DeiT-T on ImageNet-1k, 300 epochs, Mixup/CutMix vs SMMix; not run here, no time "
     "measured; needs GPUs and ImageNet-1k in ImageFolder layout (not in ../shared/data)",
 }
@@ -219,24 +220,27 @@ def cifar10() -> ml_collections.ConfigDict:
 
 
 def cifar10_cpu() -> ml_collections.ConfigDict:
-    """`cifar10` on a subset for the 2-core CPU: 500 training and 100 test images per class
-    (5,000 / 1,000), a 4-block ViT of width 96 (3 heads), batch 128, 15 epochs (1 warm-up),
-    the 6 methods x 2 seeds."""
+    """`cifar10` on a subset for the 2-core CPU: 200 training and 50 test images per class
+    (2,000 / 500), the digits presets' mini ViT (width 48, 3 blocks, 3 heads) at patch 4,
+    batch 64, 10 epochs (1 warm-up), RandAugment and drop-path off (as in the other CPU
+    presets: short schedules under-fit with them), none / CutMix / SMMix x 2 seeds."""
     c = cifar10()
+    c.methods = "none,cutmix,smmix"
     c.num_seeds = 2
-    c.data.train_per_class = 500
-    c.data.eval_per_class = 100
+    c.data.train_per_class = 200
+    c.data.eval_per_class = 50
     c.data.prefetch = 2
-    c.model.hidden_dim, c.model.depth, c.model.num_heads = 96, 4, 3
+    c.augment.rand_augment_ops = 0
+    c.model.hidden_dim, c.model.depth, c.model.num_heads = 48, 3, 3
     c.model.drop_path = 0.0
-    c.train.batch_size = 128
-    c.train.epochs = 15
+    c.train.batch_size = 64
+    c.train.epochs = 10
     c.train.warmup_epochs = 1.0
-    c.steps_per_call = 13  # 39 steps per epoch = 3 calls
-    c.checkpoint_every_epochs = 15
-    c.log_every = 39
+    c.steps_per_call = 31  # 2,000 / 64 = 31 steps per epoch: one call
+    c.checkpoint_every_epochs = 10
+    c.log_every = 31
+    c.eval.batch_size = 500
     c.eval.every_epochs = 5
-    c.figure_images = 8
     return c
 
 

@@ -35,7 +35,7 @@ def test_the_cifar10_presets_pass_and_need_their_folder(preset):
 def test_a_streamed_folder_cannot_limit_its_evaluation_images(tmp_path):
     config = get_config("cifar10_cpu")
     config.data_dir, config.data.in_memory = str(tmp_path), False
-    with pytest.raises(ValueError, match="config.data.eval_per_class = 100: needs"):
+    with pytest.raises(ValueError, match="config.data.eval_per_class = 50: needs"):
         validate_config(config)
 
 

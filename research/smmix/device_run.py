@@ -6,7 +6,8 @@
 The run (every number printed and written to `out_dir/cifar10_budget.json`):
   1. loads CIFAR-10 (decoded once into uint8 arrays, cached in `cache_dir`, keyed by the folder's
      contents; the load time and whether it came from the cache are reported);
-  2. compiles one training step per method (`steps_per_call` steps in one `lax.scan`; the same
+  2. times the host's batch building (augmentation in `workers` threads), then compiles one
+     training step per method (`steps_per_call` steps in one `lax.scan`; the same
      program serves every seed and every epoch count: the learning-rate schedule's lengths are
      in the optimizer state) and runs `probe_calls` calls of it from a throw-away state: the
      first call's time (compilation + one call) and the steady seconds per step are reported;
@@ -180,6 +181,16 @@ def summary_tables(results: Sequence[Mapping[str, Any]]) -> tuple[list[dict], li
     return rows, diffs, "\n".join(lines)
 
 
+def host_seconds_per_call(batch_fn: Callable[[int], Any], stride: int, workers: int) -> float:
+    """Wall seconds per call of building `workers` calls' batches at once in `workers` threads
+    (as `AheadBatches` does while training): the host's rate, which bounds the training rate
+    when it is slower than the device's."""
+    start = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(batch_fn, [c * stride for c in range(workers)]))
+    return (time.perf_counter() - start) / workers
+
+
 def _call(step, state, host_batch, mesh, k):
     state, metrics = step(state, shard_batch(host_batch, mesh, steps_per_call=k))
     return state, jax.device_get(metrics)  # waits for the call
@@ -292,7 +303,14 @@ def _run(config, data, method_list, seeds, out_dir, clock, probe_calls, workers,
             f.write(f"{result.get('note', '')}\n\n{text}\n")
         result["table"] = text
 
-    # 1. Compile and time each method's step (throw-away states of the first seed).
+    # 1. The host's batch rate, then each method's step compiled and timed on the device
+    # (throw-away states of the first seed); a step takes the slower of the two.
+    host_s = host_seconds_per_call(make_batch_fn(config, data, seeds[0]), k, workers)
+    result["host_seconds_per_step"] = host_s / k
+    log(
+        f"host batches: {1e3 * host_s / k:.2f} ms / step ({workers} threads, {k} steps of "
+        f"{config.train.batch_size} images per call)"
+    )
     probe: dict[str, Any] = {}
     result["probe"] = probe
     eval_seconds = None
@@ -313,14 +331,18 @@ def _run(config, data, method_list, seeds, out_dir, clock, probe_calls, workers,
                 times.append(time.perf_counter() - t)
         finally:
             source.close()
-        sps = statistics.median(times[1:]) / k
+        device_sps = statistics.median(times[1:]) / k
+        sps = max(device_sps, host_s / k)
         probe[method] = dict(
-            first_call_s=times[0], steady_call_s=times[1:], seconds_per_step=sps,
-            compile_s_estimate=times[0] - sps * k, loss=float(metrics["loss"]),
+            first_call_s=times[0], steady_call_s=times[1:], device_seconds_per_step=device_sps,
+            seconds_per_step=sps, compile_s_estimate=times[0] - device_sps * k,
+            loss=float(metrics["loss"]),
         )  # fmt: skip
         log(
             f"{method}: first call {times[0]:.2f} s (compilation + {k} steps), then "
-            f"{1e3 * sps:.2f} ms / step ({spe} steps / epoch: {sps * spe:.2f} s)"
+            f"{1e3 * device_sps:.2f} ms / step on the device; planned with {1e3 * sps:.2f} ms / "
+            f"step ({'host' if sps > device_sps else 'device'}-bound; {spe} steps / epoch: "
+            f"{sps * spe:.2f} s)"
         )
         if eval_seconds is None:  # compile the evaluation once, time a steady one
             t = time.perf_counter()

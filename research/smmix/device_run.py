@@ -78,17 +78,28 @@ class Clock:
 
 class AheadBatches:
     """`call index -> host batch` of `batch_fn(call x stride)`, built `depth` calls ahead by
-    `workers` threads (numpy's augmentations release the GIL for most of their work)."""
+    `workers` threads (numpy's augmentations release the GIL for most of their work); calls in
+    `ready` (built before, e.g. while timing the host) are returned as they are."""
 
-    def __init__(self, batch_fn: Callable[[int], Any], stride: int, workers: int, depth: int):
+    def __init__(
+        self,
+        batch_fn: Callable[[int], Any],
+        stride: int,
+        workers: int,
+        depth: int,
+        ready: Mapping[int, Any] | None = None,
+    ):
         self.batch_fn, self.stride, self.depth = batch_fn, stride, depth
+        self.ready = ready or {}
         self.pool = ThreadPoolExecutor(max(workers, 1))
         self.pending: dict[int, Any] = {}
 
     def __call__(self, call: int) -> Any:
         for k in range(call, call + self.depth):
-            if k not in self.pending:
+            if k not in self.pending and k not in self.ready:
                 self.pending[k] = self.pool.submit(self.batch_fn, k * self.stride)
+        if call in self.ready:
+            return self.ready[call]
         return self.pending.pop(call).result()
 
     def close(self) -> None:
@@ -181,14 +192,17 @@ def summary_tables(results: Sequence[Mapping[str, Any]]) -> tuple[list[dict], li
     return rows, diffs, "\n".join(lines)
 
 
-def host_seconds_per_call(batch_fn: Callable[[int], Any], stride: int, workers: int) -> float:
-    """Wall seconds per call of building `workers` calls' batches at once in `workers` threads
-    (as `AheadBatches` does while training): the host's rate, which bounds the training rate
-    when it is slower than the device's."""
+def time_host_batches(
+    batch_fn: Callable[[int], Any], stride: int, workers: int
+) -> tuple[float, dict[int, Any]]:
+    """Builds the first `workers` calls' batches at once in `workers` threads (as
+    `AheadBatches` does while training); returns the wall seconds per call, the host's rate,
+    which bounds the training rate when it is slower than the device's, and the batches by
+    call index (the first calls of every run of that seed)."""
     start = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(batch_fn, [c * stride for c in range(workers)]))
-    return (time.perf_counter() - start) / workers
+        batches = list(pool.map(batch_fn, [c * stride for c in range(workers)]))
+    return (time.perf_counter() - start) / workers, dict(enumerate(batches))
 
 
 def _call(step, state, host_batch, mesh, k):
@@ -287,8 +301,13 @@ def _run(config, data, method_list, seeds, out_dir, clock, probe_calls, workers,
     result["steps_per_epoch"] = spe
     result["steps_per_run_epoch"] = calls_per_epoch * k
 
+    host_s, first_batches = time_host_batches(make_batch_fn(config, data, seeds[0]), k, workers)
+
     def batches(seed: int) -> AheadBatches:
-        return AheadBatches(make_batch_fn(config, data, seed), k, workers, depth=workers + 1)
+        return AheadBatches(
+            make_batch_fn(config, data, seed), k, workers, depth=workers + 1,
+            ready=first_batches if seed == seeds[0] else None,
+        )  # fmt: skip
 
     def write(status: str) -> None:
         result["status"] = status
@@ -303,9 +322,8 @@ def _run(config, data, method_list, seeds, out_dir, clock, probe_calls, workers,
             f.write(f"{result.get('note', '')}\n\n{text}\n")
         result["table"] = text
 
-    # 1. The host's batch rate, then each method's step compiled and timed on the device
-    # (throw-away states of the first seed); a step takes the slower of the two.
-    host_s = host_seconds_per_call(make_batch_fn(config, data, seeds[0]), k, workers)
+    # 1. The host's batch rate (above), then each method's step compiled and timed on the
+    # device (throw-away states of the first seed); a step takes the slower of the two.
     result["host_seconds_per_step"] = host_s / k
     log(
         f"host batches: {1e3 * host_s / k:.2f} ms / step ({workers} threads, {k} steps of "

@@ -110,3 +110,22 @@ def test_bad_arguments_fail_before_any_work(tmp_path):
         device_run.run_cifar10(data, str(tmp_path / "o"), 10, methods="smmixx")
     with pytest.raises(ValueError, match="matmul_precision"):
         device_run.run_cifar10(data, str(tmp_path / "o"), 10, matmul_precision="half")
+
+
+def test_ahead_batches_are_the_batch_function_in_call_order_and_reuse_ready_ones():
+    built = []
+
+    def batch_fn(step):
+        built.append(step)
+        return np.full(2, step)
+
+    seconds, ready = device_run.time_host_batches(batch_fn, stride=3, workers=2)
+    assert seconds > 0 and sorted(ready) == [0, 1] and sorted(built) == [0, 3]
+    source = device_run.AheadBatches(batch_fn, 3, workers=2, depth=3, ready=ready)
+    try:
+        for call in range(5):
+            np.testing.assert_array_equal(source(call), [3 * call] * 2)
+    finally:
+        source.close()
+    assert built.count(0) == built.count(3) == 1  # ready calls are not built again
+    assert {6, 9, 12} <= set(built)  # (calls 5 and 6 may be cancelled by close)

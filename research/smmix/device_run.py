@@ -45,6 +45,7 @@ import ml_collections
 import numpy as np
 
 from experiments.configs.smmix import get_config
+from research.datasets import images as img
 from research.smmix import steps
 from research.smmix.config_rules import validate_config
 from research.smmix.data import load_data, make_batch_fn
@@ -203,6 +204,29 @@ def time_host_batches(
     with ThreadPoolExecutor(workers) as pool:
         batches = list(pool.map(batch_fn, [c * stride for c in range(workers)]))
     return (time.perf_counter() - start) / workers, dict(enumerate(batches))
+
+
+def _time_evaluation(setup: Setup, state: TrainState, result: dict, log) -> float:
+    """Compiles the evaluation's forward and times one steady batch of it; returns the
+    estimated seconds of one evaluation (steady batch x batches, host normalisation included:
+    it runs on the batch too)."""
+    bs, n = setup.config.eval.batch_size, len(setup.data.test_y)
+    images = setup.data.test_x[:bs]
+    times = []
+    for _ in range(2):
+        t = time.perf_counter()
+        steps.evaluate_top1(
+            setup.predict, state.params, img.normalize(img.to_unit(images), setup.data.mean,
+            setup.data.std), setup.data.test_y[:bs], bs,
+        )  # fmt: skip
+        times.append(time.perf_counter() - t)
+    seconds = times[1] * -(-n // bs)
+    result["eval"] = dict(first_batch_s=times[0], steady_batch_s=times[1], estimate_s=seconds)
+    log(
+        f"evaluation: first batch {times[0]:.2f} s (compilation), then {times[1]:.3f} s per "
+        f"batch of {bs}: {seconds:.2f} s for the {n} test images"
+    )
+    return seconds
 
 
 def _call(step, state, host_batch, mesh, k):
@@ -371,15 +395,8 @@ def _run(config, data, method_list, seeds, out_dir, clock, probe_calls, workers,
             f"step ({'host' if sps > device_sps else 'device'}-bound; {spe} steps / epoch: "
             f"{sps * spe:.2f} s)"
         )
-        if eval_seconds is None:  # compile the evaluation once, time a steady one
-            t = time.perf_counter()
-            setup.eval_fn(state)
-            first = time.perf_counter() - t
-            t = time.perf_counter()
-            setup.eval_fn(state)
-            eval_seconds = time.perf_counter() - t
-            result["eval"] = dict(first_s=first, steady_s=eval_seconds)
-            log(f"evaluation: first {first:.2f} s (compilation), then {eval_seconds:.2f} s")
+        if eval_seconds is None:
+            eval_seconds = _time_evaluation(setup, state, result, log)
         del state
 
     # 2. Epochs that fit.
@@ -399,6 +416,7 @@ def _run(config, data, method_list, seeds, out_dir, clock, probe_calls, workers,
     result["note"] = (
         f"{epochs} epochs ({num_steps} steps of batch {config.train.batch_size}) per run, "
         f"chosen to fit {left:.0f} s left of the {result['budget_s']:.0f} s budget"
+        + (" (nothing fits: every run is skipped)" if left <= 0 else "")
         + (
             f": fewer epochs than the preset ({config.train.epochs})"
             if fewer

@@ -61,7 +61,9 @@ PRESETS = {
     "6 blocks / patch 4, RandAugment, 6 methods x 3 seeds, 200 epochs; not run in full (GPU; "
     "research.smmix.device_run.run_cifar10 runs it with fewer epochs in a time budget)",
     "cifar10_cpu": "CIFAR-10 subset (2,000 train / 500 test), mini ViT (width 48, 3 blocks) at "
-    "patch 4, none/CutMix/SMMix x 2 seeds, 10 epochs; CPU time: see research/smmix/README.md",
+    "patch 4, none/CutMix/SMMix x 2 seeds, 10 epochs; 572 s wall / 284 s CPU on the 2-core CPU "
+    "beside three other jobs, first decode of the JPEGs included (2026-12-04); needs the "
+    "CIFAR-10 folder, no GPU",
     "paper": "DeiT-T on ImageNet-1k, 300 epochs, Mixup/CutMix vs SMMix; not run here, no time "
     "measured; needs GPUs and ImageNet-1k in ImageFolder layout (not in ../shared/data)",
 }

@@ -442,7 +442,13 @@ def _run(config, data, method_list, seeds, out_dir, clock, probe_calls, workers,
                 _train_one(setup, method, seed, num_steps, batches, clock, eval_seconds, probe, log)
             )
             write("running")
+    # One compiled program per method for every seed and epoch count (jax's cache of each
+    # jitted step; None where this jax version does not expose it).
+    result["compilations_per_method"] = {
+        m: getattr(setup.train_step(m), "_cache_size", lambda: None)() for m in method_list
+    }
     write("done")
+    log(f"compiled programs per method: {result['compilations_per_method']}")
     log(result["table"])
 
 

@@ -46,6 +46,7 @@ def test_a_tiny_budgeted_run_trains_every_method_and_writes_its_tables(tmp_path)
     assert result["status"] == "done"
     assert result["epochs"] == 2 and not result["fewer_epochs_than_preset"]  # capped at 2
     assert result["steps_per_run"] == 2 * 2  # 16 images / batch 8 = 2 steps = 1 call
+    assert result["compilations_per_method"] == {"cutmix": 1}  # probe and both seeds: one
     runs = result["runs"]
     assert [(r["method"], r["seed"]) for r in runs] == [("cutmix", 0), ("cutmix", 1)]
     assert all(r["complete"] and r["steps"] == 4 and 0 <= r["top1"] <= 1 for r in runs)

@@ -376,12 +376,18 @@ def _run(config, data, method_list, seeds, out_dir, clock, probe_calls, workers,
         times = []
         try:
             for c in range(probe_calls):
+                if c and clock.left() <= 0:
+                    break
                 host = source(c)
                 t = time.perf_counter()
                 state, metrics = _call(step, state, host, setup.mesh, k)
                 times.append(time.perf_counter() - t)
         finally:
             source.close()
+        if len(times) < 2:
+            write("budget spent while compiling")
+            log(f"budget spent after compiling {method} ({times[0]:.2f} s); nothing trained")
+            return
         device_sps = statistics.median(times[1:]) / k
         sps = max(device_sps, host_s / k)
         probe[method] = dict(

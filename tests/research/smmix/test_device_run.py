@@ -76,6 +76,17 @@ def test_a_spent_budget_still_writes_results(tmp_path):
     assert saved["summary"] == [] and "runs" not in saved
 
 
+def test_a_budget_spent_by_the_first_compilation_stops_before_training(tmp_path):
+    data = _folder(tmp_path / "cifar")
+    lines = []
+    result = device_run.run_cifar10(
+        data, str(tmp_path / "out"), budget_s=1.0, methods="none", seeds=[0],
+        overrides=TINY, log=lines.append, workers=1,
+    )  # fmt: skip
+    assert result["status"] == "budget spent while compiling" and result["probe"] == {}
+    assert lines[-1].startswith("budget spent after compiling none")  # the first call only
+
+
 def test_choose_epochs_fills_the_budget_and_respects_the_preset():
     kwargs = dict(
         seconds_per_step={"a": 0.01, "b": 0.03}, steps_per_run_epoch=100, num_seeds=3,

@@ -35,8 +35,9 @@ DIR/ankge/retrieval.npz); re-running resumes either stage. `c.data_dir` is the d
 (their defaults are the official WN18RR RotatE settings; the presets below change some).
 Override anything, e.g. `--config.base.num_steps=2000 --config.ankge.enabled=False`; the
 rules every value must follow are in `research/ankge/config_rules.py`. `c.base.step_impl`
-("auto": the looped reference on a CPU, the fused step on a GPU / TPU; or "reference", "fused",
-"checkpoint") changes the speed only, not the run identity (research/ankge/README.md).
+("auto": the looped reference on a CPU, the checkpointed broadcast step on a GPU / TPU; or
+"reference", "fused", "checkpoint") changes the speed only, not the run identity
+(research/ankge/README.md).
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ def test_fused_steps_equal_the_reference(name, groups):
 
 def test_auto_is_the_reference_on_a_cpu_and_fused_elsewhere():
     assert train_base.resolve_step_impl("auto", "cpu") == "reference"
-    assert train_base.resolve_step_impl("auto", "gpu") == "fused"
+    assert train_base.resolve_step_impl("auto", "gpu") == "checkpoint"
     assert train_base.resolve_step_impl("checkpoint", "gpu") == "checkpoint"
     with pytest.raises(ValueError, match="unknown step_impl 'pallas'"):
         train_base.resolve_step_impl("pallas")

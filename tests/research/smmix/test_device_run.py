@@ -23,6 +23,45 @@ TINY = {
 }
 
 
+class FakeClock:
+    """`device_run.Clock` on a fake time that moves only when a test says (`advance`), so the
+    budget tests do not depend on how fast the machine compiles or trains."""
+
+    def __init__(self, budget_s):
+        self.budget_s, self.now = budget_s, 0.0
+
+    def elapsed(self):
+        return self.now
+
+    def left(self):
+        return self.budget_s - self.now
+
+    def advance(self, seconds):
+        self.now += seconds
+
+
+@pytest.fixture
+def fake_clock(monkeypatch):
+    """The run's clock (set when run_cifar10 creates it); `seconds_per_call` (default 0) is
+    added to it by every training call, probe calls included."""
+    holder = {"clock": None, "seconds_per_call": 0.0}
+
+    def make(budget_s):
+        holder["clock"] = FakeClock(budget_s)
+        return holder["clock"]
+
+    call = device_run._call
+
+    def timed_call(*args):
+        out = call(*args)
+        holder["clock"].advance(holder["seconds_per_call"])
+        return out
+
+    monkeypatch.setattr(device_run, "Clock", make)
+    monkeypatch.setattr(device_run, "_call", timed_call)
+    return holder
+
+
 def _folder(root, classes=2, train=8, test=4, size=32):
     rng = np.random.default_rng(0)
     for split, n in (("train", train), ("test", test)):
@@ -35,11 +74,11 @@ def _folder(root, classes=2, train=8, test=4, size=32):
     return str(root)
 
 
-def test_a_tiny_budgeted_run_trains_every_method_and_writes_its_tables(tmp_path):
+def test_a_tiny_budgeted_run_trains_every_method_and_writes_its_tables(tmp_path, fake_clock):
     data = _folder(tmp_path / "cifar")
     out = tmp_path / "out"
     lines = []
-    result = device_run.run_cifar10(
+    result = device_run.run_cifar10(  # the fake clock stands still: the budget is never spent
         data, str(out), budget_s=300, methods="cutmix", seeds=[0, 1],
         overrides={**TINY, "train.epochs": 2}, log=lines.append,
     )  # fmt: skip
@@ -52,6 +91,8 @@ def test_a_tiny_budgeted_run_trains_every_method_and_writes_its_tables(tmp_path)
     assert all(r["complete"] and r["steps"] == 4 and 0 <= r["top1"] <= 1 for r in runs)
     assert set(result["probe"]) == {"cutmix"}
     assert result["host_seconds_per_step"] > 0
+    # 2 seeds x `workers` calls built up front, each taking `workers` x its per-call seconds
+    assert result["host_first_calls_wall_s"] >= result["host_seconds_per_step"] * 2
     for p in result["probe"].values():  # planned with the slower of the device and the host
         assert p["seconds_per_step"] == max(
             p["device_seconds_per_step"], result["host_seconds_per_step"]
@@ -65,18 +106,27 @@ def test_a_tiny_budgeted_run_trains_every_method_and_writes_its_tables(tmp_path)
     assert any("ms / step" in line for line in lines) and md.splitlines()[-1] in lines[-1]
 
 
-def test_a_spent_budget_still_writes_results(tmp_path):
+def test_a_spent_budget_still_writes_results(tmp_path, fake_clock, monkeypatch):
+    load = device_run.load_data
+
+    def slow_load(*args):  # loading spends the whole budget
+        data = load(*args)
+        fake_clock["clock"].advance(2.0)
+        return data
+
+    monkeypatch.setattr(device_run, "load_data", slow_load)
     data = _folder(tmp_path / "cifar")
     result = device_run.run_cifar10(
-        data, str(tmp_path / "out"), budget_s=1e-3, methods="none", seeds=[0],
+        data, str(tmp_path / "out"), budget_s=1.0, methods="none", seeds=[0],
         overrides=TINY, log=lambda s: None,
     )  # fmt: skip
-    assert result["status"] == "budget spent while compiling"
+    assert result["status"] == "budget spent while compiling" and result["probe"] == {}
     saved = json.load(open(tmp_path / "out" / "cifar10_budget.json"))
     assert saved["summary"] == [] and "runs" not in saved
 
 
-def test_a_budget_spent_by_the_first_compilation_stops_before_training(tmp_path):
+def test_a_budget_spent_by_the_first_compilation_stops_before_training(tmp_path, fake_clock):
+    fake_clock["seconds_per_call"] = 2.0  # the first (compiling) call spends the 1 s budget
     data = _folder(tmp_path / "cifar")
     lines = []
     result = device_run.run_cifar10(
@@ -85,6 +135,24 @@ def test_a_budget_spent_by_the_first_compilation_stops_before_training(tmp_path)
     )  # fmt: skip
     assert result["status"] == "budget spent while compiling" and result["probe"] == {}
     assert lines[-1].startswith("budget spent after compiling none")  # the first call only
+
+
+def test_a_budget_spent_while_training_stops_the_run_and_skips_the_rest(tmp_path, fake_clock):
+    # every call takes 1 fake second: 2 probe calls, then 8 of the first run's 20 calls fit
+    # in the 10 s budget; the run is evaluated, reported incomplete, and seed 1 is skipped.
+    fake_clock["seconds_per_call"] = 1.0
+    data = _folder(tmp_path / "cifar")
+    lines = []
+    result = device_run.run_cifar10(
+        data, str(tmp_path / "out"), budget_s=10.0, methods="none", seeds=[0, 1],
+        overrides={**TINY, "train.epochs": 20}, probe_calls=2, log=lines.append,
+    )  # fmt: skip
+    assert result["status"] == "done" and result["epochs"] == 20  # planned with the real steps
+    first, second = result["runs"]
+    assert not first["complete"] and first["steps"] == 8 * 2 and 0 <= first["top1"] <= 1
+    assert second == dict(method="none", seed=1, complete=False, skipped=True)
+    assert result["summary"] == []  # incomplete runs stay out of the table
+    assert any("16/40 steps" in line and "stopped by the budget" in line for line in lines)
 
 
 def test_choose_epochs_fills_the_budget_and_respects_the_preset():

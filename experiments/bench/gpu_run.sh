@@ -70,7 +70,7 @@ for s in $STAGES; do
       cp /tmp/jko_rose/jko_rose.json "$OUT/" 2>/dev/null ;;
     smmix)  # 3 methods x 2 seeds: what a few minutes of the card can train (the preset: 6 x 3)
       stage smmix $((${BUDGET_SMMIX:-170} + 40)) python3 -c "
-from research.smmix.device_run import run_cifar10
+from experiments.bench.smmix_cifar10 import run_cifar10
 run_cifar10('../shared/data/images/cifar10', '/tmp/smmix', budget_s=${BUDGET_SMMIX:-170},
             methods='none,cutmix,smmix', seeds=[0, 1], preset='$SMMIX_PRESET')"
       cp /tmp/smmix/cifar10_budget.json /tmp/smmix/results.md "$OUT/" 2>/dev/null ;;

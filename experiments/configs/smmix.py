@@ -13,7 +13,7 @@ Presets:
   cifar10  the GPU preset: CIFAR-10 32 x 32 from ../shared/data/images/cifar10, a ViT of
           DeiT-T width (192, 3 heads, 6 blocks, patch 4: 64 tokens), the official recipe scaled
           to it (RandAugment m9-mstd0.5, pad-4 crop + flip, drop-path 0.1, label smoothing 0.1),
-          batch 256, 200 epochs, the 6 methods x 3 seeds; `research.smmix.device_run.
+          batch 256, 200 epochs, the 6 methods x 3 seeds; `experiments.bench.smmix_cifar10.
           run_cifar10` runs it in a time budget with fewer epochs.
   cifar10_cpu  `cifar10` on 200 / 50 images per class (train / test), the mini ViT (width 48,
           3 blocks) at patch 4, batch 64, 10 epochs, no RandAugment, none / CutMix / SMMix x 2
@@ -59,7 +59,7 @@ PRESETS = {
     "no data files",
     "cifar10": "CIFAR-10 32x32 (ImageFolder in ../shared/data/images/cifar10), ViT width 192 / "
     "6 blocks / patch 4, RandAugment, 6 methods x 3 seeds, 200 epochs; not run in full (GPU; "
-    "research.smmix.device_run.run_cifar10 runs it with fewer epochs in a time budget)",
+    "experiments.bench.smmix_cifar10.run_cifar10 runs it with fewer epochs in a time budget)",
     "cifar10_cpu": "CIFAR-10 subset (2,000 train / 500 test), mini ViT (width 48, 3 blocks) at "
     "patch 4, none/CutMix/SMMix x 2 seeds, 10 epochs; 572 s wall / 284 s CPU on the 2-core CPU "
     "beside three other jobs, first decode of the JPEGs included (2026-12-04); needs the "
@@ -193,7 +193,7 @@ def cifar10() -> ml_collections.ConfigDict:
     AdamW wd 0.05, label smoothing 0.1, Mixup 0.8 / CutMix 1.0 / SMMix (switch 0.5) and
     RandAugment m9-mstd0.5 (2 ops); CIFAR's pad-4 random crop and flip replace the random
     resized crop. Batch 256, base lr 2e-3 per 512 (peak 1e-3), 200 epochs with 5 warm-up (as DeiT),
-    6 methods x 3 seeds. `research.smmix.device_run.run_cifar10` runs it in a time budget
+    6 methods x 3 seeds. `experiments.bench.smmix_cifar10.run_cifar10` runs it in a time budget
     with fewer epochs."""
     c = base()
     c.data_dir = "../shared/data/images/cifar10"

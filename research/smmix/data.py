@@ -2,7 +2,7 @@
 its subsets, the host-side training batches and the held-out evaluation.
 
 Imports only numpy, jax and the method's own modules (no plotting or logging libraries), so the
-device entry `research.smmix.device_run` can use it on a bare accelerator machine.
+device entry `experiments.bench.smmix_cifar10` can use it on a bare accelerator machine.
 """
 
 from __future__ import annotations

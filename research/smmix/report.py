@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from research.smmix import plots
+from research.smmix import plots, steps
 from research.training import results as lib_results
 from research.training import stats
 
@@ -50,15 +50,6 @@ def compare(rows: Sequence[Mapping[str, Any]], a: str, b: str) -> stats.Differen
     return stats.difference(by[a]["top1"], by[b]["top1"])
 
 
-COMPARISONS = (
-    ("smmix", "cutmix"),
-    ("smmix", "none"),
-    ("smmix", "mixup"),
-    ("smmix", "smmix_no_fine"),
-    ("smmix", "smmix_no_con"),
-)
-
-
 def write_report(
     workdir: str, runs: Sequence[Mapping[str, Any]], *, notes: str, figure_seed: int
 ) -> dict[str, Any]:
@@ -85,7 +76,7 @@ def write_report(
     ]
     seeds = {r["method"]: r["seeds"] for r in rows}
     diffs = []
-    for a, b in COMPARISONS:
+    for a, b in steps.COMPARISONS:
         d = compare(rows, a, b)
         if d is None:
             continue

@@ -1,6 +1,6 @@
 """`Setup`: the model, optimizer, compiled training steps (one per method) and evaluation that
 every seed of every method of one SMMix config shares. `train.Runner` adds the resumable runs,
-figures and notes; `device_run` trains in a time budget with it.
+figures and notes; `experiments.bench.smmix_cifar10` trains in a time budget with it.
 """
 
 from __future__ import annotations

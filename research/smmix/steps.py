@@ -68,6 +68,16 @@ METHODS: dict[str, tuple[str, bool, bool]] = {
     "smmix_only": ("smmix_only", True, True),
 }
 
+# the (a, b) method pairs whose top-1 difference every report states: SMMix against each
+# baseline and ablation
+COMPARISONS = (
+    ("smmix", "cutmix"),
+    ("smmix", "none"),
+    ("smmix", "mixup"),
+    ("smmix", "smmix_no_fine"),
+    ("smmix", "smmix_no_con"),
+)
+
 
 def parse_methods(spec: str) -> list[str]:
     names = [m.strip() for m in spec.split(",") if m.strip()]

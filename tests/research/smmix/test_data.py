@@ -5,7 +5,7 @@ import numpy as np
 
 from experiments.configs.smmix import get_config
 from research.smmix import data as smmix_data
-from tests.research.smmix.test_device_run import _folder
+from tests.experiments.bench.test_smmix_cifar10 import _folder
 
 
 def test_an_in_memory_folder_is_cached_and_limited_per_class(tmp_path):

@@ -1,4 +1,4 @@
-"""research/smmix/device_run.py: the budgeted CIFAR-10 entry at a tiny size on a synthetic
+"""experiments/bench/smmix_cifar10.py: the budgeted CIFAR-10 entry at a tiny size on a synthetic
 ImageFolder (seconds on the CPU; CutMix, whose step compiles fast: the SMMix step is tested in
 test_train.py), its epoch choice and its tables."""
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from research.smmix import device_run
+from experiments.bench import smmix_cifar10
 
 TINY = {
     "model.hidden_dim": 16,
@@ -24,7 +24,7 @@ TINY = {
 
 
 class FakeClock:
-    """`device_run.Clock` on a fake time that moves only when a test says (`advance`), so the
+    """`smmix_cifar10.Clock` on a fake time that moves only when a test says (`advance`), so the
     budget tests do not depend on how fast the machine compiles or trains."""
 
     def __init__(self, budget_s):
@@ -50,15 +50,15 @@ def fake_clock(monkeypatch):
         holder["clock"] = FakeClock(budget_s)
         return holder["clock"]
 
-    call = device_run._call
+    call = smmix_cifar10._call
 
     def timed_call(*args):
         out = call(*args)
         holder["clock"].advance(holder["seconds_per_call"])
         return out
 
-    monkeypatch.setattr(device_run, "Clock", make)
-    monkeypatch.setattr(device_run, "_call", timed_call)
+    monkeypatch.setattr(smmix_cifar10, "Clock", make)
+    monkeypatch.setattr(smmix_cifar10, "_call", timed_call)
     return holder
 
 
@@ -78,7 +78,7 @@ def test_a_tiny_budgeted_run_trains_every_method_and_writes_its_tables(tmp_path,
     data = _folder(tmp_path / "cifar")
     out = tmp_path / "out"
     lines = []
-    result = device_run.run_cifar10(  # the fake clock stands still: the budget is never spent
+    result = smmix_cifar10.run_cifar10(  # the fake clock stands still: the budget is never spent
         data, str(out), budget_s=300, methods="cutmix", seeds=[0, 1],
         overrides={**TINY, "train.epochs": 2}, log=lines.append,
     )  # fmt: skip
@@ -107,16 +107,16 @@ def test_a_tiny_budgeted_run_trains_every_method_and_writes_its_tables(tmp_path,
 
 
 def test_a_spent_budget_still_writes_results(tmp_path, fake_clock, monkeypatch):
-    load = device_run.load_data
+    load = smmix_cifar10.load_data
 
     def slow_load(*args):  # loading spends the whole budget
         data = load(*args)
         fake_clock["clock"].advance(2.0)
         return data
 
-    monkeypatch.setattr(device_run, "load_data", slow_load)
+    monkeypatch.setattr(smmix_cifar10, "load_data", slow_load)
     data = _folder(tmp_path / "cifar")
-    result = device_run.run_cifar10(
+    result = smmix_cifar10.run_cifar10(
         data, str(tmp_path / "out"), budget_s=1.0, methods="none", seeds=[0],
         overrides=TINY, log=lambda s: None,
     )  # fmt: skip
@@ -129,7 +129,7 @@ def test_a_budget_spent_by_the_first_compilation_stops_before_training(tmp_path,
     fake_clock["seconds_per_call"] = 2.0  # the first (compiling) call spends the 1 s budget
     data = _folder(tmp_path / "cifar")
     lines = []
-    result = device_run.run_cifar10(
+    result = smmix_cifar10.run_cifar10(
         data, str(tmp_path / "out"), budget_s=1.0, methods="none", seeds=[0],
         overrides=TINY, log=lines.append, workers=1,
     )  # fmt: skip
@@ -143,7 +143,7 @@ def test_a_budget_spent_while_training_stops_the_run_and_skips_the_rest(tmp_path
     fake_clock["seconds_per_call"] = 1.0
     data = _folder(tmp_path / "cifar")
     lines = []
-    result = device_run.run_cifar10(
+    result = smmix_cifar10.run_cifar10(
         data, str(tmp_path / "out"), budget_s=10.0, methods="none", seeds=[0, 1],
         overrides={**TINY, "train.epochs": 20}, probe_calls=2, log=lines.append,
     )  # fmt: skip
@@ -161,15 +161,15 @@ def test_choose_epochs_fills_the_budget_and_respects_the_preset():
         eval_seconds=1.0,
     )  # fmt: skip
     # one epoch of every run: (0.01 + 0.03) x 100 x 3 = 12 s; evaluations 2 x 3 x 1 = 6 s
-    assert device_run.choose_epochs(seconds_left=6 + 12 * 7.5, max_epochs=100, **kwargs) == 7
-    assert device_run.choose_epochs(seconds_left=6 + 12 * 7.5, max_epochs=5, **kwargs) == 5
-    assert device_run.choose_epochs(seconds_left=3, max_epochs=5, **kwargs) == 1
+    assert smmix_cifar10.choose_epochs(seconds_left=6 + 12 * 7.5, max_epochs=100, **kwargs) == 7
+    assert smmix_cifar10.choose_epochs(seconds_left=6 + 12 * 7.5, max_epochs=5, **kwargs) == 5
+    assert smmix_cifar10.choose_epochs(seconds_left=3, max_epochs=5, **kwargs) == 1
 
 
 def test_summary_tables_judge_differences_against_the_seed_spread():
     runs = [dict(method="cutmix", seed=s, top1=v) for s, v in enumerate([0.50, 0.51, 0.49])]
     runs += [dict(method="smmix", seed=s, top1=v) for s, v in enumerate([0.60, 0.61, 0.59])]
-    rows, diffs, text = device_run.summary_tables(runs)
+    rows, diffs, text = smmix_cifar10.summary_tables(runs)
     assert rows[1]["top1_mean"] == pytest.approx(0.60)
     assert rows[1]["top1_std"] == pytest.approx(0.01)
     assert diffs == [
@@ -183,13 +183,13 @@ def test_summary_tables_judge_differences_against_the_seed_spread():
 def test_bad_arguments_fail_before_any_work(tmp_path):
     data = _folder(tmp_path / "cifar")
     with pytest.raises(ValueError, match="budget_s = 0: must be > 0"):
-        device_run.run_cifar10(data, str(tmp_path / "o"), 0)
+        smmix_cifar10.run_cifar10(data, str(tmp_path / "o"), 0)
     with pytest.raises(ValueError, match="config has no field 'batch'"):
-        device_run.run_cifar10(data, str(tmp_path / "o"), 10, overrides={"train.batch": 8})
+        smmix_cifar10.run_cifar10(data, str(tmp_path / "o"), 10, overrides={"train.batch": 8})
     with pytest.raises(ValueError, match="config.methods"):
-        device_run.run_cifar10(data, str(tmp_path / "o"), 10, methods="smmixx")
+        smmix_cifar10.run_cifar10(data, str(tmp_path / "o"), 10, methods="smmixx")
     with pytest.raises(ValueError, match="matmul_precision"):
-        device_run.run_cifar10(data, str(tmp_path / "o"), 10, matmul_precision="half")
+        smmix_cifar10.run_cifar10(data, str(tmp_path / "o"), 10, matmul_precision="half")
 
 
 def test_ahead_batches_are_the_batch_function_in_call_order_and_reuse_ready_ones():
@@ -199,9 +199,9 @@ def test_ahead_batches_are_the_batch_function_in_call_order_and_reuse_ready_ones
         built.append(step)
         return np.full(2, step)
 
-    seconds, ready = device_run.time_host_batches(batch_fn, stride=3, workers=2)
+    seconds, ready = smmix_cifar10.time_host_batches(batch_fn, stride=3, workers=2)
     assert seconds > 0 and sorted(ready) == [0, 1] and sorted(built) == [0, 3]
-    source = device_run.AheadBatches(batch_fn, 3, workers=2, depth=3, ready=ready)
+    source = smmix_cifar10.AheadBatches(batch_fn, 3, workers=2, depth=3, ready=ready)
     try:
         for call in range(5):
             np.testing.assert_array_equal(source(call), [3 * call] * 2)

@@ -1,6 +1,6 @@
 """SMMix vs its baselines on CIFAR-10 within a time budget on one accelerator: `run_cifar10`.
 
-    from research.smmix.device_run import run_cifar10
+    from experiments.bench.smmix_cifar10 import run_cifar10
     run_cifar10("../shared/data/images/cifar10", "$OUT/smmix", budget_s=150)
 
 The run (every number printed and written to `out_dir/cifar10_budget.json`):
@@ -54,13 +54,6 @@ from research.training import stats
 from research.training.parallel import replicate, shard_batch
 from research.training.train_state import TrainState
 
-COMPARISONS = (
-    ("smmix", "cutmix"),
-    ("smmix", "none"),
-    ("smmix", "mixup"),
-    ("smmix", "smmix_no_fine"),
-    ("smmix", "smmix_no_con"),
-)
 MATMUL_PRECISIONS = ("default", "tensorfloat32", "bfloat16", "float32")
 
 
@@ -157,7 +150,7 @@ def summary_tables(results: Sequence[Mapping[str, Any]]) -> tuple[list[dict], li
             dict(method=method, seeds=s.n, top1_mean=s.mean, top1_std=s.std, per_seed=values)
         )
     diffs = []
-    for a, b in COMPARISONS:
+    for a, b in steps.COMPARISONS:
         if a in by and b in by:
             d = stats.difference(by[a], by[b])
             spread = (

@@ -5,7 +5,7 @@
         [--quick]
     python -m experiments.bench.bifeat --sampling_only --out=DIR [--num_nodes=...] [--quick]
     python -m experiments.bench.bifeat --compare_seeds=5 --out=DIR [--quick]
-    python -m experiments.bench.bifeat --gpu_check --out=DIR [--budget_s=90] [--quick]
+    python -m experiments.bench.bifeat --gpu_check --out=DIR [--budget_s=150] [--quick]
 
 On a synthetic power-law graph (`research.datasets.graphs.synthetic_graph`, 128 float32 features)
 with the BiFeat recipe (GraphSAGE, 3 layers, hidden 256, fan-outs 5/10/15, batch 1000 per device)
@@ -18,12 +18,13 @@ the float32 host store with the host sampler measured in the same run. Prints a 
 writes DIR/bifeat_bench.json.
 
 `gpu_check()` (for experiments/bench/gpu_check.py, or `--gpu_check`, which also writes
-DIR/bifeat_gpu_check.json) runs the same measurement sized for one GPU (the float32 host
-baseline and sq2 with the host sampler; float32-device, sq2 and vq16x256 with the device
-sampler), correctness rows (`ok`): every store's batch features against the decoded table, a
-finite, decreasing training loss with either sampler, and the Cora test accuracy of the host vs
-the device sampler (3 seeds; `ok` when the difference is within 2 standard errors), within a
-time budget (`budget_s`).
+DIR/bifeat_gpu_check.json) measures, within a time budget (`budget_s`) and in this order: the
+epoch target (the float32 host-store + host-sampler baseline, then sq2, vq16x256 and
+float32-device with the device sampler, sized for one GPU), the Cora test accuracy of the host
+vs the device sampler (5 seeds; `ok` when the difference is within 2 standard errors), the
+correctness rows (`ok`: every store's batch features against its decoded codes, the device
+sampler's block rules, a decreasing training loss in every epoch row), then optional epoch
+rows with the time left.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -43,17 +45,109 @@ from absl import app, flags
 from experiments.bench import bifeat_profile
 from experiments.bench.timing import failure_record, format_table, record, write_json
 from experiments.configs.bifeat import get_config
-from ops.quantize import dequantize
+from ops.quantize import decode_codes
 from research.bifeat import train
 from research.bifeat.config_rules import validate_config
-from research.bifeat.sampler import batch_key, block_errors
-from research.bifeat.stores import build_store, parse_schemes
+from research.bifeat.sampler import batch_key, block_errors, csr_edge_keys
+from research.bifeat.stores import build_store, parse_scheme, parse_schemes
 from research.datasets.graphs import synthetic_graph
 from research.datasets.paths import resolve_data_dir
 from research.training import stats
 from research.training.parallel import data_mesh, shard_batch
 
 DEFAULT_SCHEMES = "float32,float32-device,sq1,sq2,sq4,sq8,sq16,vq16x256"
+
+
+def epoch_setup(
+    num_nodes: int,
+    *,
+    num_features: int = 128,
+    train_nodes: int = 20_000,
+    hidden: int = 256,
+    batch_size: int = 1000,
+    fanouts: tuple[int, ...] = (5, 10, 15),
+    seed: int = 0,
+    log=print,
+) -> bifeat_profile.EpochSetup:
+    """The benchmark's synthetic power-law graph (`num_nodes` x `num_features`, 32 classes) and
+    its `bifeat_profile.make_setup` (calibrated capacities, model, train step, device sampler)."""
+    start = time.perf_counter()
+    graph = synthetic_graph(num_nodes, num_features=num_features, num_classes=32, seed=seed)
+    log(f"graph: {graph.summary()} in {time.perf_counter() - start:.1f} s")
+    setup = bifeat_profile.make_setup(
+        graph,
+        train_nodes=train_nodes,
+        fanouts=fanouts,
+        batch_size=batch_size,
+        hidden=hidden,
+        seed=seed,
+    )
+    log(f"node capacities per layer: {setup.sampler.caps}")
+    return setup
+
+
+def epoch_rows(
+    setup: bifeat_profile.EpochSetup,
+    plan: Sequence[tuple[str, str]],
+    *,
+    baseline: dict[str, Any] | None = None,
+    deadline: float = math.inf,
+    seed: int = 0,
+    log=print,
+) -> list[dict[str, Any]]:
+    """One epoch row (`_epoch_row`) per `(scheme, sampler)` of `plan`, in its order; a store is
+    built once for consecutive pairs of one scheme. Ratios are against `baseline` (an earlier
+    row of this setup), else against the first pair, which must then use the host sampler.
+    A pair not started by `deadline` (`time.perf_counter()` seconds) is skipped and logged; a
+    pair that raises (e.g. out of memory) gives a `failure_record` row, unless it is the
+    baseline (then the error propagates: nothing could be compared)."""
+    if baseline is None and plan and plan[0][1] != "host":
+        raise ValueError(f"the first pair must use the host sampler (the baseline), got {plan[0]}")
+    mesh, proc = setup.mesh, psutil.Process()
+    num_nodes, num_features = setup.graph.num_nodes, setup.graph.num_features
+    rows, store = [], None
+    for name, kind in plan:
+        if time.perf_counter() > deadline:
+            log(f"{name} ({kind} sampler): skipped (time budget spent)")
+            continue
+        try:
+            if store is None or store.scheme.name != name:
+                store = None  # free the previous table first
+                rss0, t0 = proc.memory_info().rss, time.perf_counter()
+                store = build_store(parse_scheme(name), setup.graph.features, mesh, seed=seed)
+                built = dict(
+                    build_s=round(time.perf_counter() - t0, 2),
+                    rss_build_mb=round((proc.memory_info().rss - rss0) / 2**20, 1),
+                )
+                mem = jax.devices()[0].memory_stats() or {}  # GPU: the device allocator's bytes
+                built.update(
+                    device_bytes_in_use=mem.get("bytes_in_use"),
+                    device_peak_bytes=mem.get("peak_bytes_in_use"),
+                )
+            res = bifeat_profile.profile_epoch(setup, store, sampler=kind, seed=seed)
+        except Exception as err:  # noqa: BLE001 - one store's failure must not end the others
+            if baseline is None:
+                raise
+            log(f"{name} ({kind} sampler): failed: {type(err).__name__}: {err}")
+            rows.append(
+                failure_record(
+                    "bifeat_epoch", name, (num_nodes, num_features), "float32", err, sampler=kind
+                )
+            )
+            store = None
+            continue
+        row = _epoch_row(name, kind, store, res, baseline or res, num_nodes, num_features)
+        row.update(built)
+        baseline = baseline or row
+        rows.append(row)
+        log(
+            f"{name} ({kind} sampler): epoch {res['epoch_s']:.2f} s "
+            f"({row['ratio_vs_baseline']:.2f}x the baseline; split: sampling "
+            f"{res['sampling_s']:.2f} + loading {res['loading_s']:.2f} + compute "
+            f"{res['compute_s']:.2f}), first call {res['first_call_s']:.2f} s, "
+            f"{store.nbytes / 2**20:.1f} MiB"
+        )
+    return rows
 
 
 def run_benchmark(
@@ -72,59 +166,27 @@ def run_benchmark(
 ) -> list[dict[str, Any]]:
     """Rows (experiments/bench/timing.record) per store and sampler; the first scheme with the
     host sampler is the baseline. `schemes` run with the host (numpy) sampler, `device_schemes`
-    (device-resident stores) with the device sampler. Rows not started by `deadline`
-    (`time.perf_counter()` seconds) are skipped and logged."""
-    start = time.perf_counter()
-    graph = synthetic_graph(num_nodes, num_features=num_features, num_classes=32, seed=seed)
-    log(f"graph: {graph.summary()} in {time.perf_counter() - start:.1f} s")
-    setup = bifeat_profile.make_setup(
-        graph,
+    (device-resident stores) with the device sampler, each scheme's rows one after the other.
+    Rows not started by `deadline` (`time.perf_counter()` seconds) are skipped and logged."""
+    setup = epoch_setup(
+        num_nodes,
+        num_features=num_features,
         train_nodes=train_nodes,
-        fanouts=fanouts,
-        batch_size=batch_size,
         hidden=hidden,
+        batch_size=batch_size,
+        fanouts=fanouts,
         seed=seed,
+        log=log,
     )
-    log(f"node capacities per layer: {setup.sampler.caps}")
-    mesh, proc = data_mesh(), psutil.Process()
     host = [s.name for s in parse_schemes(schemes)]
     device = [s.name for s in parse_schemes(device_schemes)] if device_schemes.strip() else []
-    rows, base = [], None
-    for scheme in parse_schemes(",".join(dict.fromkeys(host + device))):
-        if time.perf_counter() > deadline:
-            log(f"{scheme.name}: skipped (time budget spent)")
-            continue
-        rss0, t0 = proc.memory_info().rss, time.perf_counter()
-        store = build_store(scheme, graph.features, mesh, seed=seed)
-        build_s, rss1 = time.perf_counter() - t0, proc.memory_info().rss
-        stats = jax.devices()[0].memory_stats() or {}  # GPU: bytes held by the device allocator
-        kinds = (["host"] if scheme.name in host else []) + (
-            ["device"] if scheme.name in device else []
-        )
-        for kind in kinds:
-            if base is None and kind != "host":
-                raise ValueError("the first scheme must run with the host sampler (the baseline)")
-            if time.perf_counter() > deadline:
-                log(f"{scheme.name} ({kind} sampler): skipped (time budget spent)")
-                continue
-            res = bifeat_profile.profile_epoch(setup, store, sampler=kind, seed=seed)
-            base = base or res
-            rows.append(_epoch_row(scheme.name, kind, store, res, base, num_nodes, num_features))
-            rows[-1].update(
-                build_s=round(build_s, 2),
-                rss_build_mb=round((rss1 - rss0) / 2**20, 1),
-                device_bytes_in_use=stats.get("bytes_in_use"),
-                device_peak_bytes=stats.get("peak_bytes_in_use"),
-            )
-            log(
-                f"{scheme.name} ({kind} sampler): epoch {res['epoch_s']:.2f} s "
-                f"({rows[-1]['ratio_vs_baseline']:.2f}x the baseline; split: sampling "
-                f"{res['sampling_s']:.2f} + loading {res['loading_s']:.2f} + compute "
-                f"{res['compute_s']:.2f}), first call {res['first_call_s']:.2f} s, "
-                f"{store.nbytes / 2**20:.1f} MiB"
-            )
-        del store
-    return rows
+    plan = [
+        (name, kind)
+        for name in dict.fromkeys(host + device)
+        for kind, names in (("host", host), ("device", device))
+        if name in names
+    ]
+    return epoch_rows(setup, plan, deadline=deadline, seed=seed, log=log)
 
 
 def _epoch_row(name, sampler, store, res, base, num_nodes, num_features) -> dict[str, Any]:
@@ -143,7 +205,7 @@ def _epoch_row(name, sampler, store, res, base, num_nodes, num_features) -> dict
         compression=round(store.compression_ratio, 2),
         loading_speedup=base["loading_s"] / res["loading_s"],
         split_epoch_speedup=base["split_epoch_s"] / res["split_epoch_s"],
-        **{k: v for k, v in res.items() if not k.endswith("_loss")},
+        **res,
     )
 
 
@@ -194,13 +256,16 @@ def device_sampler_row(setup: bifeat_profile.EpochSetup, *, batches: int) -> dic
     """`ok` when `batches` device-sampled batches of the setup's training nodes break no block
     rule (`sampler.block_errors`: real edges, min(fan-out, degree) distinct neighbours, ...)."""
     sampler, g = setup.device_sampler, setup.graph
+    edge_keys = csr_edge_keys(g.indptr, g.indices)  # once: a sort of every edge
     errors, dropped, seconds = 0, 0, 0.0
     for step in range(batches):
         seeds = setup.train_nodes[step * sampler.batch_size : (step + 1) * sampler.batch_size]
         t0 = time.perf_counter()
         batch = jax.device_get(sampler.sample(seeds, batch_key(1, step, 0)))
         seconds = time.perf_counter() - t0  # the last one: compiled
-        errors += block_errors(g.indptr, g.indices, batch, sampler.fanouts, sampler.caps)
+        errors += block_errors(
+            g.indptr, g.indices, batch, sampler.fanouts, sampler.caps, edge_keys=edge_keys
+        )
         dropped += int(batch.dropped)
     return record(
         "bifeat_device_sampler_blocks",
@@ -214,9 +279,111 @@ def device_sampler_row(setup: bifeat_profile.EpochSetup, *, batches: int) -> dic
     )
 
 
-# gpu_check: host-sampler rows (the float32 baseline first) and device-sampler rows.
-GPU_HOST_SCHEMES = "float32,sq2"
-GPU_DEVICE_SCHEMES = "float32-device,sq2,vq16x256"
+def store_rows(
+    num_nodes: int,
+    *,
+    schemes: str = DEFAULT_SCHEMES + ",sq1+cache",
+    deadline: float = math.inf,
+    log=print,
+) -> list[dict[str, Any]]:
+    """`ok` per store of `schemes` (default: every benchmark store and sq1+cache) when its
+    `features` of 4096 random ids match the float32 rows (float32 stores) or the decoded codes
+    of those ids (`ops.quantize.decode_codes`, cached rows as stored), on a synthetic graph of
+    `num_nodes` x 128. A store not started by `deadline` is skipped and logged."""
+    if time.perf_counter() > deadline:
+        log("store rows: skipped (time budget spent)")
+        return []
+    graph = synthetic_graph(num_nodes, num_features=128, num_classes=16, seed=1)
+    mesh = data_mesh()
+    ids = np.random.default_rng(0).integers(0, graph.num_nodes, (mesh.size, 4096)).astype(np.int32)
+    flat = ids.reshape(-1)
+    rows = []
+    for scheme in parse_schemes(schemes):
+        if time.perf_counter() > deadline:
+            log(f"store rows {scheme.name}: skipped (time budget spent)")
+            continue
+        t0 = time.perf_counter()
+        store = build_store(
+            scheme, graph.features, mesh, degrees=graph.degrees(), cache_fraction=0.05
+        )
+        got = np.asarray(store.features(shard_batch(store.prepare(ids), mesh))).reshape(-1, 128)
+        if store.location == "host" or scheme.method == "float32-device":
+            want = graph.features[flat]
+        else:
+            t = store.tables
+            table = t["table"]
+            want = np.array(decode_codes(table, np.asarray(table.codes)[flat]))
+            if "cache" in t:
+                slot = np.asarray(t["slot"])[flat]
+                want[slot >= 0] = np.asarray(t["cache"])[slot[slot >= 0]]
+        err = float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30))
+        rows.append(
+            record(
+                "bifeat_store_rows",
+                scheme.name,
+                ids.shape,
+                "float32",
+                time.perf_counter() - t0,  # build, compile and check
+                ok=bool(err < 1e-5),
+                max_rel_err=err,
+            )
+        )
+    return rows
+
+
+def loss_rows(epochs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`bifeat_train_loss` per measured epoch row: `ok` when the pipelined epoch's training
+    loss is finite and lower at its last step than at its first (a store or sampler that feeds
+    wrong features or blocks does not learn)."""
+    rows = []
+    for r in epochs:
+        if "first_loss" not in r:  # a failure row
+            continue
+        losses = (r["first_loss"], r["final_loss"])
+        rows.append(
+            record(
+                "bifeat_train_loss",
+                f"{r['impl']} ({r['sampler']} sampler)",
+                (r["steps"],),
+                "float32",
+                r["epoch_s"],
+                ok=bool(np.isfinite(losses).all() and losses[1] < losses[0]),
+                first_loss=losses[0],
+                final_loss=losses[1],
+            )
+        )
+    return rows
+
+
+# The speed-up the device sampler is for: one epoch with a compressed device store and the
+# device sampler against the float32 host store with the host sampler.
+TARGET_SPEEDUP = 3.0
+
+
+def target_row(epochs: list[dict[str, Any]]) -> dict[str, Any]:
+    """`bifeat_epoch_target`: the pipelined speed-ups of the compressed stores with the device
+    sampler over the baseline (the first row, float32 host store + host sampler); `met` when
+    one reaches `TARGET_SPEEDUP`, None when no such row was measured (`measured` lists them)."""
+    speedups = {
+        r["impl"]: round(r["ratio_vs_baseline"], 3)
+        for r in epochs
+        if r.get("sampler") == "device"
+        and r.get("compression", 1) > 1
+        and r.get("ratio_vs_baseline") is not None
+        and not r.get("error")
+    }
+    best = max(speedups.values(), default=None)
+    return record(
+        "bifeat_epoch_target",
+        "compressed device store + device sampler vs float32 host",
+        (len(epochs),),
+        "float32",
+        0.0,
+        target_speedup=TARGET_SPEEDUP,
+        measured=" ".join(f"{k}:{v}x" for k, v in speedups.items()),
+        best_speedup=best,
+        met=None if best is None else bool(best >= TARGET_SPEEDUP),
+    )
 
 
 def compare_samplers(
@@ -307,114 +474,101 @@ def cora_config(*, quick: bool) -> ml_collections.ConfigDict:
     return config
 
 
+# gpu_check's epoch rows, (store, sampler): those the target needs first (the float32 host
+# store + host sampler baseline, the compressed stores with the device sampler, float32 on the
+# device with the device sampler), then the optional ones, run last with the time left.
+GPU_TARGET_ROWS = (
+    ("float32", "host"),
+    ("sq2", "device"),
+    ("vq16x256", "device"),
+    ("float32-device", "device"),
+)
+GPU_EXTRA_ROWS = (("sq2", "host"), ("sq1", "device"), ("sq8", "device"))
+
+
 def gpu_check(
     num_nodes: int = 2_000_000,
     train_nodes: int = 30_000,
     *,
-    budget_s: float = 90.0,
-    sampler_share: float = 0.45,
-    num_seeds: int = 3,
+    budget_s: float = 150.0,
+    target_share: float = 0.5,
+    compare_share: float = 0.35,
+    num_seeds: int = 5,
     quick: bool = False,
     out: str | None = None,
     cora_dir: str | None = None,
     log=lambda s: print(s, flush=True),
 ) -> list[dict[str, Any]]:
-    """Correctness rows (`ok`), the epoch benchmark sized for one GPU (2M nodes x 128, 30
-    batches of 1000 seeds per epoch: the H100 table of the README had 50, fewer keep the
-    whole check near 90 s; the host float32 baseline epoch alone is ~3 s there) with the host
-    sampler (float32 host baseline, sq2) and the device sampler (float32-device, sq2,
-    vq16x256), and the Cora accuracy of the host vs the device sampler over `num_seeds` seeds.
+    """The device-sampler epoch target first, then the Cora sampler comparison, then the
+    correctness rows, then optional epoch rows, within `budget_s` seconds from the call.
 
-    Budget: `budget_s` seconds from the call; the graph build, correctness rows and epochs get
-    `1 - sampler_share` of it (an epoch row not started by then is skipped), the sampler
-    comparison the rest (a run not started by the end is skipped; results so far are kept).
-    `quick`: 20k nodes, 2k training nodes, the tiny synthetic graph for the comparison (CPU).
-    `out`: also writes `out/bifeat_gpu_check.json`. `cora_dir`: the Planetoid folder (default:
-    the config's ../shared/data/planetoid; when it is missing the comparison runs on the tiny
-    synthetic graph and says so). Prints progress and the tables.
+    1. Target (`GPU_TARGET_ROWS`, until `target_share` of the budget): the 2M-node x 128
+       synthetic graph, 30 batches of 1000 seeds per epoch (the H100 table of the README had
+       50), the float32 host-store + host-sampler baseline, sq2 and vq16x256 with the device
+       sampler, float32-device with the device sampler; then `bifeat_train_loss` per row (its
+       loss went down) and `bifeat_epoch_target` (`TARGET_SPEEDUP` met?).
+    2. Cora test accuracy, host vs device sampler, `num_seeds` seeds each (until `target_share
+       + compare_share` of the budget).
+    3. Correctness (until the end): every store's rows against its decoded codes
+       (`store_rows`, 5,000 nodes) and the device sampler's blocks on the epoch graph
+       (`device_sampler_row`, 2 batches).
+    4. `GPU_EXTRA_ROWS` (until the end): sq2 with the host sampler, sq1 and sq8 with the
+       device sampler.
+
+    Each part starts its rows only before its deadline (a started row runs to its end); time
+    a part does not use goes to the next. Nothing runs before the target rows, so a slow later
+    part cannot take their time. `quick`: 20k nodes, 2k training nodes, a 2,000-node store
+    graph and the tiny synthetic graph for the comparison (a CPU smoke test). `out`: also
+    writes `out/bifeat_gpu_check.json` (meta: `part_seconds`). `cora_dir`: the Planetoid
+    folder (default: the config's ../shared/data/planetoid; when it is missing the comparison
+    runs on the tiny synthetic graph and says so). Prints progress and the tables.
     """
+    if not (0 < target_share and 0 <= compare_share and target_share + compare_share <= 1):
+        raise ValueError(
+            f"need 0 < target_share, 0 <= compare_share, target_share + compare_share <= 1; "
+            f"got {target_share}, {compare_share}"
+        )
     start = time.perf_counter()
-    bench_deadline = start + (1 - sampler_share) * budget_s
+    target_end = start + target_share * budget_s
+    compare_end = target_end + compare_share * budget_s
+    end = start + budget_s
     if quick:
         num_nodes, train_nodes = 20_000, 2_000
-    rows = []
-    graph = synthetic_graph(
-        50_000 if not quick else 5_000, num_features=128, num_classes=16, seed=1
-    )
-    mesh = data_mesh()
-    ids = np.random.default_rng(0).integers(0, graph.num_nodes, (mesh.size, 4096)).astype(np.int32)
-    for scheme in parse_schemes(DEFAULT_SCHEMES + ",sq1+cache"):
-        if time.perf_counter() > bench_deadline:
-            log(f"store rows {scheme.name}: skipped (time budget spent)")
-            continue
-        store = build_store(
-            scheme, graph.features, mesh, degrees=graph.degrees(), cache_fraction=0.05
-        )
-        got = np.asarray(store.features(shard_batch(store.prepare(ids), mesh)))
-        if store.location == "host" or scheme.method == "float32-device":
-            want = graph.features[ids]
-        else:
-            t = store.tables
-            want = np.array(dequantize(t["table"]))
-            if "cache" in t:
-                slot = np.asarray(t["slot"])
-                want[slot >= 0] = np.asarray(t["cache"])[slot[slot >= 0]]
-            want = want[ids]
-        err = float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30))
-        rows.append(
-            record(
-                "bifeat_store_rows",
-                scheme.name,
-                got.shape,
-                "float32",
-                0.0,
-                ok=bool(err < 1e-5),
-                max_rel_err=err,
-            )
-        )
-    # 4 steps of 1000 seeds (quick: 4 of 100)
-    batch = 100 if quick else 1000
-    setup = bifeat_profile.make_setup(graph, train_nodes=4 * batch, batch_size=batch, seed=1)
-    sq2 = build_store("sq2", graph.features, mesh)
-    for kind in bifeat_profile.SAMPLERS:
-        if time.perf_counter() > bench_deadline:
-            log(f"training loss ({kind} sampler): skipped (time budget spent)")
-            continue
-        res = bifeat_profile.profile_epoch(setup, sq2, sampler=kind, seed=1)
-        losses = (res["first_loss"], res["final_loss"])
-        rows.append(
-            record(
-                "bifeat_train_loss",
-                f"sq2 ({kind} sampler)",
-                (len(setup.train_nodes),),
-                "float32",
-                res["epoch_s"],
-                ok=bool(np.isfinite(losses).all() and losses[1] < losses[0]),
-                first_loss=losses[0],
-                final_loss=losses[1],
-            )
-        )
-    if time.perf_counter() < bench_deadline:
-        rows.append(device_sampler_row(setup, batches=4))
-    log(f"correctness rows done at {time.perf_counter() - start:.1f} s")
-    epochs = []
-    if time.perf_counter() < bench_deadline:  # (the 2M-node graph alone takes ~12 s to build)
+    rows: list[dict[str, Any]] = []
+    parts: dict[str, float] = {}
+
+    def part(name: str, t0: float) -> None:
+        parts[name] = round(time.perf_counter() - t0, 2)
+        log(f"{name} done in {parts[name]:.1f} s (at {time.perf_counter() - start:.1f} s)")
+
+    # 1. the target rows
+    t0, setup, epochs = time.perf_counter(), None, []
+    if time.perf_counter() > target_end:
+        log("target epochs: skipped (time budget spent)")
+    else:
         try:
-            epochs = run_benchmark(
-                num_nodes=num_nodes,
-                train_nodes=train_nodes,
-                schemes=GPU_HOST_SCHEMES,
-                device_schemes=GPU_DEVICE_SCHEMES,
-                deadline=bench_deadline,
-                log=log,
+            setup = epoch_setup(num_nodes, train_nodes=train_nodes, log=log)
+            epochs = epoch_rows(setup, GPU_TARGET_ROWS, deadline=target_end, log=log)
+        except Exception as err:  # noqa: BLE001 - report it, and still run the rest
+            log(f"target epochs failed: {type(err).__name__}: {err}")
+            rows.append(failure_record("bifeat_epoch", "baseline", (num_nodes,), "float32", err))
+        rows += epochs
+        if epochs:
+            target = target_row(epochs)
+            rows += loss_rows(epochs) + [target]
+            log("\n" + summary_table(epochs))
+            log(
+                f"target (>= {TARGET_SPEEDUP}x, compressed store + device sampler): "
+                + (
+                    "NOT MEASURED"
+                    if target["met"] is None
+                    else f"{'met' if target['met'] else 'not met'} ({target['measured']})"
+                )
             )
-        except Exception as err:  # noqa: BLE001 - report it, and still run the comparison
-            log(f"epoch benchmark failed: {type(err).__name__}: {err}")
-            rows.append(failure_record("bifeat_epoch", "all", (num_nodes,), "float32", err))
-    rows += epochs
-    if epochs:
-        log("\n" + summary_table(epochs))
-    log(f"epoch benchmark done at {time.perf_counter() - start:.1f} s")
+        part("target epochs", t0)
+
+    # 2. the Cora comparison
+    t0 = time.perf_counter()
     config = cora_config(quick=quick)
     if cora_dir:
         config.data_dir = cora_dir
@@ -428,7 +582,7 @@ def gpu_check(
     try:
         with tempfile.TemporaryDirectory() as workdir:
             compared = compare_samplers(
-                config, workdir, num_seeds=num_seeds, deadline=start + budget_s, log=log
+                config, workdir, num_seeds=num_seeds, deadline=compare_end, log=log
             )
     except (OSError, ValueError) as err:  # e.g. unreadable data files: report, keep the rest
         log(f"sampler comparison failed: {err}")
@@ -436,14 +590,39 @@ def gpu_check(
     rows += compared
     if compared:
         log("\n" + format_table(compared))
+    part("sampler comparison", t0)
+
+    # 3. correctness
+    t0 = time.perf_counter()
+    checks = store_rows(2_000 if quick else 5_000, deadline=end, log=log)
+    if setup is not None and time.perf_counter() < end:
+        try:
+            checks.append(device_sampler_row(setup, batches=2))
+        except Exception as err:  # noqa: BLE001 - report it, and still run the rest
+            log(f"device sampler blocks failed: {type(err).__name__}: {err}")
+            checks.append(failure_record("bifeat_device_sampler_blocks", "2 batches", (), "", err))
+    rows += checks
+    if checks:
+        log("\n" + format_table(checks))
+    part("correctness", t0)
+
+    # 4. optional epoch rows
+    if setup is not None and epochs and "error" not in epochs[0]:
+        t0 = time.perf_counter()
+        extra = epoch_rows(setup, GPU_EXTRA_ROWS, baseline=epochs[0], deadline=end, log=log)
+        rows += extra + loss_rows(extra)
+        if extra:
+            log("\n" + summary_table(epochs + extra))
+        part("extra epochs", t0)
     total = time.perf_counter() - start
-    log(f"bifeat gpu_check: {total:.1f} s (budget {budget_s:.0f} s)")
+    log(f"bifeat gpu_check: {total:.1f} s (budget {budget_s:.0f} s; parts {parts})")
     if out:
         write_json(
             os.path.join(out, "bifeat_gpu_check.json"),
             rows,
             seconds=total,
             budget_s=budget_s,
+            part_seconds=parts,
             quick=quick,
         )
     return rows
@@ -462,8 +641,8 @@ def _define_flags() -> None:
     flags.DEFINE_integer(
         "compare_seeds", 0, "> 0: only the Cora host-vs-device sampler accuracy, this many seeds."
     )
-    flags.DEFINE_bool("gpu_check", False, "Run gpu_check() (epochs + sampler comparison).")
-    flags.DEFINE_float("budget_s", 90.0, "gpu_check: time budget in seconds.")
+    flags.DEFINE_bool("gpu_check", False, "Run gpu_check() (target epochs first, then the rest).")
+    flags.DEFINE_float("budget_s", 150.0, "gpu_check: time budget in seconds.")
     flags.DEFINE_string("cora_dir", "", "gpu_check: the Planetoid folder (default: the config's).")
 
 

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from models.gnn import GraphSAGE, blocks_from_fanout
@@ -81,15 +82,19 @@ def make_setup(
     steps = -(-train_nodes // (batch_size * mesh.size))
     optimizer = pipeline.make_optimizer(lr, decay=0.98, steps_per_epoch=steps)
     caps = sampler.caps
-    x = np.zeros((caps[0], graph.num_features), np.float32)
-    blocks = blocks_from_fanout(
-        [np.zeros(caps[i + 1] * k, np.int32) for i, k in enumerate(fanouts)],
-        [np.zeros(caps[i + 1] * k, bool) for i, k in enumerate(fanouts)],
-        caps[1:],
-    )
-    params = model.init(jax.random.PRNGKey(seed), x, blocks, train=False)
+
+    @jax.jit  # one program: op by op, the parameter and optimizer-state init compile dozens
+    def init(key):
+        x = jnp.zeros((caps[0], graph.num_features), jnp.float32)
+        blocks = blocks_from_fanout(
+            [jnp.zeros(caps[i + 1] * k, jnp.int32) for i, k in enumerate(fanouts)],
+            [jnp.zeros(caps[i + 1] * k, bool) for i, k in enumerate(fanouts)],
+            caps[1:],
+        )
+        return TrainState.create(model.init(key, x, blocks, train=False), optimizer, key)
+
     # host copy: the donating train step must not consume the template's buffers
-    state = jax.device_get(TrainState.create(params, optimizer, jax.random.PRNGKey(seed)))
+    state = jax.device_get(init(jax.random.PRNGKey(seed)))
     step = make_train_step(pipeline.make_loss_fn(model, caps), optimizer, mesh)
     device_sampler = DeviceNeighborSampler(sampler, mesh)  # same caps; CSR on the device
     return EpochSetup(graph, nodes, sampler, model, step, state, mesh, device_sampler)

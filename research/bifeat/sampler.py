@@ -446,16 +446,33 @@ class DeviceNeighborSampler:
         return self._sample(self.indptr, self.indices, padded, mask, key)
 
 
-def block_errors(indptr: np.ndarray, indices: np.ndarray, batch: MiniBatch, fanouts, caps) -> int:
+def csr_edge_keys(indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """`[E] int64`, sorted: `dst * N + src` of every CSR edge (the lookup of `block_errors`)."""
+    indptr, indices = np.asarray(indptr, np.int64), np.asarray(indices, np.int64)
+    n = len(indptr) - 1
+    return np.sort(np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr)) * n + indices)
+
+
+def block_errors(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    batch: MiniBatch,
+    fanouts,
+    caps,
+    *,
+    edge_keys: np.ndarray | None = None,
+) -> int:
     """Number of rule violations in one sampled `MiniBatch` (numpy arrays; any sampler): per
     layer, unmasked edges that are not CSR edges or come from invalid slots, valid destinations
     with other than min(fan-out, degree) edges (with `batch.dropped == 0`), repeated neighbours,
     edges of padding destinations; and repeated or mismatched node ids (vectorised: for checks on
-    large graphs, e.g. on the GPU)."""
-    indptr, indices = np.asarray(indptr, np.int64), np.asarray(indices, np.int64)
+    large graphs, e.g. on the GPU). `edge_keys`: `csr_edge_keys(indptr, indices)` when checking
+    several batches of one graph (a sort of every edge; computed here when None)."""
+    indptr = np.asarray(indptr, np.int64)
     n = len(indptr) - 1
     deg = np.diff(indptr)
-    edge_keys = np.sort(np.repeat(np.arange(n, dtype=np.int64), deg) * n + indices)
+    if edge_keys is None:
+        edge_keys = csr_edge_keys(indptr, indices)
     nodes, valid = np.asarray(batch.input_nodes), np.asarray(batch.input_mask)
     errors = 0
     for layer, k in enumerate(fanouts):

@@ -210,7 +210,8 @@ def _epoch_row(name, sampler, store, res, base, num_nodes, num_features) -> dict
 
 
 def summary_table(rows: list[dict[str, Any]]) -> str:
-    """The README table: per store, epoch and per-batch phase times and speed-ups."""
+    """The README table: per store, epoch and per-batch phase times and speed-ups (rows of
+    stores that failed, `failure_record`s, are left out: their error is in the JSON and log)."""
     table = [
         {
             "store": r["impl"],
@@ -228,6 +229,7 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
             "first call s": f"{r['first_call_s']:.2f}",
         }
         for r in rows
+        if "error" not in r
     ]
     return format_table(table)
 

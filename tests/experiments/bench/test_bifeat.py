@@ -181,6 +181,10 @@ def test_target_and_loss_rows():
     up = {**slow, "final_loss": 3.5}
     nan = {**slow, "first_loss": float("nan")}
     assert [r["ok"] for r in bifeat.loss_rows([base, up, nan])] == [True, False, False]
+    failed = bifeat.failure_record("bifeat_epoch", "vq16x256", (100,), "float32", MemoryError())
+    assert bifeat.loss_rows([failed]) == [] and bifeat.target_row([base, failed])["met"] is None
+    table = bifeat.summary_table([base, failed])
+    assert "float32" in table and "vq16x256" not in table
 
 
 def test_epoch_rows_needs_a_host_baseline_first():

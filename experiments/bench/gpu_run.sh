@@ -59,8 +59,8 @@ for s in $STAGES; do
         --train_recipe --impl=fastest --budget_s="${BUDGET_KGE_MORE:-60}" \
         --ckpt_dir=/tmp/ankge_recipe --out="$OUT" $Q ;;
     bifeat)
-      stage bifeat $((${BUDGET_BIFEAT:-120} + 40)) python3 -m experiments.bench.bifeat \
-        --gpu_check --budget_s="${BUDGET_BIFEAT:-120}" --out="$OUT" $Q ;;
+      stage bifeat $((${BUDGET_BIFEAT:-150} + 40)) python3 -m experiments.bench.bifeat \
+        --gpu_check --budget_s="${BUDGET_BIFEAT:-150}" --out="$OUT" $Q ;;
     jko)
       stage jko 120 python3 -m experiments.bench.jko_iflow --gpu_check \
         --out="$OUT/jko_iflow_gpu.json" $Q ;;

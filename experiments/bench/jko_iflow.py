@@ -37,6 +37,7 @@ from research.jko_iflow.config_rules import density_names
 from research.jko_iflow.flow import ModelOptions, make_model
 from research.jko_iflow.jko import BaselineOptions, JKOOptions
 from research.training import results
+from research.training.errors import TimeBudgetExceeded
 from research.training.parallel import data_mesh, replicate, shard_batch
 from research.training.train_state import TrainState
 
@@ -231,7 +232,7 @@ def run_rose(
     start = time.monotonic()
     try:
         metrics, status = train.train_and_evaluate(config, workdir), "ok"
-    except train.TimeBudgetExceeded as err:
+    except TimeBudgetExceeded as err:
         metrics, status = None, "budget exceeded"
         print(f"STOPPED: {err}", flush=True)
     summary = rose_summary(metrics, time.monotonic() - start, budget_s, status, density)

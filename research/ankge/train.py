@@ -39,7 +39,7 @@ from research.datasets.batching import EpochBatches
 from research.datasets.kg import KG, add_reverse, load_kg, synthetic_kg
 from research.datasets.paths import resolve_data_dir
 from research.training import identity, results
-from research.training.checkpoint import Checkpointer
+from research.training.errors import TimeBudgetExceeded
 from research.training.loop import round_to_calls, train_loop
 from research.training.metrics import read_metrics, steady_steps_per_second
 from research.training.parallel import data_mesh, make_train_step
@@ -115,24 +115,16 @@ def eval_chunks(config: Config) -> evaluate.Chunks:
     return evaluate.Chunks(config.eval.query_chunk, config.eval.entity_chunk)
 
 
-class _BudgetSpent(Exception):
-    """Raised by `train_base_for`'s batch function at the first call after its deadline."""
-
-    def __init__(self, step: int):
-        super().__init__(f"training budget spent at step {step}")
-        self.step = step
-
-
 def train_base_for(
     config: Config, kg: KG, model: KGEModel, workdir: str, *, budget_s: float | None = None
 ) -> tuple[TrainState, dict[str, Any]]:
     """Stage 1's training (`config.base`) in `workdir` (checkpoints, metrics.jsonl), resumed from
     its last checkpoint, until `config.base.num_steps` or, with `budget_s`, the first call
     boundary after `budget_s` seconds of wall-clock time (compilation included; at least one
-    call of `config.steps_per_call` steps runs). A budget stop saves the state reached (params
-    and Adam state) as a checkpoint, so the next call continues from it: the learning-rate
-    schedule, the batches and the negatives are functions of the step, so a run stopped and
-    resumed any number of times ends with the parameters of an uninterrupted one.
+    call of `config.steps_per_call` steps runs: `train_loop`'s deadline). A budget stop saves the
+    state reached (params and Adam state) as a checkpoint, so the next call continues from it: the
+    learning-rate schedule, the batches and the negatives are functions of the step, so a run
+    stopped and resumed any number of times ends with the parameters of an uninterrupted one.
 
     Returns (state, info): info = {"start_step", "step", "num_steps" (rounded to calls),
     "finished", "seconds", "stopped_by_budget"}.
@@ -163,59 +155,42 @@ def train_base_for(
         got = evaluate.evaluate_base(model, s.params, valid, chunks)
         return {f"valid_{name}": got[name] for name in ("mrr", "hits@10")}
 
-    start = time.perf_counter()
-    deadline = None if budget_s is None else start + budget_s
-    first: list[int] = []
-    latest: dict[str, TrainState] = {}
+    calls: list[int] = []  # the first step of each call (the first: where this run resumed)
 
-    def budget_batches(step: int):
-        if not first:
-            first.append(step)
-        if deadline is not None and step > first[0] and time.perf_counter() > deadline:
-            raise _BudgetSpent(step)
+    def batch_fn(step: int):
+        calls.append(step)
         return batches(step)
 
-    def budget_step(s: TrainState, batch):
-        s, metrics = step_fn(s, batch)
-        latest["state"] = s  # the state to save if the next call is refused
-        return s, metrics
-
+    start = time.perf_counter()
     num_steps = round_to_calls(recipe.num_steps, k)
-    stopped = None
+    stopped = False
     try:
         state = train_loop(
             workdir=workdir,
             state=state,
-            train_step=budget_step,
-            batch_fn=budget_batches,
+            train_step=step_fn,
+            batch_fn=batch_fn,
             num_steps=recipe.num_steps,
             mesh=mesh,
             checkpoint_every=config.checkpoint_every,
-            keep_checkpoints=1,
             log_every=config.log_every,
             steps_per_call=k,
             desc="base",
             eval_fn=eval_fn,
             eval_every=recipe.eval_every or None,
+            deadline=None if budget_s is None else time.monotonic() + budget_s,
         )
-    except _BudgetSpent as stop:
-        stopped, state = stop.step, latest["state"]
-        checkpointer = Checkpointer(
-            os.path.join(workdir, "checkpoints"), save_every=config.checkpoint_every, keep=1
-        )
-        try:
-            checkpointer.save(stop.step, state, force=True)
-        finally:
-            checkpointer.close()
+    except TimeBudgetExceeded as stop:
+        stopped, state = True, stop.state
         logging.info("base: budget of %.0f s spent at step %d/%d", budget_s, stop.step, num_steps)
     step = int(jax.device_get(state.step))
     info = {
-        "start_step": first[0] if first else step,
+        "start_step": calls[0] if calls else step,
         "step": step,
         "num_steps": num_steps,
         "finished": step >= num_steps,
         "seconds": time.perf_counter() - start,
-        "stopped_by_budget": stopped is not None,
+        "stopped_by_budget": stopped,
     }
     return state, info
 

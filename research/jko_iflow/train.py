@@ -63,33 +63,10 @@ class RunSettings:
         )
 
 
-class TimeBudgetExceeded(RuntimeError):
-    """`config.time_budget_s` was spent during training: the loop stopped before its next jitted
-    call. The checkpoints written so far stay, so a re-run with a larger budget resumes there."""
-
-
 def run_deadline(config: Config, start: float) -> float | None:
     """The `time.monotonic()` deadline of a run started at `start` (None when
     `config.time_budget_s` is 0: no limit)."""
     return start + config.time_budget_s if config.time_budget_s > 0 else None
-
-
-def _within_budget(batch_fn, run: RunSettings, desc: str):
-    """`batch_fn` raising TimeBudgetExceeded once `run.deadline` has passed (checked before each
-    jitted call of `steps_per_call` steps: no per-step host work)."""
-    if run.deadline is None:
-        return batch_fn
-
-    def checked(step: int):
-        if time.monotonic() > run.deadline:
-            raise TimeBudgetExceeded(
-                f"{desc}: the time budget (config.time_budget_s) was spent at step {step}; "
-                "training stopped there (a re-run with a larger budget resumes from the last "
-                "checkpoint)"
-            )
-        return batch_fn(step)
-
-    return checked
 
 
 class NonFiniteDataError(NonFiniteError, ValueError):
@@ -131,13 +108,15 @@ def _loop(run: RunSettings, workdir: str, state, step_fn, batch_fn, num_steps: i
         workdir=workdir,
         state=state,
         train_step=step_fn,
-        batch_fn=_within_budget(batch_fn, run, desc),
+        batch_fn=batch_fn,
         num_steps=num_steps,
         mesh=data_mesh(),
         checkpoint_every=run.checkpoint_every,
         log_every=run.log_every,
         steps_per_call=run.steps_per_call,
         desc=desc,
+        deadline=run.deadline,
+        min_calls=0,  # the run's blocks share one deadline: a spent one stops the next block
     )
     return jax.device_get(state), time.perf_counter() - start
 

@@ -13,5 +13,19 @@ class NonFiniteError(RunError):
     """Training produced NaN or infinity (loss or parameters); the last finite checkpoint stays."""
 
 
+class TimeBudgetExceeded(RunError):
+    """`train_loop`'s wall-clock deadline passed: the loop stopped before its next jitted call and
+    saved the state reached as a checkpoint, so the same command again resumes there.
+
+    Attributes: step (the step reached), state (the state reached, on the devices)."""
+
+    def __init__(self, desc: str, step: int, state):
+        super().__init__(
+            f"{desc}: the time budget was spent at step {step}; training stopped there (the state "
+            "is saved: a re-run resumes from it)"
+        )
+        self.step, self.state = step, state
+
+
 class WorkdirLockedError(RunError):
     """Another live process is writing to the same workdir."""

@@ -12,7 +12,7 @@ import jax
 from absl import logging
 
 from research.training.checkpoint import Checkpointer
-from research.training.errors import NonFiniteError
+from research.training.errors import NonFiniteError, TimeBudgetExceeded
 from research.training.metrics import MetricWriter
 from research.training.parallel import replicate, shard_batch
 from research.training.progress import progress_bar
@@ -34,6 +34,8 @@ def train_loop(
     desc: str = "train",
     eval_fn: Callable[[TrainState], dict[str, Any]] | None = None,
     eval_every: int | None = None,
+    deadline: float | None = None,
+    min_calls: int = 1,
 ) -> TrainState:
     """Runs `train_step` until `state.step == num_steps`, resuming from `workdir/checkpoints`.
 
@@ -49,6 +51,12 @@ def train_loop(
       log_every: fetch metrics to the host and log them every this many steps (the only host
         round-trips of the loop besides checkpoints and evaluation).
       eval_fn: optional `state -> metrics`, run every `eval_every` steps and at the end.
+      deadline: optional `time.monotonic()` time after which no further call starts: the loop
+        saves the state reached and raises TimeBudgetExceeded. It is checked before each call
+        once `min_calls` calls of this invocation have run (default 1: every invocation makes
+        progress, so a run stopped and resumed any number of times ends where an uninterrupted
+        one does; 0: a deadline that has passed stops the loop before it trains at all, as a
+        run of several loops sharing one deadline needs).
 
     Writes `metrics.jsonl` and TensorBoard events into `workdir`; returns the final state. The
     logged `steps_per_s` covers the training steps of each interval, evaluation excluded
@@ -75,6 +83,11 @@ def train_loop(
     last_time, last_step = time.perf_counter(), start
     try:
         for step in range(start, num_steps, steps_per_call):
+            calls_run = (step - start) // steps_per_call
+            if deadline is not None and calls_run >= min_calls and time.monotonic() > deadline:
+                if calls_run:
+                    checkpointer.save(step, state, force=True)
+                raise TimeBudgetExceeded(desc, step, state)
             batch = shard_batch(batch_fn(step), mesh, steps_per_call=steps_per_call)
             state, metrics = train_step(state, batch)
             done = step + steps_per_call

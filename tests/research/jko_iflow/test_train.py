@@ -16,7 +16,6 @@ from research.jko_iflow.flow import ModelOptions, Solver, make_model
 from research.jko_iflow.jko import BaselineOptions, JKOOptions, ReparamOptions
 from research.jko_iflow.train import (
     RunSettings,
-    TimeBudgetExceeded,
     jko_optimizer,
     jko_train_step,
     push_through_block,
@@ -24,7 +23,7 @@ from research.jko_iflow.train import (
     train_and_evaluate,
     train_jko,
 )
-from research.training.errors import NonFiniteError
+from research.training.errors import NonFiniteError, TimeBudgetExceeded
 from research.training.results import read_results
 from research.training.train_state import TrainState
 
@@ -152,7 +151,7 @@ def test_scanned_call_of_k_iterations_equals_k_single_iteration_calls(divergence
 def test_time_budget_stops_training_before_the_next_call(tmp_path):
     config = get_config("tiny")
     config.time_budget_s = 1e-9  # spent before the first jitted call
-    with pytest.raises(TimeBudgetExceeded, match=r"block_01: the time budget .* at step 0"):
+    with pytest.raises(TimeBudgetExceeded, match=r"block_01: the time budget .* at step 0;"):
         train_and_evaluate(config, str(tmp_path))
     assert not (tmp_path / "8gaussians/jko/block_01/block_info.json").exists()
     assert run_deadline(config, 100.0) == pytest.approx(100.0)

@@ -17,6 +17,8 @@ import pytest
 
 from research.training import results
 from research.training.checkpoint import Checkpointer
+from research.training.errors import TimeBudgetExceeded
+from research.training.loop import train_loop
 from research.training.metrics import MetricWriter, read_metrics
 from research.training.parallel import data_mesh, make_train_step, shard_batch
 from research.training.train_state import TrainState
@@ -269,3 +271,36 @@ def test_results_files_and_plots(tmp_path):
     assert "| a | 0.9123 |" in md and "![curve](curve.png)" in md
     with open(png, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_spent_deadline_stops_after_one_call_saves_and_resumes_to_the_same_params(tmp_path):
+    """`train_loop(deadline=...)`: a deadline already past stops each invocation after its first
+    call, with the state reached saved; resuming until the end gives the uninterrupted params."""
+    config = toy.get_config("tiny")
+    model, optimizer, _ = toy_state(config)
+    mesh = data_mesh()
+    step_fn = make_train_step(toy.loss_fn(model), optimizer, mesh, steps_per_call=2)
+
+    def batches(step):  # [2, B, ...] per call, a function of the step
+        calls = [toy.make_batch(0, step + i, 16) for i in range(2)]
+        return jax.tree.map(lambda *xs: np.stack(xs), *calls)
+
+    def run(workdir, deadline, min_calls=1):
+        return train_loop(
+            workdir=str(workdir), state=toy_state(config)[2], train_step=step_fn, batch_fn=batches,
+            num_steps=6, mesh=mesh, checkpoint_every=100, steps_per_call=2, deadline=deadline,
+            min_calls=min_calls,
+        )  # fmt: skip
+
+    with pytest.raises(TimeBudgetExceeded, match="spent at step 0;"):  # min_calls=0: no training
+        run(tmp_path / "none", 0.0, min_calls=0)
+    assert not os.listdir(tmp_path / "none/checkpoints")
+    whole = run(tmp_path / "whole", None)
+    for reached in (2, 4):
+        with pytest.raises(TimeBudgetExceeded, match=f"spent at step {reached};") as err:
+            run(tmp_path / "parts", 0.0)
+        assert err.value.step == reached and int(jax.device_get(err.value.state.step)) == reached
+        assert sorted(os.listdir(tmp_path / "parts/checkpoints"))[-1] == str(reached)
+    last = run(tmp_path / "parts", 0.0)  # the last call finishes the run: no stop
+    for a, b in zip(jax.tree.leaves(last.params), jax.tree.leaves(whole.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One device call of a GPU session: the device checks and timings, then the budgeted trainings.
 #
-#   bash experiments/bench/gpu_run.sh [STAGE ...]   (stages: kge kge_more bifeat jko jko_rose
-#                                                     smmix ops; default: kge bifeat smmix)
+#   bash experiments/bench/gpu_run.sh [STAGE ...]   (stages: kge kge_more ankge_full bifeat jko
+#                                                     jko_rose smmix ops; default: kge bifeat smmix)
 #
 # What it needs in the repository root (both ignored by git, sent with the call's `carry`):
 #   .whl/      the wheels the device image lacks (ml_collections, jraph, tensorboardX, trimesh)
@@ -34,6 +34,8 @@ fi
 Q=${QUICK:+--quick}
 SMMIX_PRESET=${QUICK:+cifar10_cpu}
 SMMIX_PRESET=${SMMIX_PRESET:-cifar10}
+ANKGE_PRESET=${QUICK:+tiny}
+ANKGE_PRESET=${ANKGE_PRESET:-wn18rr_rotate}
 
 stage() {  # stage NAME SECONDS COMMAND...: one stage under its time limit, output to the log
   local name=$1 limit=$2
@@ -58,6 +60,10 @@ for s in $STAGES; do
       stage kge_more $((${BUDGET_KGE_MORE:-60} + 60)) python3 -m experiments.bench.kge \
         --train_recipe --impl=fastest --budget_s="${BUDGET_KGE_MORE:-60}" \
         --ckpt_dir=/tmp/ankge_recipe --out="$OUT" $Q ;;
+    ankge_full)  # the official RotatE recipe to its end, then AnKGE on it (lambdas on validation)
+      stage ankge_full "${BUDGET_ANKGE_FULL:-580}" python3 -m experiments.ankge \
+        --config=experiments/configs/ankge.py:"$ANKGE_PRESET" --workdir=/tmp/ankge_full
+      cp /tmp/ankge_full/results.json /tmp/ankge_full/results.md "$OUT/" 2>/dev/null ;;
     bifeat)
       stage bifeat $((${BUDGET_BIFEAT:-150} + 40)) python3 -m experiments.bench.bifeat \
         --gpu_check --budget_s="${BUDGET_BIFEAT:-150}" --out="$OUT" $Q ;;

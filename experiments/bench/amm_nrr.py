@@ -58,7 +58,9 @@ def profile_step(
     dtype = jnp.dtype(options.dtype)
     norm = normalise(pair.source.vertices, pair.target.vertices)
     src = norm.apply(pair.source.vertices)
-    graph = build_graph(pair.source, src, options.radius, coverage=options.coverage)
+    graph = build_graph(
+        pair.source, src, options.radius, coverage=options.coverage, sampling=options.sampling
+    )
     problem = E.make_problem(src, graph, alpha=options.alpha, beta=options.beta, dtype=dtype)
     index = build_grid_index(np.asarray(norm.apply(pair.target.vertices), dtype))
     n = src.shape[0]

@@ -23,6 +23,7 @@ from typing import Any
 
 import jax
 
+from research.amm_nrr.graph import SAMPLINGS
 from research.amm_nrr.solver import NU_STARTS
 from research.training import config_checks as checks
 
@@ -70,6 +71,7 @@ def _check_solver(config: Any) -> None:
     )
     checks.one_of(config, "solver.alignment", ALIGNMENTS)
     checks.one_of(config, "solver.coverage", COVERAGES)
+    checks.one_of(config, "solver.sampling", SAMPLINGS)
     checks.one_of(config, "solver.dtype", DTYPES)
     checks.one_of(config, "solver.nu_start", NU_STARTS)
     if config.solver.dtype == "float64" and not jax.config.jax_enable_x64:

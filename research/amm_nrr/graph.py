@@ -7,6 +7,7 @@ Coverage distance. The official code measures node coverage with exact local geo
 use shortest paths (Dijkstra, `scipy.sparse.csgraph`) along mesh edges plus one diagonal across
 each pair of adjacent triangles (see `_edge_graph`), which approximates the geodesic distance to a
 few percent; point clouds (no faces) use Euclidean distance (`scipy.spatial.cKDTree`).
+`build_graph(sampling="authors")` follows the official code instead (`_authors_sampling`).
 """
 
 from __future__ import annotations
@@ -95,6 +96,78 @@ def _edge_graph(mesh: Mesh, vertices: np.ndarray) -> sp.csr_matrix:
     return (g + g.T).tocsr()
 
 
+SAMPLINGS = ("current", "authors")
+
+
+def _exact_geodesic_fn(mesh: Mesh, vertices: np.ndarray):
+    """A function (i, limit) -> (reach [k] vertex indices, d [k] their exact geodesic distances
+    from vertex i along the surface, all < limit). Exact: MMP (Kirsanov's `geodesic` library, the
+    one the official code ships), via the package `pygeodesic` (requirements.txt).
+
+    Only vertices within Euclidean distance `limit` of i are asked for (the geodesic distance is
+    never below the Euclidean one). pygeodesic returns an uninitialised source index for a vertex
+    the propagation did not reach (its distance is inf), which raises an OverflowError when the
+    garbage does not fit an int32; then the asked vertices are split in halves and asked again,
+    and a single vertex that still raises is one the propagation did not reach (inf)."""
+    try:
+        from pygeodesic import geodesic
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "build_graph(sampling='authors') needs exact geodesics from the package pygeodesic "
+            "(pip install pygeodesic==0.1.11); sampling='current' needs no extra package"
+        ) from e
+    algo = geodesic.PyGeodesicAlgorithmExact(
+        np.ascontiguousarray(vertices, np.float64),
+        np.ascontiguousarray(mesh.faces, np.int32),
+    )
+    tree = cKDTree(vertices)
+
+    def ask(source: np.ndarray, targets: np.ndarray, limit: float) -> np.ndarray:
+        try:
+            d, _ = algo.geodesicDistances(source, targets, max_distance=limit)
+            return np.asarray(d, np.float64)
+        except OverflowError:
+            if targets.size == 1:
+                return np.full(1, np.inf)
+            half = targets.size // 2
+            return np.concatenate(
+                [ask(source, targets[:half], limit), ask(source, targets[half:], limit)]
+            )
+
+    def distances(i: int, limit: float) -> tuple[np.ndarray, np.ndarray]:
+        near = np.sort(np.asarray(tree.query_ball_point(vertices[i], limit), np.int64))
+        d = ask(np.array([i], np.int32), near.astype(np.int32), limit)
+        keep = d < limit
+        return near[keep], d[keep]
+
+    return distances
+
+
+def _authors_sampling(
+    mesh: Mesh, vertices: np.ndarray, radius: float
+) -> tuple[list[int], list[np.ndarray], list[np.ndarray]]:
+    """The official node sampling (AMM_NRR `src/tools/nodeSampler.cpp`,
+    `nodeSampler::sampleAndconstuct`, called with `X_AXIS` from `NonRigidreg.cpp`): vertices in
+    decreasing x (`vl[axis] > vr[axis]`; std::sort is not stable, we break ties by index); a vertex
+    that no earlier node covers becomes a node and covers every vertex whose exact local geodesic
+    distance (`GeodesicAlgorithmExact` propagated up to R) is < R. Returns the nodes (vertex
+    indices, in order) and, per node, the covered vertices and their distances."""
+    n = vertices.shape[0]
+    geodesics = _exact_geodesic_fn(mesh, vertices)
+    order = np.lexsort((np.arange(n), -vertices[:, 0]))
+    covered = np.zeros(n, bool)
+    nodes, rows_v, rows_d = [], [], []
+    for i in order:
+        if covered[i]:
+            continue
+        reach, dist = geodesics(int(i), radius)
+        nodes.append(int(i))
+        rows_v.append(reach)
+        rows_d.append(dist)
+        covered[reach] = True
+    return nodes, rows_v, rows_d
+
+
 def _check_isolated(mesh: Mesh) -> None:
     """The official code's known failure: a vertex in no face can never be covered by a node
     geodesically, so it fails with an unhelpful message. Report the vertices instead."""
@@ -121,7 +194,12 @@ AUTO_MIN_EDGES = 5.0
 
 
 def build_graph(
-    mesh: Mesh, vertices: np.ndarray, radius_factor: float | None, *, coverage: str = "auto"
+    mesh: Mesh,
+    vertices: np.ndarray,
+    radius_factor: float | None,
+    *,
+    coverage: str = "auto",
+    sampling: str = "current",
 ) -> DeformationGraph:
     """Samples the deformation graph of `mesh` with normalised `vertices` [n, 3].
 
@@ -130,13 +208,27 @@ def build_graph(
     normalised units. Greedy sampling over vertices sorted by x: a vertex not yet within R of a node
     becomes a node. coverage: "geodesic" (Dijkstra along edges; meshes only), "euclidean", or
     "auto" (geodesic for meshes, Euclidean for point clouds).
+
+    sampling: "current" (the above: increasing x, coverage by `coverage`) or "authors" (the
+    official code's, `_authors_sampling`: decreasing x, exact geodesics; meshes only, `coverage`
+    must be "auto" or "geodesic"). Weights, their normalisation and the node links are the same
+    for both (and the official code's): w = (1 - (d/R)^2)^3 for d < R, normalised per vertex,
+    two nodes linked when they cover a common vertex.
     """
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"build_graph: sampling={sampling!r}, expected one of {SAMPLINGS}")
     v = np.asarray(vertices, np.float64)
     n = v.shape[0]
     if coverage == "auto":
         coverage = "euclidean" if mesh.is_point_cloud else "geodesic"
     if coverage not in ("geodesic", "euclidean"):
         raise ValueError(f"build_graph: coverage={coverage!r}, expected geodesic or euclidean")
+    if sampling == "authors" and coverage != "geodesic":
+        raise ValueError(
+            "build_graph: sampling='authors' covers by exact geodesics and needs a mesh with "
+            f"faces and coverage geodesic or auto (got coverage={coverage!r}"
+            + (", and the source is a point cloud)" if mesh.is_point_cloud else ")")
+        )
     if radius_factor is not None and not radius_factor > 0:
         raise ValueError(f"build_graph: radius factor {radius_factor} must be > 0")
     if mesh.is_point_cloud:
@@ -153,7 +245,10 @@ def build_graph(
     order = np.lexsort((np.arange(n), v[:, 0]))  # by x, ties by index
     covered = np.zeros(n, bool)
     nodes, rows_v, rows_d = [], [], []
-    if coverage == "geodesic":
+    if sampling == "authors":
+        _check_isolated(mesh)
+        nodes, rows_v, rows_d = _authors_sampling(mesh, v, radius)
+    elif coverage == "geodesic":
         _check_isolated(mesh)
         graph = _edge_graph(mesh, v)
         for i in order:

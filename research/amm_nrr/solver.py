@@ -59,6 +59,9 @@ class Options:
     robust: bool = True  # False: the least-squares (l2) variant
     dtype: str = "float32"  # or "float64" (needs jax x64)
     coverage: str = "auto"  # geodesic (meshes) / euclidean (point clouds)
+    # node sampling, graph.SAMPLINGS: "current" (increasing x, coverage approximated by `coverage`)
+    # or "authors" (the official code's: decreasing x, exact geodesics; needs pygeodesic)
+    sampling: str = "current"
     landmark_weight: float = 1.0
     alignment: str = "point"  # or "plane": point-to-plane along the target's vertex normals
     plane_point_weight: float = 0.1  # plane: share of point-to-point added to the plane residual
@@ -302,7 +305,9 @@ def register(
     t0 = time.perf_counter()
     norm = normalise(source.vertices, target.vertices)
     src, tgt = norm.apply(source.vertices), norm.apply(target.vertices)
-    graph = build_graph(source, src, options.radius or None, coverage=options.coverage)
+    graph = build_graph(
+        source, src, options.radius or None, coverage=options.coverage, sampling=options.sampling
+    )
     lm = None
     if landmarks is not None:
         landmarks = np.asarray(landmarks, np.int64)

@@ -46,6 +46,7 @@ def test_the_authors_cli_defaults_are_valid(tmp_path):
         ("solver.plane_point_weight", -0.1, "config.solver.plane_point_weight = -0.1"),
         ("solver.alignment", "normal", "config.solver.alignment = 'normal': must be one of"),
         ("solver.coverage", "exact", "config.solver.coverage = 'exact': must be one of"),
+        ("solver.sampling", "vtp", "config.solver.sampling = 'vtp': must be one of"),
         ("solver.dtype", "float16", "config.solver.dtype = 'float16': must be one of"),
         ("seed", -1, "config.seed = -1: must be >= 0"),
         ("synthetic.grid", 1, "config.synthetic.grid = 1: must be >= 2"),

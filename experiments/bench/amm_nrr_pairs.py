@@ -32,6 +32,9 @@ VARIANTS = {
     "welsch_tail_start": {"nu_start": "tail"},
     "welsch_radius5": {"radius": 5.0},  # the authors' CLI default
     "welsch_radius12": {"radius": 12.0},
+    # the official code's node sampling (graph.build_graph(sampling="authors"))
+    "welsch_authors_sampling": {"sampling": "authors"},
+    "welsch_radius12_authors_sampling": {"radius": 12.0, "sampling": "authors"},
     "l2": {"robust": False},
 }
 

@@ -168,3 +168,22 @@ def test_authors_sampling_errors():
         build_graph(mesh, mesh.vertices, 2.0, coverage="euclidean", sampling="authors")
     with pytest.raises(ValueError, match="point cloud"):
         build_graph(Mesh(mesh.vertices), mesh.vertices, 2.0, sampling="authors")
+
+
+def test_node_count_benchmark_rows():
+    pytest.importorskip("pygeodesic")
+    from experiments.bench.amm_nrr_graph import count_nodes
+
+    rows = count_nodes("grid:12,grid:6", ["current", "authors"], "")
+    assert [(r["radius"], r["sampling"]) for r in rows] == [
+        (12.0, "current"),
+        (12.0, "authors"),
+        (6.0, "current"),
+        (6.0, "authors"),
+    ]
+    assert all(r["nodes"] > 0 and r["official_nodes"] == "" for r in rows)
+    assert rows[2]["nodes"] > rows[0]["nodes"]  # a smaller radius, more nodes
+    with pytest.raises(ValueError, match="--samplings: unknown"):
+        count_nodes("grid:12", ["vtp"], "")
+    with pytest.raises(ValueError, match="'grid' is not NAME:RADIUS"):
+        count_nodes("grid", ["current"], "")

@@ -2,7 +2,7 @@
 recorded on this 2-core CPU (shared/docs/PAPERS.md), plus a per-iteration profile.
 
     python -m experiments.bench.amm_nrr --out=DIR [--pairs=d1:8,d2:5] [--repeats=3] \
-        [--dtype=float32] [--nu_start=median]
+        [--dtype=float32] [--nu_start=median] [--sampling=current]
 
 Solve time excludes compilation (reported separately) and the host set-up (graph, grid index);
 it is the median over `repeats` solves. The CPU is shared: re-run on a quiet machine for the
@@ -46,6 +46,9 @@ _NU_START = flags.DEFINE_string(
     "median",
     "The first stage's nu (solver.NU_STARTS): median, the official code's, like for like with the "
     "C++ timings (the default median_or_tail is the same on d1 and d2).",
+)
+_SAMPLING = flags.DEFINE_string(
+    "sampling", "current", "Node sampling (graph.SAMPLINGS): current or authors (the C++'s)."
 )
 
 
@@ -100,6 +103,7 @@ def main(argv: list[str]) -> None:
     config = get_config("small")
     config.pairs, config.solver.dtype = _PAIRS.value, _DTYPE.value
     config.solver.nu_start = _NU_START.value
+    config.solver.sampling = _SAMPLING.value
     rows, profiles = [], []
     for pair in train.load_pairs(config):
         scale = normalise(pair.source.vertices, pair.target.vertices).scale

@@ -518,6 +518,7 @@ def gpu_check(
     rows = step_check(impls)
     print(format_table(rows), flush=True)
     dim, batch, negs, k = (16, 32, 32, 5) if quick else (500, 512, 1024, 50)
+    official = train_base.BaseRecipe()
     for impl in (*impls, "reference") if time_reference else impls:
         # the official recipe's lr and schedule (its decay at step 40,000 is far beyond the
         # timed steps): the program `train_recipe` then compiles is this one, which the
@@ -531,8 +532,8 @@ def gpu_check(
             steps_per_call=k,
             calls=3,
             step_impl=impl,
-            lr=5e-5,
-            num_steps=80_000,
+            lr=official.lr,
+            num_steps=official.num_steps,
         )
         rows.append(
             record(

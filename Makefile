@@ -5,8 +5,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 # one pytest worker per logical CPU, at most 4; a module's tests stay on one worker (its
-# module-scoped fixtures are built once). TEST_WORKERS=-n0 runs them in this process.
-TEST_WORKERS ?= -n logical --maxprocesses=4 --dist loadscope
+# module-scoped fixtures are built once). A crashed worker ends the run at once: pytest-xdist
+# 3.8's loadscope scheduler can wait forever after replacing one. TEST_WORKERS=-n0 runs the
+# tests in this process.
+TEST_WORKERS ?= -n logical --maxprocesses=4 --dist loadscope --max-worker-restart=0
 
 .PHONY: demo test bench lint install clean
 

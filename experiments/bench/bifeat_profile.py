@@ -32,7 +32,13 @@ from research.bifeat import pipeline
 from research.bifeat.sampler import DeviceNeighborSampler, NeighborSampler, calibrate_caps
 from research.bifeat.stores import FeatureStore
 from research.datasets.graphs import Graph
-from research.training.parallel import data_mesh, make_train_step, replicate, shard_batch
+from research.training.parallel import (
+    data_mesh,
+    make_train_step,
+    queued_calls_can_deadlock,
+    replicate,
+    shard_batch,
+)
 from research.training.prefetch import Prefetcher
 from research.training.train_state import TrainState
 
@@ -174,8 +180,11 @@ def profile_epoch(
         else Prefetcher(make, end=steps, depth=2)
     )
     with fetch_ctx as fetch:
+        wait = queued_calls_can_deadlock(setup.mesh)
         for step in range(steps):
             state, metrics = step_fn(state, shard_batch(fetch(step), setup.mesh))
+            if wait:
+                jax.block_until_ready(state)
             if step == 0:
                 first_metrics = metrics
         loss = float(jax.device_get(metrics["loss"]))

@@ -14,7 +14,7 @@ from absl import logging
 from research.training.checkpoint import Checkpointer
 from research.training.errors import NonFiniteError, TimeBudgetExceeded
 from research.training.metrics import MetricWriter
-from research.training.parallel import replicate, shard_batch
+from research.training.parallel import queued_calls_can_deadlock, replicate, shard_batch
 from research.training.progress import progress_bar
 from research.training.train_state import TrainState
 
@@ -49,7 +49,8 @@ def train_loop(
         calls (`round_to_calls`), so callers that size a schedule by it should round the same way.
       checkpoint_every: save every this many steps, and at the end.
       log_every: fetch metrics to the host and log them every this many steps (the only host
-        round-trips of the loop besides checkpoints and evaluation).
+        round-trips of the loop besides checkpoints and evaluation; on a CPU mesh of several
+        devices the loop also waits for each call, `parallel.queued_calls_can_deadlock`).
       eval_fn: optional `state -> metrics`, run every `eval_every` steps and at the end.
       deadline: optional `time.monotonic()` time after which no further call starts: the loop
         saves the state reached and raises TimeBudgetExceeded. It is checked before each call
@@ -81,6 +82,7 @@ def train_loop(
     writer = MetricWriter(workdir, resume_step=resumed)
     bar = progress_bar(num_steps, desc=desc, initial=start)
     last_time, last_step = time.perf_counter(), start
+    wait_each_call = queued_calls_can_deadlock(mesh)
     try:
         for step in range(start, num_steps, steps_per_call):
             calls_run = (step - start) // steps_per_call
@@ -90,6 +92,8 @@ def train_loop(
                 raise TimeBudgetExceeded(desc, step, state)
             batch = shard_batch(batch_fn(step), mesh, steps_per_call=steps_per_call)
             state, metrics = train_step(state, batch)
+            if wait_each_call:
+                jax.block_until_ready(state)
             done = step + steps_per_call
             bar.update(steps_per_call)
             is_eval = eval_fn is not None and (

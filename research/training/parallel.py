@@ -31,6 +31,16 @@ def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
+def queued_calls_can_deadlock(mesh: Mesh) -> bool:
+    """True on a CPU mesh of more than one device, where each call of a program with collectives
+    must finish before the next is dispatched. XLA:CPU (jaxlib 0.10.2) deadlocks when calls are
+    queued behind each other: the queued calls' launcher threads block waiting for their inputs
+    while the running call's all-reduce waits for a thread for its last device (reproduced with a
+    shard_map + pmean step fed its own output, 2 or 4 devices on 2 cores: stuck within 100 calls,
+    then the process aborts on XLA's rendezvous timeout; waiting for every call: no hang)."""
+    return mesh.size > 1 and mesh.devices.flat[0].platform == "cpu"
+
+
 def check_divisible(batch: Any, num_shards: int, *, axis: int = 0) -> None:
     """Raises ValueError unless every leaf's `axis` dimension splits evenly into `num_shards`."""
     for path, leaf in jax.tree_util.tree_leaves_with_path(batch):

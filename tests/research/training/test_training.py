@@ -20,7 +20,12 @@ from research.training.checkpoint import Checkpointer
 from research.training.errors import TimeBudgetExceeded
 from research.training.loop import train_loop
 from research.training.metrics import MetricWriter, read_metrics
-from research.training.parallel import data_mesh, make_train_step, shard_batch
+from research.training.parallel import (
+    data_mesh,
+    make_train_step,
+    queued_calls_can_deadlock,
+    shard_batch,
+)
 from research.training.train_state import TrainState
 from tests.conftest import REPO_ROOT
 from tests.research.training import toy_regression as toy
@@ -304,3 +309,22 @@ def test_a_spent_deadline_stops_after_one_call_saves_and_resumes_to_the_same_par
     last = run(tmp_path / "parts", 0.0)  # the last call finishes the run: no stop
     for a, b in zip(jax.tree.leaves(last.params), jax.tree.leaves(whole.params), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_queued_calls_on_a_cpu_mesh_finish(tmp_path):
+    """XLA:CPU deadlocks when calls of a program with collectives queue behind each other on a
+    multi-device CPU mesh (`parallel.queued_calls_can_deadlock`); train_loop waits for each call
+    there, so 300 calls of the toy step with no host round-trip in between finish (without the
+    wait this aborted on XLA's rendezvous timeout after about a minute)."""
+    config = toy.get_config("tiny")
+    model, optimizer, state = toy_state(config)
+    mesh = data_mesh()
+    assert queued_calls_can_deadlock(mesh)
+    assert not queued_calls_can_deadlock(data_mesh(jax.devices()[:1]))
+    step_fn = make_train_step(toy.loss_fn(model), optimizer, mesh)
+    batch = toy.make_batch(0, 0, 16)
+    final = train_loop(
+        workdir=str(tmp_path), state=state, train_step=step_fn, batch_fn=lambda step: batch,
+        num_steps=300, mesh=mesh, checkpoint_every=10**6, log_every=10**6,
+    )  # fmt: skip
+    assert int(jax.device_get(final.step)) == 300

@@ -35,6 +35,11 @@ VARIANTS = {
     # the official code's node sampling (graph.build_graph(sampling="authors"))
     "welsch_authors_sampling": {"sampling": "authors"},
     "welsch_radius12_authors_sampling": {"radius": 12.0, "sampling": "authors"},
+    # every stage in double precision (the authors' C++ runs in double)
+    "welsch_float64": {"dtype": "float64"},
+    "welsch_radius12_float64": {"radius": 12.0, "dtype": "float64"},
+    # least-squares edges at nodes without data (solver.UNMATCHED_REGS)
+    "welsch_unmatched_quadratic": {"unmatched_reg": "quadratic"},
     "l2": {"robust": False},
 }
 

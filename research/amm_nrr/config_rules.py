@@ -21,10 +21,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import jax
-
 from research.amm_nrr.graph import SAMPLINGS
-from research.amm_nrr.solver import NU_STARTS
+from research.amm_nrr.solver import NU_STARTS, UNMATCHED_REGS
 from research.training import config_checks as checks
 
 DEFAULT_DATA_DIR = "../shared/data/meshes/AMM_NRR"
@@ -74,8 +72,7 @@ def _check_solver(config: Any) -> None:
     checks.one_of(config, "solver.sampling", SAMPLINGS)
     checks.one_of(config, "solver.dtype", DTYPES)
     checks.one_of(config, "solver.nu_start", NU_STARTS)
-    if config.solver.dtype == "float64" and not jax.config.jax_enable_x64:
-        raise checks.fail("solver.dtype", "float64", "needs jax x64: run with JAX_ENABLE_X64=1")
+    checks.one_of(config, "solver.unmatched_reg", UNMATCHED_REGS)
 
 
 def _check_synthetic(config: Any) -> None:

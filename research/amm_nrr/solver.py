@@ -11,6 +11,7 @@ boundaries, which is where the nu schedule, the Anderson reset and the per-stage
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import functools
 import time
@@ -57,7 +58,7 @@ class Options:
     max_iter: int = 100  # per nu stage
     tol: float = 1e-5  # max vertex displacement, normalised units
     robust: bool = True  # False: the least-squares (l2) variant
-    dtype: str = "float32"  # or "float64" (needs jax x64)
+    dtype: str = "float32"  # or "float64": every stage (register switches jax's x64 mode on)
     coverage: str = "auto"  # geodesic (meshes) / euclidean (point clouds)
     # node sampling, graph.SAMPLINGS: "current" (increasing x, coverage approximated by `coverage`)
     # or "authors" (the official code's: decreasing x, exact geodesics; needs pygeodesic)
@@ -66,6 +67,9 @@ class Options:
     alignment: str = "point"  # or "plane": point-to-plane along the target's vertex normals
     plane_point_weight: float = 0.1  # plane: share of point-to-point added to the plane residual
     nu_start: str = "median_or_tail"  # the first stage's nu_a, NU_STARTS ("median": official)
+    # edges of nodes without data in a stage, UNMATCHED_REGS: "welsch" (the official code) or
+    # "quadratic" (least squares, so those nodes follow their neighbours)
+    unmatched_reg: str = "welsch"
 
 
 def cutoff(dtype) -> float:
@@ -112,7 +116,28 @@ def mm_step(problem, index, x, nu_a, nu_r, n: int, robust: bool = True, cache=No
     return E.minimise_surrogate(problem, s, n), energy, new_cache
 
 
-@functools.partial(jax.jit, static_argnames=("n", "use_aa", "history", "max_iter", "tol"))
+# Regularisation of nodes without data (`Options.unmatched_reg`): a node whose vertices' mean
+# data weight, sum_i w_ij exp(-d_i^2 / 2 nu_a^2) / sum_i w_ij, is below UNMATCHED_WEIGHT (as if
+# every vertex were 3 nu_a from the target) has no alignment term left to hold it; "quadratic"
+# makes its edges least-squares for the stage, so the node follows its neighbours smoothly
+# instead of staying wherever earlier stages left it.
+UNMATCHED_REGS = ("welsch", "quadratic")
+UNMATCHED_WEIGHT = 0.01
+
+
+def unmatched_nodes(problem: E.Problem, data_weight: jax.Array) -> jax.Array:
+    """[r] bool: nodes whose vertices' mean data weight (data_weight: [n], the surrogate's) is
+    below UNMATCHED_WEIGHT; the mean weighs each vertex by its node weight w_ij."""
+    r = problem.x0.shape[0]
+    w = problem.pair_vec[:, 3]  # pair_vec = w_ij [v_i - p_j, 1]
+    total = jax.ops.segment_sum(w, problem.pair_node, r)
+    matched = jax.ops.segment_sum(w * data_weight[problem.pair_vertex], problem.pair_node, r)
+    return matched < UNMATCHED_WEIGHT * total
+
+
+@functools.partial(
+    jax.jit, static_argnames=("n", "use_aa", "history", "max_iter", "tol", "unmatched_reg")
+)
 def run_stage(
     problem: E.Problem,
     index: GridIndex,
@@ -127,21 +152,30 @@ def run_stage(
     history: int,
     max_iter: int,
     tol: float,
+    unmatched_reg: str = "welsch",
 ):
     """One nu stage: anderson_mm (or plain MM) from x [r, 4, 3]; returns (x, AndersonInfo,
-    cache). `cache` (closest-point candidates of the source vertices) carries across stages.
-    plane: point-to-plane alignment (the target's [m, 3] vertex normals), None for point-to-point.
-    The least-squares variant runs through the same function with huge nu (`L2_NU`).
+    cache, the number of unmatched nodes). `cache` (closest-point candidates of the source
+    vertices) carries across stages. plane: point-to-plane alignment (the target's [m, 3] vertex
+    normals), None for point-to-point. The least-squares variant runs through the same function
+    with huge nu (`L2_NU`). unmatched_reg="quadratic": the edges of the nodes unmatched at x
+    (`unmatched_nodes`) run at nu_r = L2_NU for the whole stage (one energy per stage).
 
     Stopping rule of the official code (AMM_NRR `DoNonRigid`): the largest vertex displacement
     between consecutive iterates, i.e. from the accepted point to the next one (the Anderson
     point with AA, T(x) without), below `tol` (normalised units)."""
+    unmatched = jnp.zeros((problem.x0.shape[0],), bool)
+    if unmatched_reg == "quadratic":
+        _, s, _ = _energy_and_surrogate(problem, index, x, nu_a, nu_r, n, True, cache, plane)
+        unmatched = unmatched_nodes(problem, s.data_weight)
+    free = unmatched[problem.edge_from] | unmatched[problem.edge_to]
+    nu_r = jnp.where(free, jnp.asarray(L2_NU, nu_r.dtype), nu_r)  # [e]
 
     def displacement(x_, gx):
         moved = E.deform(problem, gx - x_, n)  # deform is linear in X
         return jnp.sqrt(jnp.max(jnp.sum(moved**2, -1)))
 
-    return anderson_mm(
+    x, info, cache = anderson_mm(
         lambda x_, cache_: mm_step(problem, index, x_, nu_a, nu_r, n, cache=cache_, plane=plane),
         None,
         x,
@@ -153,6 +187,7 @@ def run_stage(
         stop_on="step",
         aux=cache,
     )
+    return x, info, cache, jnp.sum(unmatched)
 
 
 # Closest-point candidates kept per source vertex between iterations (`grid_nearest_cached`).
@@ -299,9 +334,18 @@ def register(
         raise ValueError(f"Options.nu_start={options.nu_start!r}: expected one of {NU_STARTS}")
     if options.alignment not in ("point", "plane"):
         raise ValueError(f"Options.alignment={options.alignment!r}: expected point or plane")
+    if options.unmatched_reg not in UNMATCHED_REGS:
+        raise ValueError(
+            f"Options.unmatched_reg={options.unmatched_reg!r}: expected one of {UNMATCHED_REGS}"
+        )
+    # float64 arrays exist only with jax's x64 mode: switched on for this call when it is off.
+    x64 = options.dtype == "float64" and not jax.config.jax_enable_x64
+    with jax.enable_x64(True) if x64 else contextlib.nullcontext():
+        return _register(source, target, options, landmarks, label)
+
+
+def _register(source, target, options, landmarks, label) -> Result:
     dtype = jnp.dtype(options.dtype)
-    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
-        raise ValueError("Options.dtype=float64 needs jax x64 (`with jax.enable_x64(True):`)")
     t0 = time.perf_counter()
     norm = normalise(source.vertices, target.vertices)
     src, tgt = norm.apply(source.vertices), norm.apply(target.vertices)
@@ -364,6 +408,7 @@ def _solve(problem, index, plane, src, tgt, graph, norm, options, setup, n, dtyp
         history=options.history,
         max_iter=options.max_iter,
         tol=options.tol,
+        unmatched_reg=options.unmatched_reg if options.robust else "welsch",
     )
     stage_fn = _compiled(run_stage, (problem, index, problem.x0, nu0, nu0, cache, plane), static)
     compile_seconds = time.perf_counter() - t0
@@ -379,7 +424,7 @@ def _solve(problem, index, plane, src, tgt, graph, norm, options, setup, n, dtyp
     for k, (nu_a, nu_r) in enumerate(schedule):
         start = time.perf_counter() - t0
         nus = jnp.asarray(nu_a, dtype), jnp.asarray(nu_r, dtype)
-        x, info, cache = stage_fn(problem, index, x, *nus, cache, plane)
+        x, info, cache, unmatched = stage_fn(problem, index, x, *nus, cache, plane)
         info = jax.device_get(info)
         end = time.perf_counter() - t0
         it = int(info.iterations)
@@ -394,6 +439,7 @@ def _solve(problem, index, plane, src, tgt, graph, norm, options, setup, n, dtyp
                 rejected=int(info.rejected),
                 converged=bool(info.converged),
                 residual=float(info.residual),
+                unmatched_nodes=int(unmatched),
                 seconds=end - start,
             )
         )

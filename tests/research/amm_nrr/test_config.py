@@ -72,10 +72,12 @@ def test_bad_values_name_the_field(field, value, message):
         validate_config(config)
 
 
-def test_float64_needs_x64():
+def test_float64_is_valid_without_x64_and_other_dtypes_are_not():
     config = get_config("tiny")
-    config.solver.dtype = "float64"
-    with pytest.raises(ValueError, match=r"config.solver.dtype = 'float64': needs jax x64"):
+    config.solver.dtype = "float64"  # the solver switches jax's x64 mode on for its call
+    validate_config(config)
+    config.solver.dtype = "float16"
+    with pytest.raises(ValueError, match=r"config.solver.dtype = 'float16'"):
         validate_config(config)
 
 

@@ -5,13 +5,18 @@ import dataclasses
 import json
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
 from experiments.configs.amm_nrr import get_config
+from research.amm_nrr import energy as E
 from research.amm_nrr import robustness, solver, train
+from research.amm_nrr.graph import build_graph, normalise
 from research.datasets import registration_pairs
+from research.datasets.meshes import grid_surface
 from research.training.errors import NonFiniteError
 
 
@@ -60,6 +65,43 @@ def test_safeguard_never_lets_the_energy_rise(tiny_run):
         for prev, row in zip(accepted, log["iterations"][1:], strict=False):
             if not row["accepted"]:
                 assert row["energy"] > prev
+
+
+def test_the_float64_path_end_to_end(tiny_run, tmp_path):
+    """config.solver.dtype=float64 runs the tiny preset in double precision with jax's x64 mode
+    off outside the solve, and registers as well as float32 does."""
+    config, _, metrics32 = tiny_run
+    config = get_config("tiny")
+    config.solver.dtype = "float64"
+    assert not jax.config.jax_enable_x64
+    metrics64 = train.train_and_evaluate(config, str(tmp_path))
+    assert not jax.config.jax_enable_x64
+    key = "synthetic_aa/rmse_gt"
+    assert metrics64[key] == pytest.approx(metrics32[key], rel=0.02), (metrics64, metrics32)
+    pair = _tiny_pair()
+    for dtype in ("float32", "float64"):
+        res = solver.register(*pair, solver.Options(dtype=dtype, max_iter=5))
+        assert res.x.dtype == np.dtype(dtype)
+
+
+def test_unmatched_nodes_follow_the_rule_by_hand():
+    """A node is unmatched when its vertices' w-weighted mean data weight is below
+    UNMATCHED_WEIGHT: checked against a loop over the graph's (vertex, node) pairs."""
+    source = grid_surface(10)
+    src = normalise(source.vertices, source.vertices).apply(source.vertices)
+    graph = build_graph(source, src, 3.0)
+    problem = E.make_problem(src, graph, alpha=100.0, beta=10.0)
+    rng = np.random.default_rng(0)
+    data_weight = rng.uniform(0.0, 1.0, len(src))
+    data_weight[src[:, 0] > 0.0] = 0.005  # one half of the square loses its data term
+    got = np.asarray(solver.unmatched_nodes(problem, jnp.asarray(data_weight, jnp.float32)))
+    total, matched = np.zeros(graph.num_nodes), np.zeros(graph.num_nodes)
+    for i, j, w in zip(graph.pair_vertex, graph.pair_node, graph.pair_weight, strict=True):
+        total[j] += w
+        matched[j] += w * data_weight[i]
+    expected = matched / total < solver.UNMATCHED_WEIGHT
+    assert 0 < expected.sum() < graph.num_nodes
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_plain_mm_and_aa_agree_on_the_fit():

@@ -168,8 +168,8 @@ def run_stage(
     if unmatched_reg == "quadratic":
         _, s, _ = _energy_and_surrogate(problem, index, x, nu_a, nu_r, n, True, cache, plane)
         unmatched = unmatched_nodes(problem, s.data_weight)
-    free = unmatched[problem.edge_from] | unmatched[problem.edge_to]
-    nu_r = jnp.where(free, jnp.asarray(L2_NU, nu_r.dtype), nu_r)  # [e]
+        free = unmatched[problem.edge_from] | unmatched[problem.edge_to]
+        nu_r = jnp.where(free, jnp.asarray(L2_NU, nu_r.dtype), nu_r)  # [e]
 
     def displacement(x_, gx):
         moved = E.deform(problem, gx - x_, n)  # deform is linear in X

@@ -104,6 +104,18 @@ def test_unmatched_nodes_follow_the_rule_by_hand():
     np.testing.assert_array_equal(got, expected)
 
 
+def test_unmatched_reg_finds_the_nodes_of_a_cut_away_part():
+    """With 40% of the target cut away, unmatched_reg=quadratic finds nodes without data in every
+    stage (and reports them); the official rule reports none and runs as before."""
+    pair = robustness.make_pair(np.random.default_rng(0), grid=16, cut=0.4)
+    counts = {}
+    for reg in solver.UNMATCHED_REGS:
+        res = solver.register(pair.source, pair.target, solver.Options(unmatched_reg=reg))
+        counts[reg] = [s["unmatched_nodes"] for s in res.stages]
+    assert all(c == 0 for c in counts["welsch"])
+    assert all(c > 0 for c in counts["quadratic"]), counts
+
+
 def test_plain_mm_and_aa_agree_on_the_fit():
     """AA and plain MM through the same loop reach about the same fit on the tiny pair."""
     config = get_config("tiny")

@@ -70,7 +70,7 @@ def test_safeguard_never_lets_the_energy_rise(tiny_run):
 def test_the_float64_path_end_to_end(tiny_run, tmp_path):
     """config.solver.dtype=float64 runs the tiny preset in double precision with jax's x64 mode
     off outside the solve, and registers as well as float32 does."""
-    config, _, metrics32 = tiny_run
+    _, _, metrics32 = tiny_run
     config = get_config("tiny")
     config.solver.dtype = "float64"
     assert not jax.config.jax_enable_x64

@@ -26,6 +26,7 @@ setup(
         "scikit-learn>=1.5",
         "threadpoolctl>=3.5",
         "trimesh>=4.0",
+        "h5py>=3.10",  # video features in one HDF5 file (ssrn)
     ],
     extras_require={
         "dev": [

@@ -6,8 +6,9 @@ identity is the flattened config minus the fields that do not change any result:
 - bookkeeping (`NON_RESULT_FIELDS`: logging and checkpoint cadence, prefetch depth, the preset
   name, which is only a label for the fields), and
 - selection (`SELECTION_FIELDS`: which seeds, methods, losses, schemes, densities, pairs,
-  dimensions, contamination levels, data sets or imbalance factors to run), so that adding
-  seeds or methods to a finished experiment reuses the runs it already has, and
+  dimensions, contamination levels, data sets, imbalance factors or sampling sparsities to
+  run), so that adding seeds or methods to a finished experiment reuses the runs it already
+  has, and
 - fields a paper declares with `reevaluated_by_the_code`, whose change its own code detects and
   recomputes from (the stored result records them and is re-evaluated when they differ).
 
@@ -49,6 +50,7 @@ SELECTION_FIELDS = frozenset(
         "eps_values",
         "datasets",
         "imbalance_factors",
+        "sampled_positions",
     }
 )
 

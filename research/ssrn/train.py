@@ -1,0 +1,159 @@
+"""SSRN against its base network: `train_and_evaluate`.
+
+    python -m experiments.ssrn --config=experiments/configs/ssrn.py:small --workdir=DIR
+
+For every number of sampled positions N in `config.sampled_positions` (the sampling sparsity),
+method in `config.methods` ("base": the VSLNet-style network on the anchor sampling; "siamese":
+the same network also trained on the siamese sequences, without the reasoning; "ssrn": siamese
+sampling and soft boundary reasoning) and seed, one model is trained
+(`DIR/runs/N<n>/<method>/seed<k>/`: checkpoints, metrics, `result.json`) and evaluated on the
+test queries from the anchor sampling alone. Then `DIR/results.{json,md}` and `DIR/gain.png`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from research.ssrn import method, metrics, report
+from research.ssrn.config_rules import name_lists
+from research.ssrn.data import QuerySet
+from research.ssrn.sampling import siamese_offsets
+from research.ssrn.sources import GroundingData, load_data
+from research.training import results
+from research.training.loop import train_loop
+from research.training.metrics import steady_steps_per_second
+from research.training.parallel import data_mesh, make_train_step
+from research.training.prefetch import Prefetcher
+from research.training.train_state import TrainState
+
+Config = ml_collections.ConfigDict
+
+
+def make_batch_fn(queries: QuerySet, batch_size: int, siamese: method.SiameseOptions, seed: int):
+    """`step -> batch` of `batch_size` random training queries, the anchor and `num_siamese`
+    siamese sequences at fresh offsets; a pure function of (seed, step)."""
+
+    def batch_fn(step: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng([seed, step])
+        indices = rng.integers(0, len(queries), size=batch_size)
+        offsets = np.zeros((batch_size, 1 + siamese.num_siamese))
+        if siamese.num_siamese:
+            offsets[:, 1:] = siamese_offsets(
+                rng, (batch_size, siamese.num_siamese), siamese.offset_spread
+            )
+        return queries.batch(indices, offsets)
+
+    return batch_fn
+
+
+def evaluate(
+    predict, params: Any, queries: QuerySet, batch_size: int
+) -> tuple[dict[str, float], float]:
+    """Metrics of both decodings (`refined_*`, `window_*`) on every query, and the inference
+    throughput in queries/s (host sampling included, compilation excluded)."""
+    order = np.arange(len(queries))
+    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+    def batch(chunk: np.ndarray) -> dict[str, np.ndarray]:
+        padded = np.resize(chunk, batch_size)  # one shape: one compilation
+        return queries.batch(padded, np.zeros((batch_size, 1)))
+
+    jax.block_until_ready(predict(params, batch(chunks[0])))  # compiles
+    outputs: dict[str, list[np.ndarray]] = {"refined": [], "window": []}
+    start = time.perf_counter()
+    for chunk in chunks:
+        out = jax.device_get(predict(params, batch(chunk)))
+        for name in outputs:
+            outputs[name].append(out[name][: len(chunk)])
+    queries_per_s = len(order) / (time.perf_counter() - start)
+    gt = np.array([[m.start, m.end] for m in queries.moments])
+    out = {}
+    for name, parts in outputs.items():
+        scores = metrics.grounding_metrics(np.concatenate(parts), gt)
+        out.update({f"{name}_{k}": v for k, v in scores.items()})
+    return out, queries_per_s
+
+
+def run_one(
+    config: Config, data: GroundingData, positions: int, name: str, seed: int, workdir: str
+) -> dict[str, Any]:
+    """Trains and evaluates one (N, method, seed); returns its metrics."""
+    model_opts = method.ModelOptions(**{**config.model, "max_positions": positions})
+    train_opts = method.TrainOptions(**config.train)
+    siamese = method.SiameseOptions(**config.siamese)
+    if name == "base":
+        siamese = dataclasses.replace(siamese, num_siamese=0)
+    elif name == "siamese":
+        siamese = dataclasses.replace(siamese, loss_weight=0.0)
+    train = dataclasses.replace(data.train, max_positions=positions)
+    test = dataclasses.replace(data.test, max_positions=positions)
+    model = method.make_model(model_opts, len(data.vocab), siamese, data.word_vectors)
+    batch_fn = make_batch_fn(train, train_opts.batch_size, siamese, seed)
+    key = jax.random.PRNGKey(seed)
+    params = method.init_params(model, batch_fn(0), key, project=method.reasons(siamese))
+    optimizer = method.make_optimizer(train_opts, train_opts.steps)
+    mesh = data_mesh()
+    start = time.perf_counter()
+    with Prefetcher(batch_fn, end=train_opts.steps, depth=config.prefetch) as batches:
+        state = train_loop(
+            workdir=workdir,
+            state=TrainState.create(params, optimizer, jax.random.fold_in(key, 1)),
+            train_step=make_train_step(
+                method.make_loss_fn(model, train_opts, siamese), optimizer, mesh
+            ),
+            batch_fn=batches,
+            num_steps=train_opts.steps,
+            mesh=mesh,
+            checkpoint_every=config.checkpoint_every,
+            keep_checkpoints=1,
+            log_every=config.log_every,
+            desc=f"N={positions} {name} seed {seed}",
+        )
+    train_seconds = time.perf_counter() - start
+    params = jax.device_get(state.params)
+    max_len = config.decode.max_span_positions or positions
+    predict = method.make_predict_fn(model, top_k=config.decode.top_k, max_len=max_len)
+    scores, queries_per_s = evaluate(predict, params, test, config.decode.batch_size)
+    rate = steady_steps_per_second(workdir)
+    return {
+        **scores,
+        "num_params": method.count_params(params["params"]["net"]),
+        "train_videos_per_s": rate * train_opts.batch_size if rate else None,
+        "test_videos_per_s": queries_per_s,
+        "train_seconds": train_seconds,
+    }
+
+
+def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
+    """Every (N, method, seed) of `config`; returns the flat metrics (`report.write_report`)."""
+    data = load_data(config)
+    logging.info("%s", data.describe())
+    positions_list, names = name_lists(config)
+    runs = []
+    for positions in positions_list:
+        for seed in range(config.seed, config.seed + config.num_seeds):
+            for name in names:
+                rdir = os.path.join(workdir, "runs", f"N{positions}", name, f"seed{seed}")
+                r = results.cached_result(
+                    os.path.join(rdir, "result.json"),
+                    lambda p=positions, m=name, s=seed, w=rdir: run_one(config, data, p, m, s, w),
+                )
+                logging.info(
+                    "N=%d %s seed %d: R@1 IoU0.5 %.2f, IoU0.7 %.2f, mIoU %.2f",
+                    positions,
+                    name,
+                    seed,
+                    r["refined_r1_iou0.5"],
+                    r["refined_r1_iou0.7"],
+                    r["refined_miou"],
+                )
+                runs.append({"positions": positions, "method": name, "seed": seed, **r})
+    return report.write_report(workdir, config, data, runs)

@@ -116,10 +116,11 @@ def activitynet() -> ml_collections.ConfigDict:
 
 
 PRESETS = {
-    "tiny": "synthetic benchmark (48 videos), base and ssrn at 16 positions, 300 steps; about "
-    "1 min on the 2-core CPU (2026-12-04); no GPU, no data files",
+    "tiny": "synthetic benchmark (48 videos), base and ssrn at 16 positions, 300 steps; 44 s "
+    "on the 2-core CPU (2026-12-04); no GPU, no data files",
     "small": "synthetic benchmark (600 videos), base and ssrn at 8 / 16 / 32 positions, 3 seeds "
-    "of 2,500 steps; SMALL_TIME on the 2-core CPU (2026-12-04); no GPU, no data files",
+    "of 2,500 steps; 59 min on the 2-core CPU (2026-12-04, the first quarter shared with a "
+    "test run); no GPU, no data files",
     "charades": "Charades-STA with I3D features, VSLNet's recipe (128 positions, 100 epochs); "
     "not run (no video features on this machine; a GPU is advised); needs "
     "--config.data.data_dir",

@@ -15,6 +15,8 @@ from research.training import results, stats
 SCORES = tuple(f"r{n}_iou{m}" for n in RECALL_AT for m in IOU_THRESHOLDS) + ("miou",)
 SPEED = ("num_params", "train_videos_per_s", "test_videos_per_s")
 GAIN_SCORES = ("r1_iou0.5", "r1_iou0.7", "miou")
+# SSRN against the base network, and the ablation: the siamese samples alone, the reasoning alone
+COMPARISONS = (("ssrn", "base"), ("siamese", "base"), ("ssrn", "siamese"))
 
 
 def summarize(runs: Sequence[Mapping[str, Any]]) -> dict[tuple[int, str], dict[str, Any]]:
@@ -37,16 +39,19 @@ def _pm(s: stats.SeedSummary | None, digits: int = 2) -> str:
     return f"{s.mean:.{digits}f}" if s.n == 1 else f"{s.mean:.{digits}f} ± {s.std:.{digits}f}"
 
 
-def gains(cells: Mapping[tuple[int, str], Mapping[str, Any]], decoding: str = "refined"):
-    """[(N, metric, Difference)] of ssrn - base for every N with both methods."""
+def gains(
+    cells: Mapping[tuple[int, str], Mapping[str, Any]],
+    a: str = "ssrn",
+    b: str = "base",
+    decoding: str = "refined",
+):
+    """[(N, metric, Difference)] of method a - method b for every N that has both."""
     out = []
     for n in sorted({n for n, _ in cells}):
-        if (n, "ssrn") in cells and (n, "base") in cells:
+        if (n, a) in cells and (n, b) in cells:
             for metric in GAIN_SCORES:
                 key = f"{decoding}_{metric}"
-                out.append(
-                    (n, metric, stats.difference(cells[(n, "ssrn")][key], cells[(n, "base")][key]))
-                )
+                out.append((n, metric, stats.difference(cells[(n, a)][key], cells[(n, b)][key])))
     return out
 
 
@@ -65,14 +70,16 @@ def gain_plot(path: str, gain_rows, metrics: Sequence[str] = GAIN_SCORES) -> str
         )
     ax.axhline(0.0, color="grey", lw=0.8)
     ax.set_xscale("log", base=2)
+    ns = sorted({n for n, _, _ in gain_rows})
+    ax.set_xticks(ns, [str(n) for n in ns])
     ax.set(xlabel="sampled positions N (fewer = sparser)", ylabel="SSRN - base (points)")
-    ax.set_title("gain of siamese sampling and reasoning (mean over seeds, ±1 s.e.)")
+    ax.set_title("SSRN's gain over the base network (mean over seeds, ±1 s.e.)")
     ax.legend()
     ax.grid(alpha=0.3)
     return results.save_figure(fig, path)
 
 
-def write_report(workdir: str, config: Any, data: Any, runs: Sequence[Mapping[str, Any]]):
+def write_report(workdir: str, data: Any, runs: Sequence[Mapping[str, Any]]):
     """Writes results.{json,md} and gain.png; returns the flat metrics."""
     cells = summarize(runs)
     tables = {}
@@ -86,27 +93,36 @@ def write_report(workdir: str, config: Any, data: Any, runs: Sequence[Mapping[st
             }
             for (n, m), c in cells.items()
         ]
-    gain_rows = gains(cells)
-    tables["SSRN - base (refined boundaries): difference, Welch s.e., exceeds 2 s.e."] = [
+    for a, b in COMPARISONS:
+        rows = [
+            {
+                "N": n,
+                "metric": metric,
+                "difference": f"{d.diff:+.2f}",
+                "s.e.": f"{d.stderr:.2f}",
+                "exceeds": "yes" if d.exceeds_spread() else "no",
+            }
+            for n, metric, d in gains(cells, a, b)
+        ]
+        if rows:
+            tables[f"{a} - {b} (refined boundaries): difference, Welch s.e., exceeds 2 s.e."] = rows
+    tables["model and throughput (videos/s on this machine)"] = [
         {
             "N": n,
-            "metric": metric,
-            "gain": f"{d.diff:+.2f}",
-            "s.e.": f"{d.stderr:.2f}",
-            "exceeds": "yes" if d.exceeds_spread() else "no",
+            "method": m,
+            "parameters": f"{c['num_params'].mean:.0f}",
+            **{s: _pm(c.get(s), 0) for s in SPEED[1:]},
         }
-        for n, metric, d in gain_rows
+        for (n, m), c in cells.items()
     ]
-    tables["model and throughput (videos/s on this machine)"] = [
-        {"N": n, "method": m, **{s: _pm(c.get(s), 0) for s in SPEED}} for (n, m), c in cells.items()
-    ]
+    gain_rows = gains(cells)
     plots = []
     if gain_rows:
         plots.append(os.path.basename(gain_plot(os.path.join(workdir, "gain.png"), gain_rows)))
     flat = {}
     for (n, m), c in cells.items():
         flat.update({f"N{n}/{m}/{k}": v.mean for k, v in c.items()})
-    flat.update({f"N{n}/gain/{metric}": d.diff for n, metric, d in gain_rows})
+    flat.update({f"N{n}/gain/{metric}": d.diff for n, metric, d in gain_rows})  # ssrn - base
     results.write_results(
         workdir,
         flat,

@@ -156,4 +156,4 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
                     r["refined_miou"],
                 )
                 runs.append({"positions": positions, "method": name, "seed": seed, **r})
-    return report.write_report(workdir, config, data, runs)
+    return report.write_report(workdir, data, runs)

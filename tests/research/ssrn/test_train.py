@@ -91,3 +91,31 @@ def test_real_sources_need_their_files(tmp_path):
     config.data.durations_file = ""
     with pytest.raises(ValueError, match="data.durations_file"):
         validate_config(config)
+
+
+def test_charades_files_load_into_query_sets(tmp_path):
+    """The charades preset's files (annotations, durations, {vid}.npy features, word vectors)
+    load into batches; the clipped moment and the features used are reported."""
+    rng = np.random.default_rng(0)
+    (tmp_path / "i3d_features").mkdir()
+    for vid, frames in (("AAAAA", 40), ("BBBBB", 200)):
+        np.save(tmp_path / "i3d_features" / f"{vid}.npy", rng.normal(size=(frames, 6)))
+    (tmp_path / "charades.json").write_text('{"AAAAA": {"duration": 20.0}, "BBBBB": 50.0}')
+    (tmp_path / "charades_sta_train.txt").write_text(
+        "AAAAA 2.0 9.5##person opens a door.\nBBBBB 10.0 55.0##person sits down.\n"
+    )
+    (tmp_path / "charades_sta_test.txt").write_text("BBBBB 1.0 4.0##a person opens the door.\n")
+    (tmp_path / "glove.840B.300d.txt").write_text("person 0.1 0.2 0.3\ndoor 1 2 3\n")
+    config = get_config("charades")
+    config.data.data_dir = str(tmp_path)
+    validate_config(config)
+    data = load_data(config)
+    text = data.describe()
+    assert "i3d_features" in text and "width 6" in text
+    assert "1 moment clipped" in text and "2 of" in text  # person, door of the vocabulary
+    assert data.word_vectors.shape == (len(data.vocab), 3)
+    batch = data.train.batch(np.array([0, 1]), np.zeros((2, 1)))
+    # 40 frames keep every frame; 200 are sampled at 128 positions
+    np.testing.assert_array_equal(batch["num_positions"], [40, 128])
+    assert batch["video_mask"].sum(1).tolist() == [40, 128]
+    assert batch["end_index"][1, 0] == 127  # clipped to the duration: the last window

@@ -26,11 +26,9 @@ it reconstructs the defects too, too narrow and it blurs the texture.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import flax.linen as nn
 import jax
-import numpy as np
 
 
 def _act(x: jax.Array) -> jax.Array:
@@ -109,8 +107,3 @@ class ConvAutoencoder(nn.Module):
         if x.shape[-1] != self.channels:
             raise ValueError(f"input has {x.shape[-1]} channels, the model {self.channels}")
         return self.decode(self.encode(x))
-
-
-def count_params(params: Any) -> int:
-    """Number of scalars in a parameter pytree."""
-    return int(sum(np.prod(p.shape) for p in jax.tree.leaves(params)))

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Any
 
 import jax
@@ -441,7 +440,3 @@ def match_columns(
     if model.name == "hake":
         return sums[0] * small["phase_weight"] + safe_sqrt(sums[1]) * small["modulus_weight"]
     return sums[0]
-
-
-def num_parameters(params: Params) -> int:
-    return int(sum(math.prod(x.shape) for x in jax.tree.leaves(params)))

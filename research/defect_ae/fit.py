@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from models.autoencoder import ConvAutoencoder, count_params
+from models.autoencoder import ConvAutoencoder
+from models.params import count_params
 from research.datasets.defects import random_patches
 from research.defect_ae import inspection, losses
 from research.training.loop import round_to_calls, train_loop

@@ -1,7 +1,8 @@
 """Queries and their sampled batches: the anchor sampling, and the siamese sequences for SSRN.
 
-    queries = QuerySet.build(moments, features.get, vocab, max_positions=128, max_words=30)
-    batch = queries.batch(indices, offsets)   # offsets [B, S] in strides, column 0 the anchor's 0
+    queries = QuerySet.build(moments, features.get, vocab, max_words=30)
+    batch = queries.batch(indices, offsets, max_positions=128)
+    # offsets [B, S] in strides, column 0 the anchor's 0
 
 Every batch is computed on the host from the raw features (`sampling.window_means`), so the
 siamese sequences of a step are drawn fresh at their offsets; all S sequences of a query share
@@ -29,7 +30,6 @@ class QuerySet:
     word_mask: np.ndarray
     num_frames: dict[str, int]
     features: Callable[[str], np.ndarray]
-    max_positions: int
     dim: int
 
     @classmethod
@@ -39,7 +39,6 @@ class QuerySet:
         features: Callable[[str], np.ndarray],
         vocab: Vocabulary,
         *,
-        max_positions: int,
         max_words: int,
     ) -> QuerySet:
         """Encodes the sentences and reads every video once (its length and feature width,
@@ -55,30 +54,34 @@ class QuerySet:
             if dim is not None and x.shape[1] != dim:
                 raise ValueError(f"video {m.vid}: features of width {x.shape[1]}, others {dim}")
             num_frames[m.vid], dim = x.shape[0], x.shape[1]
-        return cls(tuple(moments), ids, mask, num_frames, features, max_positions, dim)
+        return cls(tuple(moments), ids, mask, num_frames, features, dim)
 
     def __len__(self) -> int:
         return len(self.moments)
 
-    def positions(self, index: int) -> int:
-        """N of query `index`'s video."""
-        return sampling.num_positions(self.num_frames[self.moments[index].vid], self.max_positions)
-
-    def batch(self, indices: np.ndarray, offsets: np.ndarray) -> dict[str, np.ndarray]:
-        """The batch of queries `indices` [B] sampled at `offsets` [B, S] (strides).
+    def batch(
+        self, indices: np.ndarray, offsets: np.ndarray, *, max_positions: int
+    ) -> dict[str, np.ndarray]:
+        """The batch of queries `indices` [B] sampled at `offsets` [B, S] (strides), each video
+        at N = min(T, max_positions) positions.
 
         Returns video [B, S, max_positions, D] float32, video_mask [B, max_positions] bool,
         words [B, L] int32, word_mask [B, L], start_index / end_index [B, S] int32 (each
-        sequence's own windows), times [B, 2] seconds, duration [B], num_positions [B] int32.
+        sequence's own windows), duration [B] seconds, num_positions [B] int32.
         """
         b, s = offsets.shape
-        video = np.zeros((b, s, self.max_positions, self.dim), np.float32)
-        video_mask = np.zeros((b, self.max_positions), bool)
-        n = np.array([self.positions(i) for i in indices], np.int32)
+        video = np.zeros((b, s, max_positions, self.dim), np.float32)
+        video_mask = np.zeros((b, max_positions), bool)
+        n = np.array(
+            [
+                sampling.num_positions(self.num_frames[self.moments[q].vid], max_positions)
+                for q in indices
+            ],
+            np.int32,
+        )
         for row, q in enumerate(indices):
             raw = self.features(self.moments[q].vid)
-            for k in range(s):
-                video[row, k, : n[row]] = sampling.window_means(raw, n[row], offsets[row, k])
+            video[row, :, : n[row]] = sampling.window_means(raw, n[row], offsets[row])
             video_mask[row, : n[row]] = True
         times = np.array([[self.moments[q].start, self.moments[q].end] for q in indices])
         duration = np.array([self.moments[q].duration for q in indices])
@@ -93,7 +96,6 @@ class QuerySet:
             "word_mask": self.word_mask[indices],
             "start_index": index[0],
             "end_index": index[1],
-            "times": times.astype(np.float32),
             "duration": duration.astype(np.float32),
             "num_positions": n,
         }

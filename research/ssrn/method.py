@@ -11,7 +11,6 @@ time.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -207,7 +206,3 @@ def make_predict_fn(model: SiameseGrounding, *, top_k: int, max_len: int):
         }
 
     return predict
-
-
-def count_params(params: Any) -> int:
-    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))

@@ -25,22 +25,26 @@ def num_positions(num_frames: int, max_positions: int) -> int:
     return min(num_frames, max_positions)
 
 
-def window_means(features: np.ndarray, n: int, offset: float = 0.0) -> np.ndarray:
-    """Means of `features` [T, D] over the n windows [(i + offset) s, (i + 1 + offset) s) clipped
-    to [0, T], s = T / n, with fractional frames weighted by their covered fraction -> [n, D]."""
+def window_means(features: np.ndarray, n: int, offsets: np.ndarray | float = 0.0) -> np.ndarray:
+    """Means of `features` [T, D] over the n windows [(i + u) s, (i + 1 + u) s) clipped to
+    [0, T], s = T / n, with fractional frames weighted by their covered fraction, for each offset
+    u of `offsets` [S] -> [S, n, D] (a scalar offset -> [n, D]). The cumulative sum of the
+    features is computed once for all offsets."""
     t = features.shape[0]
-    if not -0.5 < offset < 0.5:
-        raise ValueError(f"the offset must be in (-1/2, 1/2) strides, got {offset}")
+    u = np.asarray(offsets, np.float64)
+    if np.any(np.abs(u) >= 0.5):
+        raise ValueError(f"offsets must be in (-1/2, 1/2) strides, got {offsets}")
     stride = t / n
-    edges = np.clip((np.arange(n + 1) + offset) * stride, 0.0, t)
+    edges = np.clip((np.arange(n + 1) + u[..., None]) * stride, 0.0, t)  # [..., n + 1]
     cumulative = np.concatenate([np.zeros((1, features.shape[1])), np.cumsum(features, 0)])
 
     def integral(x: np.ndarray) -> np.ndarray:  # of the piecewise-constant features over [0, x)
         k = np.minimum(np.floor(x).astype(int), t - 1)
-        return cumulative[k] + (x - k)[:, None] * features[k]
+        return cumulative[k] + (x - k)[..., None] * features[k]
 
-    widths = np.diff(edges)
-    return ((integral(edges[1:]) - integral(edges[:-1])) / widths[:, None]).astype(np.float32)
+    widths = np.diff(edges, axis=-1)
+    means = (integral(edges[..., 1:]) - integral(edges[..., :-1])) / widths[..., None]
+    return means.astype(np.float32)
 
 
 def time_to_index(

@@ -20,7 +20,6 @@ import numpy as np
 from research.datasets import video
 from research.datasets.paths import resolve_data_dir
 from research.datasets.video_synthetic import synthetic_grounding
-from research.ssrn.config_rules import name_lists
 from research.ssrn.data import QuerySet
 
 
@@ -49,7 +48,6 @@ def _query_sets(
         QuerySet.build,
         features=features,
         vocab=vocab,
-        max_positions=max(name_lists(config)[0]),  # each run sets its own N
         max_words=config.model.max_words,
     )
     return build(train_moments), build(test_moments), vocab

@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from models.params import count_params
 from research.ssrn import method, metrics, report
 from research.ssrn.config_rules import name_lists
 from research.ssrn.data import QuerySet
@@ -37,9 +38,16 @@ from research.training.train_state import TrainState
 Config = ml_collections.ConfigDict
 
 
-def make_batch_fn(queries: QuerySet, batch_size: int, siamese: method.SiameseOptions, seed: int):
+def make_batch_fn(
+    queries: QuerySet,
+    batch_size: int,
+    siamese: method.SiameseOptions,
+    seed: int,
+    max_positions: int,
+):
     """`step -> batch` of `batch_size` random training queries, the anchor and `num_siamese`
-    siamese sequences at fresh offsets; a pure function of (seed, step)."""
+    siamese sequences at fresh offsets, at most `max_positions` each; a pure function of
+    (seed, step)."""
 
     def batch_fn(step: int) -> dict[str, np.ndarray]:
         rng = np.random.default_rng([seed, step])
@@ -49,13 +57,13 @@ def make_batch_fn(queries: QuerySet, batch_size: int, siamese: method.SiameseOpt
             offsets[:, 1:] = siamese_offsets(
                 rng, (batch_size, siamese.num_siamese), siamese.offset_spread
             )
-        return queries.batch(indices, offsets)
+        return queries.batch(indices, offsets, max_positions=max_positions)
 
     return batch_fn
 
 
 def evaluate(
-    predict, params: Any, queries: QuerySet, batch_size: int
+    predict, params: Any, queries: QuerySet, batch_size: int, max_positions: int
 ) -> tuple[dict[str, float], float]:
     """Metrics of both decodings (`refined_*`, `window_*`) on every query, and the inference
     throughput in queries/s (host sampling included, compilation excluded)."""
@@ -64,7 +72,7 @@ def evaluate(
 
     def batch(chunk: np.ndarray) -> dict[str, np.ndarray]:
         padded = np.resize(chunk, batch_size)  # one shape: one compilation
-        return queries.batch(padded, np.zeros((batch_size, 1)))
+        return queries.batch(padded, np.zeros((batch_size, 1)), max_positions=max_positions)
 
     jax.block_until_ready(predict(params, batch(chunks[0])))  # compiles
     outputs: dict[str, list[np.ndarray]] = {"refined": [], "window": []}
@@ -93,10 +101,8 @@ def run_one(
         siamese = dataclasses.replace(siamese, num_siamese=0)
     elif name == "siamese":
         siamese = dataclasses.replace(siamese, loss_weight=0.0)
-    train = dataclasses.replace(data.train, max_positions=positions)
-    test = dataclasses.replace(data.test, max_positions=positions)
     model = method.make_model(model_opts, len(data.vocab), siamese, data.word_vectors)
-    batch_fn = make_batch_fn(train, train_opts.batch_size, siamese, seed)
+    batch_fn = make_batch_fn(data.train, train_opts.batch_size, siamese, seed, positions)
     key = jax.random.PRNGKey(seed)
     params = method.init_params(model, batch_fn(0), key, project=method.reasons(siamese))
     optimizer = method.make_optimizer(train_opts, train_opts.steps)
@@ -121,11 +127,13 @@ def run_one(
     params = jax.device_get(state.params)
     max_len = config.decode.max_span_positions or positions
     predict = method.make_predict_fn(model, top_k=config.decode.top_k, max_len=max_len)
-    scores, queries_per_s = evaluate(predict, params, test, config.decode.batch_size)
+    scores, queries_per_s = evaluate(
+        predict, params, data.test, config.decode.batch_size, positions
+    )
     rate = steady_steps_per_second(workdir)
     return {
         **scores,
-        "num_params": method.count_params(params["params"]["net"]),
+        "num_params": count_params(params["params"]["net"]),
         "train_videos_per_s": rate * train_opts.batch_size if rate else None,
         "test_videos_per_s": queries_per_s,
         "train_seconds": train_seconds,

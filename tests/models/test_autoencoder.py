@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models.autoencoder import ConvAutoencoder, count_params
+from models.autoencoder import ConvAutoencoder
+from models.params import count_params
 
 
 @pytest.mark.parametrize("upsample", ["subpixel", "transpose"])

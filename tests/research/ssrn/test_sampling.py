@@ -56,3 +56,12 @@ def test_time_to_index_uses_each_sequences_own_windows():
 
 def test_num_positions_keeps_short_videos_and_caps_long_ones():
     assert sampling.num_positions(50, 128) == 50 and sampling.num_positions(500, 128) == 128
+
+
+def test_window_means_of_several_offsets_equal_one_call_each():
+    f = np.random.default_rng(2).normal(size=(29, 4))
+    offsets = np.array([0.0, -0.3, 0.49])
+    got = sampling.window_means(f, 6, offsets)
+    assert got.shape == (3, 6, 4)
+    for k, u in enumerate(offsets):
+        np.testing.assert_allclose(got[k], sampling.window_means(f, 6, float(u)), rtol=1e-6)

@@ -42,7 +42,7 @@ def test_training_batches_are_pure_in_the_step_and_hold_the_siamese_sequences():
     config = get_config("tiny")
     data = load_data(config)
     siamese = method.SiameseOptions(num_siamese=3)
-    fn = make_batch_fn(data.train, 4, siamese, seed=0)
+    fn = make_batch_fn(data.train, 4, siamese, seed=0, max_positions=16)
     a, b = fn(7), fn(7)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
@@ -114,7 +114,7 @@ def test_charades_files_load_into_query_sets(tmp_path):
     assert "i3d_features" in text and "width 6" in text
     assert "1 moment clipped" in text and "2 of" in text  # person, door of the vocabulary
     assert data.word_vectors.shape == (len(data.vocab), 3)
-    batch = data.train.batch(np.array([0, 1]), np.zeros((2, 1)))
+    batch = data.train.batch(np.array([0, 1]), np.zeros((2, 1)), max_positions=128)
     # 40 frames keep every frame; 200 are sampled at 128 positions
     np.testing.assert_array_equal(batch["num_positions"], [40, 128])
     assert batch["video_mask"].sum(1).tolist() == [40, 128]

@@ -1,4 +1,5 @@
-"""A DeiT-style Vision Transformer family in Flax Linen (shared by SMMix and ASCEND).
+"""A DeiT-style Vision Transformer family in Flax Linen (SMMix's classifier; its blocks are
+ASCEND's denoisers', `models/diffusion_vit.py`).
 
     model = ViT(**vit_size("tiny"), num_classes=1000, patch_size=16)
     out = model.apply(params, images, train=False)   # images: [B, H, W, C]
@@ -108,17 +109,25 @@ class Block(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool) -> tuple[Array, Array]:
-        d = x.shape[-1]
         y, probs = Attention(
             self.num_heads, self.qkv_bias, self.attention_dropout, self.dropout, name="attn"
         )(nn.LayerNorm(epsilon=1e-6, name="norm1")(x), train=train)
         x = x + DropPath(self.drop_path)(y, train=train)
-        y = nn.LayerNorm(epsilon=1e-6, name="norm2")(x)
-        y = nn.Dense(int(d * self.mlp_ratio), kernel_init=_trunc, name="fc1")(y)
-        y = nn.Dropout(self.dropout)(nn.gelu(y, approximate=False), deterministic=not train)
-        y = nn.Dense(d, kernel_init=_trunc, name="fc2")(y)
-        y = nn.Dropout(self.dropout)(y, deterministic=not train)
+        y = mlp_branch(
+            nn.LayerNorm(epsilon=1e-6, name="norm2")(x), self.mlp_ratio, self.dropout, train
+        )
         return x + DropPath(self.drop_path)(y, train=train), probs
+
+
+def mlp_branch(x: Array, mlp_ratio: float, dropout: float, train: bool) -> Array:
+    """The block's MLP: Dense(D * mlp_ratio) -> GELU -> Dropout -> Dense(D) -> Dropout on
+    x [B, T, D]. Call it inside a compact method: its layers (`fc1`, `fc2`) belong to the
+    caller."""
+    d = x.shape[-1]
+    y = nn.Dense(int(d * mlp_ratio), kernel_init=_trunc, name="fc1")(x)
+    y = nn.Dropout(dropout)(nn.gelu(y, approximate=False), deterministic=not train)
+    y = nn.Dense(d, kernel_init=_trunc, name="fc2")(y)
+    return nn.Dropout(dropout)(y, deterministic=not train)
 
 
 class ViT(nn.Module):

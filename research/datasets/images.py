@@ -1,11 +1,12 @@
-"""Image classification data: scikit-learn's bundled digits, MNIST's IDX files, ImageFolder
-trees, long-tailed and class-balanced subsets, and seeded numpy augmentations (pad-and-crop,
-random resized crop, flip, RandAugment).
+"""Image classification data: scikit-learn's bundled digits, MNIST's IDX files, CIFAR-10's
+python batches, ImageFolder trees, long-tailed and class-balanced subsets, and seeded numpy
+augmentations (pad-and-crop, random resized crop, flip, RandAugment).
 
 Images are float32 [N, H, W, C] in [0, 1] until `normalize`; labels int32 [N].
 
     data = load_digits(image_size=16, test_fraction=0.25, seed=0)  # offline, 1,797 images
     mnist = load_mnist("../shared/data/images/mnist")               # 60,000 + 10,000, 28 x 28
+    cifar = load_cifar10_batches("cifar-10-python.tar.gz")          # 50,000 + 10,000, 32 x 32 RGB
     folder = ImageFolder("/data/imagenet", "train")                  # <root>/<split>/<class>/*
     x = folder.load(indices, image_size=224, train=True, rng=rng)    # decode + crop + flip
     x = rand_augment(x, rng, num_ops=2, magnitude=9)                 # [B, H, W, C] in [0, 1]
@@ -17,9 +18,14 @@ inf pixels raises ValueError naming the file.
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
+import io
 import os
+import pickle
+import posixpath
+import tarfile
 import zlib
 from dataclasses import dataclass
 
@@ -32,7 +38,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass
 class ImageSplits:
-    """train_x / test_x: [N, H, W, C] float32 in [0, 1]; train_y / test_y: [N] int32."""
+    """train_x / test_x: [N, H, W, C] float32 in [0, 1]; train_y / test_y: [N] int32.
+    class_names: the name of each label where the files carry them (CIFAR-10), else None."""
 
     train_x: np.ndarray
     train_y: np.ndarray
@@ -41,6 +48,7 @@ class ImageSplits:
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    class_names: tuple[str, ...] | None = None
 
 
 def resize_bilinear(images: np.ndarray, size: int) -> np.ndarray:
@@ -209,6 +217,219 @@ def _find_idx(root: str, name: str) -> str:
 def _to_unit(raw: np.ndarray) -> np.ndarray:
     """uint8 [N, H, W] -> float32 [N, H, W, 1] in [0, 1]."""
     return to_unit(raw)[..., None]
+
+
+CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR10_FILES = (*CIFAR10_TRAIN, "test_batch", "batches.meta")
+_CIFAR10_EXPECTED = (
+    f"the CIFAR-10 python batches {', '.join(CIFAR10_FILES)} in <root> or "
+    f"<root>/{CIFAR10_FOLDER}, or root = the cifar-10-python.tar.gz archive"
+)
+
+
+def load_cifar10_batches(root: str) -> ImageSplits:
+    """CIFAR-10 from its "python version" pickles (cifar-10-python.tar.gz): `root` is the
+    folder holding CIFAR10_FILES, its parent holding `cifar-10-batches-py/`, or the .tar.gz
+    archive itself (read in memory, nothing extracted; a member is named `<archive>/<member>`
+    in errors).
+
+    Each batch is a pickled dict: b"data" uint8 [N, 3072] (per row the 1024 R, then G, then B
+    values of a 32 x 32 image in row-major order) and b"labels" (N ints 0..9); batches.meta
+    holds b"label_names". Unpickling allows only the globals a numpy array needs, so a batch
+    that would run other code raises ValueError like a corrupt or truncated one.
+
+    Returns train [50000, 32, 32, 3] (data_batch_1..5 in order) / test [10000, 32, 32, 3]
+    float32 images (pixels / 255) and int32 labels, num_classes 10, the per-channel mean / std
+    of the training pixels as 3-tuples (CIFAR-10: 0.4914, 0.4822, 0.4465 / 0.2470, 0.2435,
+    0.2616) and class_names (airplane, automobile, ..., truck).
+    """
+    blobs = _read_cifar10_files(root)
+    split = []
+    for names in (CIFAR10_TRAIN, ("test_batch",)):
+        batches = [_cifar10_batch(*blobs.pop(name)) for name in names]
+        split.append(([b[0] for b in batches], np.concatenate([b[1] for b in batches])))
+    class_names = _cifar10_meta(*blobs.pop("batches.meta"))
+    (train_rows, train_y), (test_rows, test_y) = split
+    # Per-channel statistics from exact integer sums of the uint8 pixels (no float64 copy).
+    count, sums, squares = 0, [0, 0, 0], [0, 0, 0]
+    for rows in train_rows:
+        count += len(rows) * 1024
+        for c in range(3):
+            plane = rows[:, c * 1024 : (c + 1) * 1024].astype(np.int64).ravel()
+            sums[c] += int(plane.sum())
+            squares[c] += int(plane @ plane)
+    count = max(count, 1)
+    mean = tuple(s / (count * 255) for s in sums)
+    std = tuple(
+        float(np.sqrt((count * q - s * s) / (count * count * 255 * 255)))
+        for s, q in zip(sums, squares, strict=True)
+    )
+    return ImageSplits(
+        _cifar10_unit(train_rows),
+        train_y,
+        _cifar10_unit(test_rows),
+        test_y,
+        10,
+        mean,
+        std,
+        class_names,
+    )
+
+
+def _cifar10_unit(batches: list[np.ndarray]) -> np.ndarray:
+    """uint8 rows [N, 3072] (R, G, B planes) -> float32 [sum N, 32, 32, 3] in [0, 1], filled
+    batch by batch (no intermediate uint8 [N, 32, 32, 3] copy)."""
+    out = np.empty((sum(len(b) for b in batches), 32, 32, 3), np.float32)
+    start = 0
+    for rows in batches:
+        out[start : start + len(rows)] = rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        start += len(rows)
+    out /= 255.0  # as to_unit: float32 pixels / 255
+    return out
+
+
+def _read_cifar10_files(root: str) -> dict[str, tuple[str, bytes]]:
+    """CIFAR10_FILES name -> (the path to name in errors, the file's bytes)."""
+    if os.path.isfile(root):
+        return _read_cifar10_archive(root)
+    if not os.path.isdir(root):
+        raise FileNotFoundError(
+            f"CIFAR-10 folder or archive {root} does not exist; expected {_CIFAR10_EXPECTED}"
+        )
+    folder, sub = root, os.path.join(root, CIFAR10_FOLDER)
+    if not any(os.path.isfile(os.path.join(root, n)) for n in CIFAR10_FILES) and os.path.isdir(sub):
+        folder = sub
+    missing = [n for n in CIFAR10_FILES if not os.path.isfile(os.path.join(folder, n))]
+    if missing:
+        raise FileNotFoundError(f"{folder}: no {', '.join(missing)} (expected {_CIFAR10_EXPECTED})")
+    out = {}
+    for name in CIFAR10_FILES:
+        path = os.path.join(folder, name)
+        with open(path, "rb") as f:
+            out[name] = (path, f.read())
+    return out
+
+
+def _read_cifar10_archive(archive: str) -> dict[str, tuple[str, bytes]]:
+    """The CIFAR10_FILES members (`cifar-10-batches-py/<name>` or `<name>`) of a tar archive,
+    read in one forward pass (gzip, bz2, xz or plain)."""
+    wanted = {n: n for n in CIFAR10_FILES} | {f"{CIFAR10_FOLDER}/{n}": n for n in CIFAR10_FILES}
+    out: dict[str, tuple[str, bytes]] = {}
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar:
+                name = wanted.get(posixpath.normpath(member.name))
+                if name is None or name in out or not member.isfile():
+                    continue
+                f = tar.extractfile(member)
+                out[name] = (os.path.join(archive, member.name), f.read())
+    except (tarfile.TarError, EOFError, zlib.error) as err:
+        raise ValueError(f"{archive}: cannot read the tar archive ({err})") from err
+    except OSError as err:
+        if err.errno is not None:
+            raise  # from the file system, with the file name
+        raise ValueError(f"{archive}: cannot read the tar archive ({err})") from err
+    missing = [n for n in CIFAR10_FILES if n not in out]
+    if missing:
+        raise FileNotFoundError(
+            f"{archive}: no {', '.join(f'{CIFAR10_FOLDER}/{n}' for n in missing)} in the "
+            f"archive (expected {_CIFAR10_EXPECTED})"
+        )
+    return out
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Resolves only the globals that pickled numpy arrays and Python 2 strings need."""
+
+    _array = np.zeros(1, np.uint8)
+    _allowed = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): codecs.encode,  # bytes in protocol 2 written by Python 3
+        ("__builtin__", "bytes"): bytes,
+        ("builtins", "bytes"): bytes,
+    }
+    for _core in ("numpy.core", "numpy._core"):  # the name depends on the writer's numpy
+        _allowed[(f"{_core}.multiarray", "_reconstruct")] = _array.__reduce__()[0]
+        _allowed[(f"{_core}.multiarray", "scalar")] = np.int64(0).__reduce__()[0]
+        _allowed[(f"{_core}.numeric", "_frombuffer")] = _array.__reduce_ex__(5)[0]
+    del _core
+
+    def find_class(self, module: str, name: str):
+        try:
+            return self._allowed[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"global {module}.{name} is not allowed (only numpy arrays and bytes)"
+            ) from None
+
+
+def _unpickle(path: str, blob: bytes):
+    try:
+        return _ArrayUnpickler(io.BytesIO(blob), encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError) as err:
+        raise ValueError(
+            f"{path}: not a valid or a truncated pickle ({str(err) or 'ran out of input'})"
+        ) from err
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as err:
+        # Malformed opcodes or arguments (e.g. a truncated array buffer) surface as these.
+        raise ValueError(f"{path}: not a valid pickle ({type(err).__name__}: {err})") from err
+
+
+def _describe(value) -> str:
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} and type {value.dtype}"
+    return f"a {type(value).__name__}"
+
+
+def _cifar10_dict(path: str, blob: bytes, keys: tuple[bytes, ...]) -> dict:
+    obj = _unpickle(path, blob)
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: the pickle holds {_describe(obj)} (expected a dict)")
+    missing = [k for k in keys if k not in obj]
+    if missing:
+        found = sorted(obj, key=repr)[:8]
+        raise ValueError(f"{path}: the dict has no {missing} (keys: {found})")
+    return obj
+
+
+def _cifar10_batch(path: str, blob: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """One batch file -> its checked uint8 [N, 3072] rows and int32 [N] labels."""
+    obj = _cifar10_dict(path, blob, (b"data", b"labels"))
+    data, raw_labels = obj[b"data"], obj[b"labels"]
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2) or (
+        data.shape[1] != 3072
+    ):
+        raise ValueError(
+            f"{path}: b'data' is {_describe(data)} (expected uint8 [N, 3072]: per row the 1024 "
+            "R, then G, then B values of a 32 x 32 image)"
+        )
+    try:
+        labels = np.asarray(raw_labels)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{path}: b'labels' is not a list of ints ({err})") from err
+    if labels.ndim != 1 or (labels.size and not np.issubdtype(labels.dtype, np.integer)):
+        raise ValueError(f"{path}: b'labels' is {_describe(labels)} (expected N ints)")
+    if len(labels) != len(data):
+        raise ValueError(f"{path}: {len(data)} images in b'data' but {len(labels)} labels")
+    if len(labels) and (labels.min() < 0 or labels.max() > 9):
+        raise ValueError(f"{path}: labels in {labels.min()}..{labels.max()} (expected 0..9)")
+    return data, labels.astype(np.int32)
+
+
+def _cifar10_meta(path: str, blob: bytes) -> tuple[str, ...]:
+    names = _cifar10_dict(path, blob, (b"label_names",))[b"label_names"]
+    if (
+        not isinstance(names, (list, tuple))
+        or len(names) != 10
+        or not all(isinstance(n, (bytes, str)) for n in names)
+    ):
+        raise ValueError(f"{path}: b'label_names' is {_describe(names)} (expected 10 names)")
+    try:
+        return tuple(n.decode("utf-8") if isinstance(n, bytes) else n for n in names)
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: b'label_names' is not UTF-8 ({err})") from err
 
 
 def class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:

@@ -1,10 +1,13 @@
 """research/datasets/images.py: digits, IDX / MNIST files written by the test (and the real
-MNIST when ../shared has it), an ImageFolder written by the test, long-tailed and balanced
-subsets, augmentations, epoch order."""
+MNIST when ../shared has it), CIFAR-10 python batches (folder and tar.gz) written by the test, an
+ImageFolder written by the test, long-tailed and balanced subsets, augmentations, epoch order."""
 
 import gzip
 import os
+import pickle
 import re
+import struct
+import tarfile
 
 import numpy as np
 import pytest
@@ -269,6 +272,246 @@ def test_real_mnist():
     np.testing.assert_array_equal(
         counts, [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
     )
+
+
+CIFAR_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship")
+CIFAR_NAMES = (*CIFAR_NAMES, "truck")
+
+
+def _py2_pickle(obj):
+    """What Python 2's cPickle.dump(obj, f, 2) with numpy 1.x writes (as the real CIFAR-10
+    files are) for dicts, lists, str (here bytes), ints and uint8 [N, 3072] arrays."""
+
+    def s(b):  # SHORT_BINSTRING / BINSTRING: Python 2 str, bytes under encoding="bytes"
+        return (b"U" + bytes([len(b)]) if len(b) < 256 else b"T" + struct.pack("<i", len(b))) + b
+
+    def i(v):  # BININT
+        return b"J" + struct.pack("<i", v)
+
+    def ops(o):
+        if isinstance(o, dict):
+            return b"}(" + b"".join(ops(k) + ops(v) for k, v in o.items()) + b"u"
+        if isinstance(o, list):
+            return b"](" + b"".join(ops(v) for v in o) + b"e"
+        if isinstance(o, bytes):
+            return s(o)
+        if isinstance(o, int):
+            return i(o)
+        assert isinstance(o, np.ndarray) and o.dtype == np.uint8 and o.ndim == 2
+        return (  # _reconstruct(ndarray, (0,), "b"), then its state (1, shape, dtype, F, raw)
+            b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n" + i(0) + b"\x85"
+            + s(b"b") + b"\x87R(" + i(1) + i(o.shape[0]) + i(o.shape[1]) + b"\x86"
+            + b"cnumpy\ndtype\n" + s(b"u1") + i(0) + i(1) + b"\x87R"
+            + b"(" + i(3) + s(b"|") + b"NNN" + i(-1) + i(-1) + i(0) + b"tb"
+            + b"\x89" + s(o.tobytes()) + b"tb"
+        )  # fmt: skip
+
+    return b"\x80\x02" + ops(obj) + b"."
+
+
+def _pickle_to(path, obj, protocol=2):
+    with open(path, "wb") as f:
+        if protocol == "py2":
+            f.write(_py2_pickle(obj))
+        else:
+            pickle.dump(obj, f, protocol=protocol)
+
+
+def _fake_cifar(folder, n=3, n_test=2, protocol=2):
+    """The six batches and batches.meta in `folder`, n images per training batch; returns the
+    batch dicts by file name."""
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(1)
+    batches = {}
+    for i, name in enumerate((*img.CIFAR10_TRAIN, "test_batch")):
+        k = n_test if name == "test_batch" else n
+        batches[name] = {
+            b"batch_label": f"batch {i}".encode(),
+            b"labels": [int(v) for v in (np.arange(k) * 3 + i) % 10],
+            b"data": rng.integers(0, 256, (k, 3072), dtype=np.uint8),
+            b"filenames": [f"{i}_{j}.png".encode() for j in range(k)],
+        }
+        _pickle_to(os.path.join(folder, name), batches[name], protocol)
+    meta = {b"label_names": [c.encode() for c in CIFAR_NAMES], b"num_vis": 3072}
+    _pickle_to(os.path.join(folder, "batches.meta"), meta, protocol)
+    return batches
+
+
+def _planes_to_hwc(data):
+    """Independent of the loader: rows of 1024 R, G, B values -> [N, 32, 32, 3], by loops."""
+    out = np.zeros((len(data), 32, 32, 3), np.uint8)
+    for c in range(3):
+        for y in range(32):
+            out[:, y, :, c] = data[:, c * 1024 + y * 32 : c * 1024 + (y + 1) * 32]
+    return out
+
+
+@pytest.mark.parametrize("protocol", ["py2", 2, 4, 5])
+def test_load_cifar10_batches_pixel_layout_labels_and_statistics(tmp_path, protocol):
+    folder = str(tmp_path)
+    batches = _fake_cifar(folder, protocol=protocol)
+    # An image whose planes differ: R counts along the row-major pixel index, G is constant,
+    # B is set at one pixel only.
+    first = batches["data_batch_2"]
+    r = (np.arange(1024) % 251).astype(np.uint8)
+    g = np.full(1024, 200, np.uint8)
+    b = np.zeros(1024, np.uint8)
+    b[1 * 32 + 5] = 77  # y = 1, x = 5
+    first[b"data"][0] = np.concatenate([r, g, b])
+    _pickle_to(os.path.join(folder, "data_batch_2"), first, protocol)
+
+    d = img.load_cifar10_batches(folder)
+    assert d.train_x.shape == (15, 32, 32, 3) and d.test_x.shape == (2, 32, 32, 3)
+    assert d.train_x.dtype == np.float32 and d.test_x.dtype == np.float32
+    assert d.train_y.dtype == np.int32 and d.test_y.dtype == np.int32
+    assert d.num_classes == 10 and d.class_names == CIFAR_NAMES
+    x = d.train_x[3]  # data_batch_2's first image
+    np.testing.assert_array_equal(x[0, 0], np.float32([0, 200, 0]) / np.float32(255))
+    np.testing.assert_array_equal(x[0, 1], np.float32([1, 200, 0]) / np.float32(255))
+    np.testing.assert_array_equal(x[1, 0], np.float32([32, 200, 0]) / np.float32(255))
+    np.testing.assert_array_equal(x[1, 5], np.float32([37, 200, 77]) / np.float32(255))
+    np.testing.assert_array_equal(x[31, 31], np.float32([1023 % 251, 200, 0]) / np.float32(255))
+    raw = np.concatenate([batches[n][b"data"] for n in img.CIFAR10_TRAIN])
+    train = _planes_to_hwc(raw)
+    np.testing.assert_array_equal(d.train_x, train / np.float32(255))
+    np.testing.assert_array_equal(
+        d.test_x, _planes_to_hwc(batches["test_batch"][b"data"]) / np.float32(255)
+    )
+    labels = np.concatenate([batches[n][b"labels"] for n in img.CIFAR10_TRAIN])
+    np.testing.assert_array_equal(d.train_y, labels)
+    np.testing.assert_array_equal(d.test_y, batches["test_batch"][b"labels"])
+    pixels = train.reshape(-1, 3) / 255.0
+    assert len(d.mean) == 3 and len(d.std) == 3
+    np.testing.assert_allclose(d.mean, pixels.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(d.std, pixels.std(0), rtol=1e-12)
+
+
+def test_load_cifar10_batches_from_the_parent_folder_and_the_tar_gz(tmp_path):
+    folder = str(tmp_path / "cifar-10-batches-py")
+    _fake_cifar(folder)
+    direct = img.load_cifar10_batches(folder)
+    archive = str(tmp_path / "cifar-10-python.tar.gz")
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="cifar-10-batches-py")
+    before = sorted(os.listdir(tmp_path))
+    for root in (str(tmp_path), archive):
+        d = img.load_cifar10_batches(root)
+        for field in ("train_x", "train_y", "test_x", "test_y"):
+            np.testing.assert_array_equal(getattr(d, field), getattr(direct, field))
+        assert (d.mean, d.std, d.class_names) == (direct.mean, direct.std, direct.class_names)
+    assert sorted(os.listdir(tmp_path)) == before  # the archive was not extracted
+    flat = str(tmp_path / "flat.tar")  # the members at the top level of a plain tar
+    with tarfile.open(flat, "w") as tar:
+        for name in img.CIFAR10_FILES:
+            tar.add(os.path.join(folder, name), arcname=name)
+    np.testing.assert_array_equal(img.load_cifar10_batches(flat).train_y, direct.train_y)
+
+
+def test_load_cifar10_batches_missing_files_name_the_path(tmp_path):
+    nowhere = str(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match=re.escape(nowhere) + " does not exist.*test_batch"):
+        img.load_cifar10_batches(nowhere)
+    folder = str(tmp_path / "cifar-10-batches-py")
+    _fake_cifar(folder)
+    archive = str(tmp_path / "partial.tar.gz")
+    with tarfile.open(archive, "w:gz") as tar:
+        for name in img.CIFAR10_FILES[:-2]:
+            tar.add(os.path.join(folder, name), arcname=f"cifar-10-batches-py/{name}")
+    with pytest.raises(
+        FileNotFoundError,
+        match=re.escape(
+            f"{archive}: no cifar-10-batches-py/test_batch, cifar-10-batches-py/batches.meta "
+            "in the archive"
+        ),
+    ):
+        img.load_cifar10_batches(archive)
+    os.remove(os.path.join(folder, "test_batch"))
+    os.remove(os.path.join(folder, "batches.meta"))
+    for root in (folder, str(tmp_path)):  # the folder itself, or its parent
+        with pytest.raises(
+            FileNotFoundError,
+            match=re.escape(f"{folder}: no test_batch, batches.meta (expected the CIFAR-10")
+            + ".*data_batch_1, data_batch_2",
+        ):
+            img.load_cifar10_batches(root)
+
+
+def _read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _write_bytes(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def test_load_cifar10_batches_bad_files_raise_value_error_naming_them(tmp_path):
+    folder = str(tmp_path)
+    batches = _fake_cifar(folder)
+    path = os.path.join(folder, "data_batch_3")
+    good = _read_bytes(path)
+
+    def fails(pattern, root=folder, where=path):
+        with pytest.raises(ValueError, match=re.escape(f"{where}: ") + pattern):
+            img.load_cifar10_batches(root)
+
+    _write_bytes(path, good[: len(good) // 2])
+    fails("not a valid or a truncated pickle")
+    _write_bytes(path, good[:-1])  # only the final STOP opcode missing
+    fails("not a valid or a truncated pickle")
+    _write_bytes(path, b"")
+    fails("not a valid or a truncated pickle")
+    _write_bytes(path, b"\x89PNG\r\n\x1a\n not a pickle")
+    fails("not a valid")
+    # A pickle that would call something other than numpy's array constructors is refused.
+    _write_bytes(path, b"cos\nsystem\n(S'echo hacked'\ntR.")
+    fails(r"not a valid or a truncated pickle \(global os\.system is not allowed")
+    _pickle_to(path, [1, 2, 3])
+    fails(r"the pickle holds a list \(expected a dict\)")
+    batch = batches["data_batch_3"]
+    _pickle_to(path, {b"labels": batch[b"labels"]})
+    fails(r"the dict has no \[b'data'\]")
+    _pickle_to(path, {"data": batch[b"data"], "labels": batch[b"labels"]})  # str keys
+    fails(r"the dict has no \[b'data', b'labels'\]")
+    for data in (
+        batch[b"data"].reshape(-1, 3, 32, 32),
+        batch[b"data"][:, :3071],
+        batch[b"data"].astype(np.float32),
+        batch[b"data"].tolist(),
+    ):
+        _pickle_to(path, {**batch, b"data": data})
+        fails(r"b'data' is .* \(expected uint8 \[N, 3072\]")
+    _pickle_to(path, {**batch, b"labels": batch[b"labels"][:-1]})
+    fails("3 images in b'data' but 2 labels")
+    _pickle_to(path, {**batch, b"labels": [0, 10, 1]})
+    fails(r"labels in 0\.\.10 \(expected 0\.\.9\)")
+    _pickle_to(path, {**batch, b"labels": [0, -1, 1]})
+    fails(r"labels in -1\.\.1 \(expected 0\.\.9\)")
+    _pickle_to(path, {**batch, b"labels": [0.0, 1.5, 1.0]})
+    fails(r"b'labels' is an array of shape \(3,\) and type float64 \(expected N ints\)")
+    _pickle_to(path, batch)
+    meta = os.path.join(folder, "batches.meta")
+    _pickle_to(meta, {b"label_names": [b"a", b"b"]})
+    fails(r"b'label_names' is a list \(expected 10 names\)", where=meta)
+    _pickle_to(meta, {b"num_vis": 3072})
+    fails(r"the dict has no \[b'label_names'\]", where=meta)
+    _pickle_to(meta, {b"label_names": list(CIFAR_NAMES)})  # str names load too
+    assert img.load_cifar10_batches(folder).class_names == CIFAR_NAMES
+
+    # In the archive: a bad member is named <archive>/<member>; a broken archive by its path.
+    _write_bytes(path, good[:100])
+    archive = str(tmp_path / "cifar.tar.gz")
+    with tarfile.open(archive, "w:gz") as tar:
+        for name in img.CIFAR10_FILES:
+            tar.add(os.path.join(folder, name), arcname=f"cifar-10-batches-py/{name}")
+    member = os.path.join(archive, "cifar-10-batches-py/data_batch_3")
+    fails("not a valid or a truncated pickle", root=archive, where=member)
+    blob = _read_bytes(archive)
+    _write_bytes(archive, blob[: len(blob) // 2])
+    fails("cannot read the tar archive", root=archive, where=archive)
+    _write_bytes(archive, b"not a tar archive at all")
+    fails("cannot read the tar archive", root=archive, where=archive)
 
 
 def test_long_tailed_subset_follows_the_imbalance_factor():

@@ -2,7 +2,8 @@
 # One device call of a GPU session: the device checks and timings, then the budgeted trainings.
 #
 #   bash experiments/bench/gpu_run.sh [STAGE ...]   (stages: kge kge_more ankge_full bifeat jko
-#                                                     jko_rose smmix ops; default: kge bifeat smmix)
+#                                                     jko_rose smmix ascend ops; default: kge
+#                                                     bifeat smmix)
 #
 # What it needs in the repository root (both ignored by git, sent with the call's `carry`):
 #   .whl/      the wheels the device image lacks (ml_collections, jraph, tensorboardX, trimesh)
@@ -80,6 +81,15 @@ from experiments.bench.smmix_cifar10 import run_cifar10
 run_cifar10('../shared/data/images/cifar10', '/tmp/smmix', budget_s=${BUDGET_SMMIX:-170},
             methods='none,cutmix,smmix', seeds=[0, 1], preset='$SMMIX_PRESET')"
       cp /tmp/smmix/cifar10_budget.json /tmp/smmix/results.md "$OUT/" 2>/dev/null ;;
+    ascend)  # step time at U-ViT-S/2 / DDPM U-Net size, then a short IU-ViT run on CIFAR-10
+      ASCEND_PRESET=${QUICK:+tiny}
+      stage ascend_bench 240 python3 -m experiments.bench.ascend \
+        --preset="${ASCEND_PRESET:-cifar10}" --out="$OUT/ascend_bench.json"
+      stage ascend_cifar10 "${BUDGET_ASCEND:-300}" python3 -m experiments.ascend \
+        --config=experiments/configs/ascend.py:"${ASCEND_PRESET:-cifar10}" --workdir=/tmp/ascend \
+        --config.backbones=iu_vit --config.train.steps="${ASCEND_STEPS:-2000}" \
+        --config.eval.num_samples=5000 --config.checkpoint_every=1000
+      cp /tmp/ascend/results.md /tmp/ascend/samples.png "$OUT/" 2>/dev/null ;;
     ops)
       stage ops "${BUDGET_OPS:-90}" python3 -m experiments.bench.gpu_check --out="$OUT/ops" \
         --only=gather,nearest,anderson ;;

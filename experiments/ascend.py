@@ -1,0 +1,11 @@
+"""ascend binary.
+
+python -m experiments.ascend --config=experiments/configs/ascend.py:tiny --workdir=DIR
+"""
+
+from experiments.app import run
+from research.ascend.config_rules import validate_config
+from research.ascend.train import train_and_evaluate
+
+if __name__ == "__main__":
+    run(train_and_evaluate, validate_config)

@@ -1,0 +1,198 @@
+"""ASCEND's comparison of diffusion backbones: `train_and_evaluate`.
+
+    python -m experiments.ascend --config=experiments/configs/ascend.py:small --workdir=DIR
+
+For every backbone in `config.backbones` (vanilla ViT, IU-ViT, ASCEND, U-Net) and seed, one DDPM
+is trained on the same global batches (`DIR/runs/<backbone>/seed<k>/`: checkpoints, metrics,
+`samples.png`, `result.json`) and its EMA weights sample `eval.num_samples` images, scored by the
+Frechet distance, precision and recall on the features of a classifier trained once on the same
+data (`DIR/classifier.msgpack`; or the extractor `eval.features` names). Then
+`DIR/results.{json,md}`, `DIR/fd.png` and `DIR/samples.png` (one grid per backbone).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from models.params import count_params
+from research.ascend import diffusion, evaluation, method, report
+from research.ascend.config_rules import backbone_names
+from research.ascend.data import DataOptions, ImageData, load_images
+from research.training import results
+from research.training.loop import train_loop
+from research.training.metrics import steady_steps_per_second
+from research.training.parallel import data_mesh, make_train_step
+from research.training.prefetch import Prefetcher
+from research.training.train_state import TrainState
+
+Config = ml_collections.ConfigDict
+
+
+def make_batch_fn(data: ImageData, batch_size: int, seed: int, random_flip: bool):
+    """`step -> {"images" [B, H, W, C], "labels" [B]}`: `batch_size` training images drawn with
+    replacement (and flipped left-right with probability 1/2 if `random_flip`), a pure function
+    of (seed, step), so every backbone and a resumed run see the same batches."""
+
+    def batch_fn(step: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng([seed, step])
+        indices = rng.integers(0, len(data.train_x), size=batch_size)
+        images = data.train_x[indices]
+        if random_flip:
+            flip = rng.random(batch_size) < 0.5
+            images = np.where(flip[:, None, None, None], images[:, :, ::-1], images)
+        return {"images": images, "labels": data.train_y[indices]}
+
+    return batch_fn
+
+
+def feature_extractor(config: Config, data: ImageData, workdir: str) -> evaluation.FeatureExtractor:
+    """`eval.features` ("module:function") if set, else the classifier trained on `data` once
+    and kept in `workdir/classifier.msgpack`."""
+    if config.eval.features:
+        return evaluation.load_feature_extractor(config.eval.features)
+    path = os.path.join(workdir, "classifier.msgpack")
+    if os.path.exists(path):
+        extractor = evaluation.ClassifierFeatures.load(path)
+    else:
+        extractor, _ = evaluation.train_feature_classifier(
+            data.train_x,
+            data.train_y,
+            data.num_classes,
+            test_x=data.test_x,
+            test_y=data.test_y,
+            steps=config.eval.classifier_steps,
+            feature_dim=config.eval.feature_dim,
+            seed=config.seed,
+        )
+        extractor.save(path)
+    accuracy = extractor.accuracy(data.test_x, data.test_y)
+    logging.info("feature classifier: test accuracy %.2f%%", 100 * accuracy)
+    results.write_json(os.path.join(workdir, "classifier.json"), {"test_accuracy": accuracy})
+    return extractor
+
+
+def score(reference: np.ndarray, features: np.ndarray, k: int) -> dict[str, float]:
+    """The Frechet distance of `features` [M, d] to all of `reference` [N, d], and precision /
+    recall against M reference rows (the k-NN radii depend on the sample size, so both sets
+    are of equal size, as Kynkaanniemi et al. compare them)."""
+    precision, recall = evaluation.precision_recall(reference[: len(features)], features, k=k)
+    fd = evaluation.frechet_distance_of(reference, features)
+    return {"fd": fd, "precision": precision, "recall": recall}
+
+
+def draw_samples(
+    sample, params: Any, num_samples: int, batch_size: int, num_classes: int, seed: int
+) -> tuple[np.ndarray, float]:
+    """`num_samples` images [N, H, W, C] from the jitted sampler in batches of `batch_size`
+    (labels cycling over the classes), and the sampling rate in images/s (compilation
+    excluded: the sampler is compiled ahead of the timed calls)."""
+    labels = np.arange(-(-num_samples // batch_size) * batch_size, dtype=np.int32)
+    labels = labels % num_classes if num_classes else np.zeros_like(labels)
+    labels = labels.reshape(-1, batch_size)
+    key = jax.random.PRNGKey(seed)
+    compiled = sample.lower(params, key, labels[0]).compile()
+    start = time.perf_counter()
+    out = [
+        np.asarray(compiled(params, jax.random.fold_in(key, i), y)) for i, y in enumerate(labels)
+    ]
+    rate = labels.size / (time.perf_counter() - start)
+    return np.concatenate(out)[:num_samples], rate
+
+
+def run_one(
+    config: Config,
+    data: ImageData,
+    backbone: str,
+    seed: int,
+    workdir: str,
+    extractor: evaluation.FeatureExtractor,
+    reference: np.ndarray,
+) -> dict[str, Any]:
+    """Trains and evaluates one (backbone, seed); returns its metrics."""
+    train_opts = method.TrainOptions(**config.train)
+    diff_opts = method.DiffusionOptions(**config.diffusion)
+    num_classes = data.num_classes if diff_opts.class_conditional else 0
+    model = method.make_backbone(method.ModelOptions(**config.model), backbone, num_classes)
+    schedule = diffusion.make_schedule(diff_opts.schedule, diff_opts.num_steps)
+    key = jax.random.PRNGKey(seed)
+    params = method.init_params(model, data.image_shape, key)
+    optimizer = method.make_optimizer(train_opts)
+    mesh = data_mesh()
+    batch_fn = make_batch_fn(data, train_opts.batch_size, seed, config.data.random_flip)
+    start = time.perf_counter()
+    with Prefetcher(batch_fn, end=train_opts.steps, depth=config.prefetch) as batches:
+        state = train_loop(
+            workdir=workdir,
+            state=TrainState.create(params, optimizer, jax.random.fold_in(key, 1)),
+            train_step=make_train_step(
+                method.make_loss_fn(model, schedule, diff_opts, data.num_classes), optimizer, mesh
+            ),
+            batch_fn=batches,
+            num_steps=train_opts.steps,
+            mesh=mesh,
+            checkpoint_every=config.checkpoint_every,
+            keep_checkpoints=1,
+            log_every=config.log_every,
+            desc=f"{backbone} seed {seed}",
+        )
+    train_seconds = time.perf_counter() - start
+    ema = jax.device_get(method.ema_params(state.opt_state))
+    sampler = diffusion.SamplerOptions(**config.sampler)
+    sample = diffusion.make_sampler(
+        method.eps_fn(model), schedule, sampler, data.image_shape, null_label=data.num_classes
+    )
+    ev = config.eval
+    images, images_per_s = draw_samples(
+        sample, ema, ev.num_samples, ev.batch_size, num_classes, seed + 10_000
+    )
+    evaluation.save_image_grid(images[: ev.grid_size], os.path.join(workdir, "samples.png"))
+    np.save(os.path.join(workdir, "samples.npy"), images[: ev.grid_size])
+    fake = evaluation.extract_features(extractor, images)
+    rate = steady_steps_per_second(workdir)
+    return {
+        **score(reference, fake, ev.nearest_k),
+        "num_params": count_params(ema),
+        "train_step_ms": 1000.0 / rate if rate else None,
+        "sampling_images_per_s": images_per_s,
+        "train_seconds": train_seconds,
+    }
+
+
+def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
+    """Every (backbone, seed) of `config`; returns the flat metrics (`report.write_report`)."""
+    data = load_images(DataOptions(**config.data), cache_dir=os.path.join(workdir, "cache"))
+    logging.info("%s", data.describe())
+    extractor = feature_extractor(config, data, workdir)
+    ev = config.eval
+    chosen = np.random.default_rng(0).permutation(len(data.train_x))[: ev.num_reference]
+    reference = evaluation.extract_features(extractor, data.train_x[chosen])
+    held_out = evaluation.extract_features(extractor, data.test_x[: ev.num_samples])
+    floor = score(reference, held_out, ev.nearest_k)
+    logging.info("held-out test images against the reference: %s", floor)
+    runs = []
+    for backbone in backbone_names(config):
+        for seed in range(config.seed, config.seed + config.num_seeds):
+            rdir = os.path.join(workdir, "runs", backbone, f"seed{seed}")
+            r = results.cached_result(
+                os.path.join(rdir, "result.json"),
+                lambda b=backbone, s=seed, w=rdir: run_one(
+                    config, data, b, s, w, extractor, reference
+                ),
+            )
+            logging.info(
+                "%s seed %d: FD %.3f, precision %.3f, recall %.3f",
+                backbone,
+                seed,
+                r["fd"],
+                r["precision"],
+                r["recall"],
+            )
+            runs.append({"backbone": backbone, "seed": seed, **r})
+    return report.write_report(workdir, data.describe(), runs, floor)

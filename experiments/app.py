@@ -23,7 +23,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import registry
-from research.training import identity
+from research.training import distributed, identity
 from research.training import workdir as workdir_lib
 from research.training.errors import RunError, RunMismatchError
 from research.training.metrics import write_config
@@ -48,6 +48,14 @@ def _define_flags() -> None:
         "Delete the workdir's previous runs (checkpoints, results, logs) and start over; "
         "needed to reuse a workdir with a different config.",
     )
+    flags.DEFINE_string(
+        "coordinator_address",
+        "",
+        "host:port of process 0's coordinator, for a run of several processes (set by "
+        "`python -m experiments.launch`; under SLURM `srun` sets everything itself).",
+    )
+    flags.DEFINE_integer("num_processes", 0, "Number of processes of a multi-process run.")
+    flags.DEFINE_integer("process_id", -1, "This process's index in a multi-process run.")
     flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -118,6 +126,8 @@ def help_text(argv: list[str]) -> str:
         "  --workdir=DIR  checkpoints, metrics and results; re-running the same command resumes",
         "  --fresh        delete the workdir's previous runs and start over",
         "  --verbosity=1  full tracebacks instead of one-line errors",
+        "  --coordinator_address=HOST:PORT --num_processes=N --process_id=I",
+        "                 one of N processes of a multi-process run (experiments.launch sets them)",
     ]
     return "\n".join(lines)
 
@@ -169,12 +179,19 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, *, fresh: b
 def run(
     train_and_evaluate: TrainAndEvaluate,
     validate: Callable[[ml_collections.ConfigDict], None] | None = None,
+    *,
+    multi_process: bool = False,
 ) -> None:
     """Parses `--config`, `--workdir` and `--fresh`, then runs `train_and_evaluate(config,
     workdir)` holding the workdir's lock, with the config's identity checked and stored.
 
     `validate(config)` runs first and raises ValueError naming a bad field. A `ONE_LINE_ERRORS`
     error ends the run with one line on stderr and exit status 1.
+
+    Before anything touches jax, the process joins a multi-process run when the flags
+    (`--coordinator_address`, `--num_processes`, `--process_id`) or the environment (SLURM) say
+    so (`distributed.initialize`). Only a `train_and_evaluate` written for several processes may
+    run in one: unless `multi_process` is True, a run of several processes stops with one line.
     """
     _define_flags()
 
@@ -184,6 +201,17 @@ def run(
         config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
         _quiet_library_logs()
         try:
+            distributed.initialize(
+                flags.FLAGS.coordinator_address, flags.FLAGS.num_processes, flags.FLAGS.process_id
+            )
+            if distributed.is_multi_process():
+                logging.info("%s", distributed.describe_layout())
+                if not multi_process:
+                    raise MultiProcessUnsupportedError(
+                        f"{_binary_name()} does not support several processes yet (this is "
+                        f"process {distributed.process_index()} of "
+                        f"{distributed.process_count()}); run it as one process"
+                    )
             if validate is not None:
                 validate(config)
             with workdir_lib.locked(workdir), identity.running(config):
@@ -197,6 +225,16 @@ def run(
         print(json.dumps(metrics, indent=2, sort_keys=True, default=str))
 
     app.run(main, flags_parser=parse_flags)
+
+
+class MultiProcessUnsupportedError(RunError):
+    """The experiment was started as several processes but runs only as one."""
+
+
+def _binary_name() -> str:
+    main = sys.modules["__main__"]
+    spec = getattr(main, "__spec__", None)
+    return spec.name if spec is not None else os.path.basename(sys.argv[0])
 
 
 def _error_line(err: BaseException) -> str:

@@ -1,0 +1,177 @@
+"""Several processes, one computation: JAX's multi-process runtime (`jax.distributed`).
+
+Each process runs the same program on its own devices; `jax.devices()` lists every process's
+devices (process 0's first, then process 1's, ...), `jax.local_devices()` this process's. A
+`data` mesh over `global_mesh()` spans them all, and `global_batch` turns the global host batch
+into one global array of which each process holds only its rows (`process_rows`). On CPU the
+processes' collectives go through gloo (TCP).
+
+Start the processes with `python -m experiments.launch` on one machine, or `srun` under SLURM.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from research.training.parallel import DATA_AXIS, check_divisible, data_mesh
+
+# Read here, not by jax: jax 0.10.2 reads JAX_COORDINATOR_ADDRESS itself but has no environment
+# variable for the number of processes or this process's id.
+ENV_VARS = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+# What jax 0.10.2's SLURM detection (jax._src.clusters.slurm_cluster) reads; srun sets them all.
+SLURM_VARS = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID")
+
+
+def _cpu_only() -> bool:
+    """True unless an accelerator platform is requested (`JAX_PLATFORMS` / `jax_platforms`)."""
+    platforms = jax.config.jax_platforms or os.environ.get("JAX_PLATFORMS", "")
+    return not platforms or platforms.split(",")[0].strip() == "cpu"
+
+
+def _in_slurm_step_of_several_tasks() -> bool:
+    env = os.environ
+    return all(env.get(v) for v in (*SLURM_VARS, "SLURM_LOCALID")) and int(env["SLURM_NTASKS"]) > 1
+
+
+def initialize(coordinator_address: str = "", num_processes: int = 0, process_id: int = -1) -> None:
+    """Joins this process to a multi-process JAX run; call it before any JAX computation.
+
+    With all three arguments it starts the runtime with them. With none it reads them from
+    `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID`, or, inside a SLURM job
+    step of several tasks (`srun --ntasks=N`), lets jax's own SLURM detection find them.
+    Otherwise the process stays a single-process run. Some but not all of the three (as arguments
+    or as environment variables) raise ValueError naming the missing ones. On CPU the processes'
+    collectives use gloo. A second call does nothing.
+    """
+    if jax.distributed.is_initialized():
+        return
+    given = {
+        "--coordinator_address": coordinator_address,
+        "--num_processes": num_processes if num_processes > 0 else "",
+        "--process_id": process_id if process_id >= 0 else "",
+    }
+    if not any(v != "" for v in given.values()):  # no arguments: the environment decides
+        env = {name: os.environ.get(name, "") for name in ENV_VARS}
+        if not (env["JAX_NUM_PROCESSES"] or env["JAX_PROCESS_ID"]):
+            if _in_slurm_step_of_several_tasks():
+                _set_cpu_collectives()
+                jax.distributed.initialize()  # jax reads the SLURM variables itself
+            return
+        given = env
+    missing = [name for name, value in given.items() if value == ""]
+    if missing:
+        raise ValueError(
+            f"a multi-process run needs {', '.join(given)} together; missing: {', '.join(missing)}"
+        )
+    address, count, index = given.values()
+    try:
+        count, index = int(count), int(index)
+    except ValueError:
+        raise ValueError(
+            f"the number of processes {count!r} and process id {index!r} must be integers"
+        ) from None
+    if not 0 <= index < count:
+        raise ValueError(f"process id {index} must be below the number of processes {count}")
+    _set_cpu_collectives()
+    jax.distributed.initialize(coordinator_address=address, num_processes=count, process_id=index)
+
+
+def _set_cpu_collectives() -> None:
+    """gloo for cross-process collectives on CPU (jax 0.10.2's default already; set explicitly so
+    that it does not depend on the version), unless the user chose one in the environment."""
+    if _cpu_only() and "JAX_CPU_COLLECTIVES_IMPLEMENTATION" not in os.environ:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+
+
+def is_main_process() -> bool:
+    """True in process 0, the one that writes shared outputs."""
+    return jax.process_index() == 0
+
+
+def is_multi_process() -> bool:
+    """True in a run of several processes; in a single-process run it leaves the backend alone
+    (it starts no jax backend unless `initialize` started the runtime)."""
+    return jax.distributed.is_initialized() and jax.process_count() > 1
+
+
+def process_index() -> int:
+    return jax.process_index()
+
+
+def process_count() -> int:
+    return jax.process_count()
+
+
+def describe_layout() -> str:
+    """One line: this process, its devices and the global device count."""
+    by_kind: dict[str, list[int]] = {}
+    for d in jax.local_devices():
+        by_kind.setdefault(d.device_kind, []).append(d.id)
+    local = "; ".join(f"{kind} ids {', '.join(map(str, ids))}" for kind, ids in by_kind.items())
+    return (
+        f"process {jax.process_index()} of {jax.process_count()}: "
+        f"{jax.local_device_count()} local devices ({local}), {jax.device_count()} devices in all"
+    )
+
+
+def global_mesh() -> Mesh:
+    """The `data` mesh over every process's devices, in `jax.devices()` order (process-major)."""
+    return data_mesh(jax.devices())
+
+
+def process_rows(global_batch_size: int) -> slice:
+    """The contiguous rows of a global batch that this process holds on `global_mesh()`.
+
+    Every process holds an equal share, in process order: `jax.devices()` lists process 0's
+    devices first, so the mesh's first `local_device_count` shards are process 0's rows.
+    """
+    per_process = jax.local_device_count()
+    shards = jax.process_count() * per_process
+    if global_batch_size % shards:
+        raise ValueError(
+            f"global batch size {global_batch_size} is not divisible by {shards} devices "
+            f"({jax.process_count()} processes x {per_process} local devices)"
+        )
+    size = global_batch_size // jax.process_count()
+    start = jax.process_index() * size
+    return slice(start, start + size)
+
+
+def _local_row_slices(sharding: NamedSharding, shape: tuple[int, ...], axis: int) -> list[slice]:
+    """This process's slices of the batch axis, in order, adjacent ones merged."""
+    indices = sharding.addressable_devices_indices_map(shape).values()
+    spans = sorted({(index[axis].start or 0, index[axis].stop or shape[axis]) for index in indices})
+    merged: list[list[int]] = []
+    for start, stop in spans:
+        if merged and merged[-1][1] == start:
+            merged[-1][1] = stop
+        else:
+            merged.append([start, stop])
+    return [slice(start, stop) for start, stop in merged]
+
+
+def global_batch(host_batch: Any, mesh: Mesh, *, steps_per_call: int = 1) -> Any:
+    """The global batch as jax.Arrays split over `mesh`'s `data` axis, from the GLOBAL host batch
+    (every process passes the same numpy leaves; each places only its own rows).
+
+    Leaves are [B, ...], or [steps_per_call, B, ...] with the second axis split (as
+    `parallel.shard_batch`, which it equals in a single process).
+    """
+    axis = 0 if steps_per_call == 1 else 1
+    check_divisible(host_batch, mesh.size, axis=axis)
+    spec = PartitionSpec(DATA_AXIS) if axis == 0 else PartitionSpec(None, DATA_AXIS)
+    sharding = NamedSharding(mesh, spec)
+
+    def place(leaf):
+        leaf = np.asarray(leaf)
+        lead = (slice(None),) * axis
+        parts = [leaf[lead + (rows,)] for rows in _local_row_slices(sharding, leaf.shape, axis)]
+        local = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=axis)
+        return jax.make_array_from_process_local_data(sharding, local, leaf.shape)
+
+    return jax.tree.map(place, host_batch)

@@ -5,6 +5,10 @@
 
 `experiments/<paper>.py` is two lines: import the paper's `train_and_evaluate` and call
 `run(train_and_evaluate)`. Re-running the same command on the same `--workdir` resumes.
+
+A binary whose `train_and_evaluate` supports several processes calls
+`run(train_and_evaluate, multi_process=True)` and runs under `python -m experiments.launch` or
+`srun`; its processes share the `--workdir`, which must be on a file system all of them see.
 """
 
 from __future__ import annotations
@@ -159,9 +163,14 @@ ONE_LINE_ERRORS = (RunError, ValueError, OSError)
 
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, *, fresh: bool) -> None:
     """Starts over (`fresh`) or checks that the workdir's previous runs are of this config,
-    then writes config.json. Call with the workdir lock held."""
-    if fresh:
+    then writes config.json. Call with the workdir lock held.
+
+    In a multi-process run every process calls it: process 0 clears the workdir while the
+    others wait, every process checks config.json (so all stop on a mismatch), and process 0
+    writes it."""
+    if fresh and workdir_lib.is_writer():
         workdir_lib.clear(workdir)
+    workdir_lib.sync(f"prepare_workdir {os.path.abspath(workdir)}")
     path = os.path.join(workdir, "config.json")
     if os.path.exists(path):
         with open(path) as f:
@@ -192,6 +201,8 @@ def run(
     (`--coordinator_address`, `--num_processes`, `--process_id`) or the environment (SLURM) say
     so (`distributed.initialize`). Only a `train_and_evaluate` written for several processes may
     run in one: unless `multi_process` is True, a run of several processes stops with one line.
+    In a run of several processes only process 0 takes the workdir lock and writes config.json
+    (`workdir.locked`, `prepare_workdir`); every process runs `train_and_evaluate`.
     """
     _define_flags()
 

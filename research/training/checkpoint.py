@@ -1,5 +1,5 @@
 """Orbax checkpointing with automatic resume, content checksums and recovery from a broken
-latest checkpoint."""
+latest checkpoint; in a single process or in every process of a multi-process run."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.experimental import multihost_utils
 
 from research.training import identity
 from research.training.errors import NonFiniteError, RunMismatchError
+from research.training.workdir import is_writer, sync
 
 
 def tree_checksum(host_tree: Any) -> str:
@@ -36,6 +38,21 @@ def non_finite_leaves(host_tree: Any) -> list[str]:
         for path, leaf in jax.tree_util.tree_leaves_with_path(host_tree)
         if np.issubdtype(np.asarray(leaf).dtype, np.inexact) and not np.isfinite(leaf).all()
     ]
+
+
+def host_copy(tree: Any) -> Any:
+    """`tree` as numpy arrays, the same in every process: a replicated or fully addressable leaf
+    is fetched (`jax.device_get`), a leaf split over several processes' devices is gathered
+    (`process_allgather`, a collective: every process must call this on the same tree)."""
+
+    def fetch(leaf):
+        if isinstance(leaf, jax.Array) and not (
+            leaf.is_fully_addressable or leaf.is_fully_replicated
+        ):
+            return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+        return jax.device_get(leaf)
+
+    return jax.tree.map(fetch, tree)
 
 
 def _shapes(tree: Any) -> dict[str, list]:
@@ -62,6 +79,16 @@ class Checkpointer:
     `save` refuses (NonFiniteError) to write a state with NaN or infinity. Orbax writes into a
     temporary folder and renames it when complete, so a run killed mid-save leaves no
     half-written step folder behind.
+
+    Multi-process runs: every process creates the Checkpointer and calls `restore_latest`,
+    `save` and `close` with the same arguments in the same order (orbax's CheckpointManager
+    synchronises them with barriers: each process writes its part of the arrays, under
+    `<step>/default/ocdbt.process_<i>/`, and the primary host, process 0, writes the metadata
+    and commits the step).
+    Every process reads the meta files and computes the checksum on its own host copy (the
+    loop's state is replicated, so each holds it all); process 0 alone writes the meta files
+    and moves a broken checkpoint away while the others wait (`workdir.sync`). The directory
+    must be on a file system every process sees.
     """
 
     def __init__(self, directory: str, *, save_every: int, keep: int = 3):
@@ -73,7 +100,14 @@ class Checkpointer:
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=keep, save_interval_steps=save_every, create=True
+                max_to_keep=keep,
+                save_interval_steps=save_every,
+                create=True,
+                # orbax's defaults, spelled out: saves finish in a background thread (which
+                # synchronises processes through the jax.distributed client), and process 0
+                # is the primary host that creates folders, writes metadata and commits.
+                enable_async_checkpointing=True,
+                multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=0),
             ),
         )
 
@@ -93,7 +127,9 @@ class Checkpointer:
     def restore_latest(self, target: Any) -> tuple[Any, int | None]:
         """Returns (restored pytree, step) of the newest usable checkpoint, or (target, None).
 
-        `target` gives the structure, shapes, dtypes and shardings to restore into.
+        `target` gives the structure, shapes, dtypes and shardings to restore into. In a
+        multi-process run every process returns the same step (checked: the processes stop
+        with an error if their checkpoint folders disagree).
         """
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         for step in reversed(self.all_steps()):
@@ -113,7 +149,7 @@ class Checkpointer:
                 first = str(err).splitlines()[0][:300] if str(err) else ""
                 self._quarantine(step, f"unreadable ({type(err).__name__}: {first})")
                 continue
-            host = jax.device_get(restored)
+            host = host_copy(restored)
             if meta is None:
                 logging.warning("checkpoint %s has no checksum (written before checksums)", path)
             elif meta.get("sha256") != tree_checksum(host):
@@ -124,19 +160,22 @@ class Checkpointer:
                 self._quarantine(step, f"it holds NaN or infinity in {', '.join(bad[:3])}")
                 continue
             logging.info("restored checkpoint %s", path)
+            sync(f"Checkpointer.restore_latest {self.directory} step {step}")
             return restored, step
+        sync(f"Checkpointer.restore_latest {self.directory} none")
         return target, None
 
     def save(self, step: int, tree: Any, *, force: bool = False) -> bool:
         """Saves `tree` at `step` if it is a save step (or `force`); returns whether it saved.
 
-        Raises NonFiniteError (saving nothing) when a floating-point leaf is not finite.
+        Raises NonFiniteError (saving nothing) when a floating-point leaf is not finite. In a
+        multi-process run every process calls it; process 0 writes the meta file.
         """
         if step in self._manager.all_steps():
             return False
         if not (force or step % self.save_every == 0):
             return False
-        host = jax.device_get(tree)
+        host = host_copy(tree)
         bad = non_finite_leaves(host)
         if bad:
             last = self.all_steps()
@@ -147,11 +186,12 @@ class Checkpointer:
             )
         meta = {"step": step, "sha256": tree_checksum(host), "shapes": _shapes(host)}
         meta["run_config"] = identity.current()
-        os.makedirs(self.meta_directory, exist_ok=True)
-        tmp = self._meta_path(step) + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(meta, f)
-        os.replace(tmp, self._meta_path(step))  # before the checkpoint: never one without meta
+        if is_writer():
+            os.makedirs(self.meta_directory, exist_ok=True)
+            tmp = self._meta_path(step) + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(meta, f)
+            os.replace(tmp, self._meta_path(step))  # before the checkpoint: never one without meta
         saved = self._manager.save(step, args=ocp.args.StandardSave(tree), force=True)
         self._prune_meta()
         return saved
@@ -164,7 +204,7 @@ class Checkpointer:
 
     def _prune_meta(self) -> None:
         """Drops meta files of steps that orbax has deleted (keep N), except pending ones."""
-        if not os.path.isdir(self.meta_directory):
+        if not is_writer() or not os.path.isdir(self.meta_directory):
             return
         steps = self.all_steps()
         newest = max(steps, default=-1)
@@ -174,14 +214,22 @@ class Checkpointer:
                 os.remove(os.path.join(self.meta_directory, name))
 
     def _quarantine(self, step: int, reason: str) -> str:
+        """Moves checkpoint `step` and its meta file to `checkpoints_unreadable/` (process 0;
+        the others wait until every process has finished reading it, and until it is moved)."""
         src = os.path.join(self.directory, str(step))
         dst_dir = os.path.join(os.path.dirname(self.directory), "checkpoints_unreadable")
-        os.makedirs(dst_dir, exist_ok=True)
         dst = os.path.join(dst_dir, f"{step}-{int(time.time())}")
-        if os.path.exists(src):
-            shutil.move(src, dst)
-        if os.path.exists(self._meta_path(step)):
-            shutil.move(self._meta_path(step), dst + ".meta.json")
+        barrier = f"Checkpointer.quarantine {self.directory} step {step}"
+        sync(f"{barrier}: read")
+        if is_writer():
+            os.makedirs(dst_dir, exist_ok=True)
+            if os.path.exists(src):
+                shutil.move(src, dst)
+            if os.path.exists(self._meta_path(step)):
+                shutil.move(self._meta_path(step), dst + ".meta.json")
+        else:
+            dst = f"{dst_dir} (process 0 moves it)"
+        sync(f"{barrier}: moved")
         self._manager.reload()
         logging.warning(
             "checkpoint %s is unusable: %s; moved it to %s and trying the previous checkpoint",
@@ -193,6 +241,12 @@ class Checkpointer:
 
 
 def delete_checkpoints(workdir: str) -> None:
-    """Deletes a finished run's `checkpoints/` and their meta files (once its result is kept)."""
-    for name in ("checkpoints", "checkpoints_meta"):
-        shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
+    """Deletes a finished run's `checkpoints/` and their meta files (once its result is kept).
+    In a multi-process run every process calls it: process 0 deletes once all have arrived, and
+    all return once it has."""
+    barrier = f"delete_checkpoints {os.path.abspath(workdir)}"
+    sync(f"{barrier}: arrived")
+    if is_writer():
+        for name in ("checkpoints", "checkpoints_meta"):
+            shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
+    sync(f"{barrier}: deleted")

@@ -1,4 +1,5 @@
-"""The shared training loop: resume, data-parallel steps, metrics, progress, checkpoints."""
+"""The shared training loop: resume, data-parallel steps, metrics, progress, checkpoints; in one
+process or in every process of a multi-process run (`research.training.distributed`)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec
 
+from research.training import distributed
 from research.training.checkpoint import Checkpointer
 from research.training.errors import NonFiniteError, TimeBudgetExceeded
 from research.training.metrics import MetricWriter
@@ -66,6 +71,22 @@ def train_loop(
     Raises NonFiniteError when the loss fetched at a logging step is NaN or infinite, or a state
     due to be saved holds one (checked on the host copy the save makes anyway, so the guard adds
     no round-trip); the checkpoints written before it stay, and a re-run resumes from the last.
+
+    Several processes (`distributed.is_multi_process()`): every process calls `train_loop` with
+    the same arguments. `mesh` must span every process's devices: pass
+    `distributed.global_mesh()` (`parallel.data_mesh()` defaults to this process's devices
+    only) and build `train_step` on it. `state` must be the same in every process (e.g. built
+    from the same seed); it is replicated over `mesh` and every process holds all of it.
+    `batch_fn` still returns the GLOBAL batch, a pure function of the step, the same in every
+    process: each places only its own rows (`distributed.global_batch` instead of
+    `parallel.shard_batch`), so 1 process of N devices and P processes of N / P devices train on
+    the same batches and reach the same parameters (up to the order of float additions in the
+    cross-process all-reduce). Metrics are read from replicated arrays, so every process sees
+    the same values and raises the same errors; process 0 alone writes metrics.jsonl,
+    TensorBoard events and the checkpoint meta files, while every process takes part in
+    orbax's saves (`Checkpointer`). The deadline is process 0's clock: it tells the others
+    whether to stop, so all stop before the same call. `workdir` must be on a file system every
+    process sees.
     """
     num_steps = round_to_calls(num_steps, steps_per_call)
     checkpoint_every = round_to_calls(checkpoint_every, steps_per_call)
@@ -74,11 +95,14 @@ def train_loop(
     checkpointer = Checkpointer(
         os.path.join(workdir, "checkpoints"), save_every=checkpoint_every, keep=keep_checkpoints
     )
+    multi_process = distributed.is_multi_process()
+    # Replicated first, so that a checkpoint is restored straight into the mesh's sharding.
+    state = _replicate_global(state, mesh) if multi_process else replicate(state, mesh)
     state, resumed = checkpointer.restore_latest(state)
     start = 0 if resumed is None else resumed
     if resumed is not None:
         logging.info("resuming %s from step %d", desc, start)
-    state = replicate(state, mesh)
+    place_batch = distributed.global_batch if multi_process else shard_batch
     writer = MetricWriter(workdir, resume_step=resumed)
     bar = progress_bar(num_steps, desc=desc, initial=start)
     last_time, last_step = time.perf_counter(), start
@@ -86,11 +110,15 @@ def train_loop(
     try:
         for step in range(start, num_steps, steps_per_call):
             calls_run = (step - start) // steps_per_call
-            if deadline is not None and calls_run >= min_calls and time.monotonic() > deadline:
+            if (
+                deadline is not None
+                and calls_run >= min_calls
+                and _deadline_passed(deadline, multi_process)
+            ):
                 if calls_run:
                     checkpointer.save(step, state, force=True)
                 raise TimeBudgetExceeded(desc, step, state)
-            batch = shard_batch(batch_fn(step), mesh, steps_per_call=steps_per_call)
+            batch = place_batch(batch_fn(step), mesh, steps_per_call=steps_per_call)
             state, metrics = train_step(state, batch)
             if wait_each_call:
                 jax.block_until_ready(state)
@@ -120,6 +148,30 @@ def train_loop(
         writer.close()
         checkpointer.close()
     return state
+
+
+def _replicate_global(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+    """`tree` replicated over a mesh spanning several processes, from this process's host copy
+    (`jax.device_put` cannot move an array committed to one local device onto other processes'
+    devices, and checks host values across processes with a collective per leaf)."""
+    sharding = NamedSharding(mesh, PartitionSpec())
+
+    def place(leaf):
+        if isinstance(leaf, jax.Array) and leaf.sharding == sharding:
+            return leaf
+        host = np.asarray(jax.device_get(leaf))
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(place, tree)
+
+
+def _deadline_passed(deadline: float, multi_process: bool) -> bool:
+    """Whether `deadline` has passed; in a multi-process run by process 0's clock, told to every
+    process (a collective), so that all stop before the same call."""
+    passed = time.monotonic() > deadline
+    if multi_process:
+        passed = bool(multihost_utils.broadcast_one_to_all(np.int32(passed)))
+    return passed
 
 
 def _non_finite_loss(desc: str, step: int, loss: float, checkpointer: Checkpointer):

@@ -1,4 +1,7 @@
-"""Metric logging: `metrics.jsonl` (one JSON object per logged step) and TensorBoard events."""
+"""Metric logging: `metrics.jsonl` (one JSON object per logged step) and TensorBoard events.
+
+In a multi-process run only process 0 writes (`workdir.is_writer`); reading works everywhere.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ from typing import Any
 
 import numpy as np
 from tensorboardX import SummaryWriter
+
+from research.training.workdir import is_writer
 
 
 def _to_python(value: Any) -> Any:
@@ -27,11 +32,17 @@ class MetricWriter:
     When a run resumes from step `resume_step`, records after that step (written by the
     interrupted run after its last checkpoint) are dropped from both outputs, so the log of a
     resumed run reads like the log of an uninterrupted one.
+
+    In a multi-process run the writer of every process but process 0 writes nothing (each
+    process logs the same values: the loop fetches them from replicated arrays).
     """
 
     def __init__(self, workdir: str, *, resume_step: int | None = None):
-        os.makedirs(workdir, exist_ok=True)
         self.path = os.path.join(workdir, "metrics.jsonl")
+        self._tb = None
+        if not is_writer():
+            return
+        os.makedirs(workdir, exist_ok=True)
         if resume_step is None:
             open(self.path, "w").close()
         else:
@@ -53,6 +64,8 @@ class MetricWriter:
 
     def write(self, step: int, scalars: Mapping[str, Any]) -> None:
         """Logs scalar metrics at `step` (values may be jax/numpy scalars)."""
+        if self._tb is None:  # not the writing process
+            return
         record = {"step": int(step), **{k: _to_python(v) for k, v in scalars.items()}}
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -61,7 +74,8 @@ class MetricWriter:
                 self._tb.add_scalar(name, value, global_step=int(step))
 
     def close(self) -> None:
-        self._tb.close()
+        if self._tb is not None:
+            self._tb.close()
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
@@ -71,11 +85,17 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
 
 
 def write_config(workdir: str, config: Any) -> str:
-    """Writes the resolved ml_collections config to `workdir/config.json`; returns the path."""
-    os.makedirs(workdir, exist_ok=True)
+    """Writes the resolved ml_collections config to `workdir/config.json` (atomically: other
+    processes may read it meanwhile); returns the path. Only process 0 of a multi-process run
+    writes."""
     path = os.path.join(workdir, "config.json")
-    with open(path, "w") as f:
+    if not is_writer():
+        return path
+    os.makedirs(workdir, exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
         f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
     return path
 
 

@@ -1,4 +1,8 @@
-"""Results of a finished run: `results.json` (flat metrics), `results.md` (tables), PNG plots."""
+"""Results of a finished run: `results.json` (flat metrics), `results.md` (tables), PNG plots.
+
+In a multi-process run only process 0 writes (`workdir.is_writer`); the others compute the same
+results and skip the files. Reading (`read_results`, `cached_result`) works in every process.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import numpy as np  # noqa: E402
 from absl import logging  # noqa: E402
 
 from research.training import identity  # noqa: E402
+from research.training.workdir import is_writer  # noqa: E402
 
 _IDENTITY_KEY = "_run_config"
 
@@ -62,8 +67,11 @@ def write_results(
 ) -> None:
     """Writes `results.json` (the flat `metrics`) and `results.md` (title, tables, plot links).
 
-    `tables` maps a caption to its rows; `plots` are PNG file names inside `workdir`.
+    `tables` maps a caption to its rows; `plots` are PNG file names inside `workdir`. Only
+    process 0 of a multi-process run writes.
     """
+    if not is_writer():
+        return
     os.makedirs(workdir, exist_ok=True)
     flat = {k: _json_value(v) for k, v in metrics.items()}
     with open(os.path.join(workdir, "results.json"), "w") as f:
@@ -94,7 +102,10 @@ def read_results(workdir: str) -> dict[str, Any]:
 
 def write_json(path: str, obj: Mapping[str, Any]) -> None:
     """Writes `obj` as JSON at `path` atomically (a temporary file renamed into place), so a
-    run killed while writing never leaves a truncated file behind."""
+    run killed while writing never leaves a truncated file behind (nor a process reading it
+    meanwhile sees one). Only process 0 of a multi-process run writes."""
+    if not is_writer():
+        return
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
@@ -115,6 +126,9 @@ def cached_result(
     current ones; `compute` then runs again and overwrites it. The run identity
     (`identity.current()`) is stored with the result under `_run_config`; a result written by a
     run of another config raises `RunMismatchError` instead of being reused.
+
+    In a multi-process run every process reads the stored result or computes (so every process
+    takes part in the collectives of `compute`), and process 0 alone writes the file.
     """
     if os.path.exists(path):
         with open(path) as f:
@@ -130,10 +144,12 @@ def cached_result(
 
 
 def save_figure(fig: plt.Figure, path: str) -> str:
-    """Saves `fig` as PNG at `path` (folders created) and closes it; returns the path."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    """Saves `fig` as PNG at `path` (folders created) and closes it; returns the path. Only
+    process 0 of a multi-process run writes (the others just close the figure)."""
+    if is_writer():
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 

@@ -5,6 +5,11 @@ workdir)` and a two-line binary:
 
     python -m tests.research.training.toy_regression \
         --config=tests/research/training/toy_regression.py:tiny --workdir=DIR
+
+It runs as several processes too (the pattern for a multi-process trainer):
+
+    python -m experiments.launch --num_processes=2 -- python -m \
+        tests.research.training.toy_regression --config=...:tiny --workdir=DIR
 """
 
 import os
@@ -19,10 +24,11 @@ import optax
 
 from experiments.app import run
 from experiments.configs.common import select_preset
-from research.training import results
+from research.training import distributed, results
 from research.training.loop import train_loop
 from research.training.parallel import data_mesh, make_train_step
 from research.training.train_state import TrainState
+from research.training.workdir import is_writer
 
 NUM_FEATURES = 8
 MODULE = "tests.research.training.toy_regression"  # for `python -m`
@@ -80,7 +86,8 @@ def train_and_evaluate(config, workdir):
     params = model.init(jax.random.PRNGKey(config.seed), jnp.zeros((1, NUM_FEATURES)))
     optimizer = optax.adam(config.learning_rate)
     state = TrainState.create(params, optimizer, jax.random.PRNGKey(config.seed))
-    mesh = data_mesh()
+    # Several processes: the mesh spans every process's devices (data_mesh() is local only).
+    mesh = distributed.global_mesh() if distributed.is_multi_process() else data_mesh()
     step_fn = make_train_step(loss_fn(model), optimizer, mesh)
 
     def batch_fn(step):
@@ -102,17 +109,19 @@ def train_and_evaluate(config, workdir):
         log_every=config.log_every,
         desc="toy",
     )
-    flat = jax.tree_util.tree_leaves_with_path(jax.device_get(state.params))
-    np.savez(
-        os.path.join(workdir, "final_params.npz"),
-        **{jax.tree_util.keystr(k): v for k, v in flat},
-    )
+    params = jax.device_get(state.params)  # replicated: every process holds all of it
+    if is_writer():
+        flat = jax.tree_util.tree_leaves_with_path(params)
+        np.savez(
+            os.path.join(workdir, "final_params.npz"),
+            **{jax.tree_util.keystr(k): v for k, v in flat},
+        )
     test = make_batch(config.seed + 1, 0, 256)
-    mse = float(jnp.mean((model.apply(state.params, test["x"]) - test["y"]) ** 2))
+    mse = float(jnp.mean((model.apply(params, test["x"]) - test["y"]) ** 2))
     metrics = {"test_mse": mse, "baseline_mse": float(np.var(test["y"])), "steps": config.num_steps}
     results.write_results(workdir, metrics, title="Toy regression")
     return metrics
 
 
 if __name__ == "__main__":
-    run(train_and_evaluate)
+    run(train_and_evaluate, multi_process=True)

@@ -64,8 +64,10 @@ SYNTHETIC = ("synthetic.num_groups", "synthetic.group_size", "synthetic.num_rela
 def validate_config(config: Any, num_devices: int | None = None) -> None:
     """Raises ValueError naming the first field that breaks a rule (sizes, step counts, learning
     rates and chunks > 0; weights, temperatures and lambdas >= 0; every float finite; a known
-    model; batches split over the devices; an existing data folder; a parsable lambda grid)."""
-    num_devices = num_devices or jax.local_device_count()
+    model; batches split over the devices, by default every process's (`jax.device_count()`:
+    a run of several processes trains over all of them); an existing data folder; a parsable
+    lambda grid)."""
+    num_devices = num_devices or jax.device_count()
     for name, value in identity.flatten(config.to_dict()).items():
         if isinstance(value, float) and not math.isfinite(value):
             raise config_checks.fail(name, value, "must be finite")

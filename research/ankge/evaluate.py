@@ -20,6 +20,10 @@ graph size.
 `c_0 + w_1 c_1 + ... + w_L c_L` (AnKGE's base distance and level terms, one weight vector per
 lambda triple) in one pass: the components are computed once per block, the G scores formed
 and counted one after the other; memory O(query_chunk x entity_chunk x (L + 1)).
+
+In a run of several processes (`research.training.distributed`) each process ranks a contiguous
+share of the queries on its own devices and the ranks are gathered in every process
+(`research.ankge.multiprocess`), so every process computes the metrics from all of them.
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from models.kge import KGEModel, Params, pairwise_match, small_params
+from research.ankge import multiprocess
 from research.datasets.kg import KG, eval_queries, filter_index
+from research.training import distributed
 
 # score_fn(args, rows, ent_ids) -> scores (higher is better). `rows` is the per-query pytree
 # (leading axis Qc, e.g. {"hr": [Qc, 2]}); `ent_ids` is either [Ec] int32, a contiguous range of
@@ -166,6 +172,8 @@ def filtered_grid_ranks(
     formed and counted one after the other (`lax.scan`), so memory is O(query_chunk x
     entity_chunk x (L + 1)) whatever G. Ranks equal those of `filtered_ranks` with a score
     function that returns `combine(components, weights[g])` (same operations, same order).
+    Several processes: each ranks its share of the queries, every process returns all ranks
+    (a collective: every process must call it with the same queries).
 
     Args:
       components_fn: see `ComponentsFn`; must be hashable (module-level or cached).
@@ -180,11 +188,42 @@ def filtered_grid_ranks(
     _check_filter(answers, filter_tails)
     qc = max(1, min(chunks.query, len(answers)))
     ec = max(1, min(chunks.entity, num_entities))
+    if distributed.is_multi_process():
+        return _grid_ranks_over_processes(
+            components_fn, args, rows, answers, filter_tails, num_entities, weights, qc, ec
+        )
     (rows, answers_p, filt), n = _pad_rows((rows, answers, filter_tails), qc)
     ranks = _grid_ranks_jit(
         components_fn, num_entities, qc, ec, args, rows, answers_p, filt, weights
     )
     return np.asarray(ranks)[:, :n]
+
+
+def _grid_ranks_over_processes(
+    components_fn, args, rows, answers, filter_tails, num_entities, weights, qc, ec
+) -> np.ndarray:
+    """`filtered_grid_ranks` in a run of several processes: each process ranks its contiguous
+    share of the queries (`multiprocess.share_of`) on its own devices, in blocks of the same
+    `qc` x `ec` as one process would, and the ranks [G, Q] are gathered in every process (copied,
+    not added: the same ranks as one process computes, in every process)."""
+    mine, size = multiprocess.share_of(len(answers))
+    local = np.zeros((len(weights), 0), np.float32)
+    if mine.stop > mine.start:
+        part = jax.tree.map(lambda x: np.asarray(x)[mine], (rows, answers, filter_tails))
+        (rows_p, answers_p, filt), n = _pad_rows(part, qc)
+        ranks = _grid_ranks_jit(
+            components_fn,
+            num_entities,
+            qc,
+            ec,
+            multiprocess.process_local(args),
+            rows_p,
+            answers_p,
+            filt,
+            weights,
+        )
+        local = np.asarray(ranks)[:, :n]
+    return multiprocess.gather(local, size, len(answers), axis=1)
 
 
 def filtered_ranks(

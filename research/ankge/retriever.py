@@ -15,6 +15,10 @@ d(e, r, t) is a distance between e and one vector per (r, t) (t - r, or t rotate
 transposed once); the triple level matches each triple's candidate entities against one such
 vector per candidate relation. The other models evaluate d(e, r, t) directly. Results are
 cached in an .npz file.
+
+In a run of several processes (`research.training.distributed`) each process computes a
+contiguous share of the blocks of each level and every process gathers all of them
+(`research.ankge.multiprocess`): the same ids as one process, in every process.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from models.kge import (
     small_params,
     tail_columns,
 )
+from research.ankge import multiprocess
+from research.training import distributed, workdir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,9 +179,26 @@ def triple_topk(model: KGEModel, k: int, params: Params, ent_cand, rel_cand, t):
     return e, r
 
 
-def _blocks(n: int, size: int):
-    for start in range(0, n, size):
+def _blocks(n: int, size: int, first: int = 0):
+    for start in range(first, n, size):
         yield start, min(n, start + size)
+
+
+def _my_rows(n: int, block: int) -> tuple[slice, int]:
+    """The rows of `n` this process computes, in whole blocks of `block`, and the share size
+    (`multiprocess.share_of`); all of them in a single-process run."""
+    if distributed.is_multi_process():
+        return multiprocess.share_of(n, multiple=block)
+    return slice(0, n), n
+
+
+def _joined(parts: list, size: int, n: int, width: int):
+    """This process's blocks `parts` ([rows, width] each) as one array; in a run of several
+    processes every process's shares gathered (`multiprocess.gather`): all `n` rows."""
+    if not distributed.is_multi_process():
+        return jnp.concatenate(parts)
+    local = np.concatenate([np.asarray(p) for p in parts]) if parts else np.zeros((0, width))
+    return multiprocess.gather(local.astype(np.int32), size, n)
 
 
 def _pad(x: np.ndarray, size: int) -> np.ndarray:
@@ -202,20 +225,23 @@ def retrieve(
         )
     if sizes.triple_knn > sizes.triple_ent_knn * sizes.triple_rel_knn:
         raise ValueError(f"triple_knn {sizes.triple_knn} exceeds the candidate pairs of {sizes}")
-    params = jax.device_put(params)
+    params = jax.device_put(multiprocess.process_local(params))
     start = time.perf_counter()
     rt, inverse = np.unique(triples[:, 1:3], axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
     ec = min(entity_chunk, n_ent)
     columns = entity_columns(model, params, ec)
+    # Several processes: each computes its share of the blocks (the blocks one process would
+    # compute: the same rows, the same padding), then every process gathers all of them.
+    mine, size = _my_rows(len(rt), chunk)
     ent_top = []
-    for a, b in _blocks(len(rt), chunk):
+    for a, b in _blocks(mine.stop, chunk, mine.start):
         block = _pad(rt[a:b], chunk)
         ids, _ = entity_topk(
             model, ke, ec, params, columns, jnp.asarray(block[:, 0]), jnp.asarray(block[:, 1])
         )
         ent_top.append(ids[: b - a])
-    ent_top = jnp.concatenate(ent_top)  # [U, ke] on the device
+    ent_top = jnp.asarray(_joined(ent_top, size, len(rt), ke))  # [U, ke] on the device
     logging.info(
         "retrieval: entity level for %d distinct (r, t) in %.1f s",
         len(rt),
@@ -223,7 +249,8 @@ def retrieve(
     )
     out = {k: [] for k in ("entity", "relation", "triple_entity", "triple_relation")}
     tchunk = max(1, chunk // 2)
-    for a, b in _blocks(len(triples), tchunk):
+    mine, size = _my_rows(len(triples), tchunk)
+    for a, b in _blocks(mine.stop, tchunk, mine.start):
         block = jnp.asarray(_pad(triples[a:b], tchunk))
         inv = jnp.asarray(_pad(inverse[a:b], tchunk))
         ents = ent_top[inv]
@@ -241,7 +268,15 @@ def retrieve(
         out["relation"].append(rels[:m, : sizes.rel_knn])
         out["triple_entity"].append(te[:m])
         out["triple_relation"].append(tr[:m])
-    result = Retrieval(**{k: np.asarray(jnp.concatenate(v)) for k, v in out.items()})
+    widths = {
+        "entity": sizes.ent_knn,
+        "relation": sizes.rel_knn,
+        "triple_entity": sizes.triple_knn,
+        "triple_relation": sizes.triple_knn,
+    }
+    result = Retrieval(
+        **{k: np.asarray(_joined(v, size, len(triples), widths[k])) for k, v in out.items()}
+    )
     logging.info("retrieval: %d triples in %.1f s", len(triples), time.perf_counter() - start)
     return result
 
@@ -250,8 +285,13 @@ def cached_retrieve(
     path: str, model: KGEModel, params: Params, triples: np.ndarray, sizes: RetrievalSizes, **kw
 ) -> Retrieval:
     """`retrieve`, cached at `path` (.npz); a cache that cannot be read, whose shapes do not
-    match or whose ids are outside the model's entities / relations is an error naming it."""
-    if os.path.exists(path):
+    match or whose ids are outside the model's entities / relations is an error naming it.
+
+    Several processes: every process looks for the cache before any writes it (`workdir.sync`),
+    so all read it or all compute (`retrieve` splits the work); process 0 alone writes it."""
+    cached = os.path.exists(path)
+    workdir.sync("ankge: retrieval cache looked up")  # the same name in every process
+    if cached:
         try:
             got = Retrieval.load(path)
         except OSError:
@@ -282,6 +322,7 @@ def cached_retrieve(
                 )
         return got
     result = retrieve(model, params, triples, sizes, **kw)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    result.save(path)
+    if workdir.is_writer():
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        result.save(path)
     return result

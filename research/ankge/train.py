@@ -11,6 +11,13 @@ resumes from its last checkpoint.
 
 Stage 1 is `train_base_model` (the recipe `train_base.BaseRecipe`, from `config.base`), stage 2
 `train_ankge` (the settings `analogy.AnKGEOptions`, from `config.ankge`).
+
+Several processes (`python -m experiments.launch --num_processes=N -- python -m
+experiments.ankge ...`, or `srun`): both stages train data-parallel over every process's devices
+(`distributed.global_mesh()`) on the same global batches as one process; the rankings and the
+retrieval split their rows over the processes and gather them in every process (`evaluate`,
+`retriever`), so every process returns the same metrics; process 0 alone writes the files
+(`workdir.is_writer`), the others wait for it where they read one (`workdir.sync`).
 """
 
 from __future__ import annotations
@@ -38,7 +45,8 @@ from research.ankge.analogy import (
 from research.datasets.batching import EpochBatches
 from research.datasets.kg import KG, add_reverse, load_kg, synthetic_kg
 from research.datasets.paths import resolve_data_dir
-from research.training import identity, results
+from research.training import distributed, identity, results
+from research.training import workdir as workdir_lib
 from research.training.errors import TimeBudgetExceeded
 from research.training.loop import round_to_calls, train_loop
 from research.training.metrics import read_metrics, steady_steps_per_second
@@ -110,6 +118,23 @@ def make_model(config: Config, kg: KG) -> KGEModel:
     return KGEModel(m.name, kg.num_entities, 2 * kg.num_relations, m.dim, m.gamma)
 
 
+def train_mesh() -> jax.sharding.Mesh:
+    """The training mesh: every process's devices in a run of several processes
+    (`distributed.global_mesh()`), this process's devices otherwise."""
+    return distributed.global_mesh() if distributed.is_multi_process() else data_mesh()
+
+
+def save_arrays(path: str, arrays: dict[str, Any]) -> None:
+    """Saves `arrays` as .npz at `path` atomically (a temporary file renamed into place); only
+    process 0 of a run of several processes writes."""
+    if not workdir_lib.is_writer():
+        return
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        np.savez(f, **{name: np.asarray(v) for name, v in arrays.items()})
+    os.replace(tmp, path)
+
+
 def eval_chunks(config: Config) -> evaluate.Chunks:
     """The ranking's block sizes (`config.eval`), for both stages."""
     return evaluate.Chunks(config.eval.query_chunk, config.eval.entity_chunk)
@@ -130,7 +155,7 @@ def train_base_for(
     "finished", "seconds", "stopped_by_budget"}.
     """
     recipe = train_base.BaseRecipe(**config.base)
-    mesh = data_mesh()
+    mesh = train_mesh()
     k = config.steps_per_call
     train = add_reverse(kg.train, kg.num_relations)
     weights = (
@@ -208,7 +233,7 @@ def train_base_model(
         chunks = eval_chunks(config)
         test = evaluate.evaluate_base(model, params, evaluate.make_eval_set(kg, "test"), chunks)
         rate = steady_steps_per_second(workdir)
-        np.savez(params_path, **{name: np.asarray(v) for name, v in params.items()})
+        save_arrays(params_path, params)
         return {
             **test,
             "train_seconds": info["seconds"],
@@ -219,6 +244,7 @@ def train_base_model(
     metrics = results.cached_result(
         os.path.join(workdir, "result.json"), compute, reuse=lambda _: os.path.exists(params_path)
     )
+    workdir_lib.sync("ankge: base params.npz written")  # process 0 writes it, every process reads
     expected = jax.eval_shape(model.init, jax.random.PRNGKey(0))
     return load_params(params_path, expected), metrics
 
@@ -263,7 +289,7 @@ def _train_analogy(
             loss = loss + a.regularization * cube
         return loss, aux
 
-    mesh = data_mesh()
+    mesh = train_mesh()
     step_fn = make_train_step(loss_fn, optimizer, mesh, steps_per_call=k)
     key = jax.random.fold_in(jax.random.PRNGKey(seed), 2)
     params = {"ank": init_analogy(model, key), "base": base}
@@ -394,7 +420,9 @@ def train_ankge(
         train = add_reverse(kg.train, kg.num_relations)
         ank_path = os.path.join(workdir, "analogy_params.npz")
         metrics: dict[str, Any] = {}
-        if os.path.exists(ank_path):  # trained before: reuse the parameters and the timings
+        trained = os.path.exists(ank_path)
+        workdir_lib.sync("ankge: analogy_params.npz looked up")  # all decide before any writes
+        if trained:  # trained before: reuse the parameters and the timings
             logging.info("reusing the trained analogy functions of %s", ank_path)
             expected = jax.eval_shape(lambda key: init_analogy(model, key), jax.random.PRNGKey(0))
             ank = {k: jnp.asarray(v) for k, v in load_params(ank_path, expected).items()}
@@ -417,7 +445,7 @@ def train_ankge(
             ank = _train_analogy(options, model, base, train, found, workdir, seed=seed)
             metrics["train_seconds"] = time.perf_counter() - start
             metrics["train_steps"] = round_to_calls(options.num_steps, options.steps_per_call)
-            np.savez(ank_path, **ank)
+            save_arrays(ank_path, ank)
         weights = adaptive_weights(train, model.num_entities, model.num_relations, sizes)
         lambdas = options.lambdas
         if options.lambda_grid:

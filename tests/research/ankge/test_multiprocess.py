@@ -1,0 +1,191 @@
+"""The AnKGE binary as real processes: the `tiny` preset (shortened, with a lambda grid) as 2
+processes x 2 CPU devices (`experiments.launch`, gloo collectives) gives the results of 1 process
+x 4 devices (the same ranks, so the same metrics; the same retrieval; the same parameters up to
+the order of the cross-process all-reduce's float additions), every process returns them, and
+process 0 alone writes the workdir's files.
+
+The steps are shortened (50 base, 25 AnKGE) for time and for the parameter tolerance: the
+all-reduce adds the devices' gradients in another order in the two layouts, and Adam turns the
+last-bit differences of gradients that are ~0 into updates of up to its learning rate, so the
+parameters drift apart with the steps (full `tiny`, 300 + 100 steps: 1.1e-5 for the base
+entities, 4.4e-5 for a few elements of the analogy functions; the test metrics still agree
+exactly there). Here they stay below 1e-6.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from research.training.metrics import read_metrics
+from tests.conftest import REPO_ROOT
+
+TOLERANCE = 1e-6  # parameters (absolute) and metrics (relative)
+TIMEOUT = 120
+CONFIG = "experiments/configs/ankge.py:tiny"
+OVERRIDES = (
+    "--config.base.num_steps=50",
+    "--config.ankge.num_steps=25",
+    "--config.ankge.lambda_grid=0,0.1",  # the validation grid too: 9 lambda triples
+)
+RANKING = ("mrr", "mr", "hits@1", "hits@3", "hits@10")
+# Wall-clock figures, which differ between runs.
+TIMINGS = re.compile(r"seconds|per_second")
+
+
+def ankge_command(workdir):
+    cmd = [sys.executable, "-m", "experiments.ankge", f"--config={CONFIG}", *OVERRIDES]
+    return [*cmd, f"--workdir={workdir}"]
+
+
+def launch_command(workdir):
+    launcher = [sys.executable, "-m", "experiments.launch", "--num_processes=2"]
+    return [*launcher, "--cpu_devices_per_process=2", "--", *ankge_command(workdir)]
+
+
+def cpu_env(devices=None):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    if devices:
+        env["JAX_NUM_CPU_DEVICES"] = str(devices)
+    return env
+
+
+def run(cmd, env):
+    proc = subprocess.run(
+        cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The shortened tiny run as 1 process of 4 devices and as 2 processes of 2 devices."""
+    root = tmp_path_factory.mktemp("ankge_runs")
+    one, two = str(root / "one_process"), str(root / "two_processes")
+    run(ankge_command(one), cpu_env(devices=4))
+    proc = run(launch_command(two), cpu_env())
+    return one, two, proc.stdout
+
+
+def load(workdir, name):
+    with np.load(os.path.join(workdir, name)) as f:
+        return {k: f[k] for k in f.files}
+
+
+def assert_close(got, want, where):
+    """JSON values: numbers within TOLERANCE (relative), everything else equal."""
+    if isinstance(want, dict):
+        assert got.keys() == want.keys(), where
+        for key in want:
+            assert_close(got[key], want[key], f"{where}/{key}")
+    elif isinstance(want, list):
+        assert len(got) == len(want), where
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            assert_close(g, w, f"{where}[{i}]")
+    elif isinstance(want, float):
+        assert got == pytest.approx(want, rel=TOLERANCE, abs=1e-12), where
+    else:
+        assert got == want, where
+
+
+def printed_metrics(stdout, process):
+    """The metrics a process printed at its end (the launcher prefixes its lines with [i])."""
+    prefix = f"[{process}] "
+    lines = [line[len(prefix) :] for line in stdout.splitlines() if line.startswith(prefix)]
+    start = max(i for i, line in enumerate(lines) if line == "{")
+    return json.loads("\n".join(lines[start:]))
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_results_of_one_process_of_four_devices(runs):
+    one, two, stdout = runs
+    assert "process 1 of 2: 2 local devices" in stdout
+    want = json.load(open(os.path.join(one, "results.json")))
+    got = json.load(open(os.path.join(two, "results.json")))
+    assert got.keys() == want.keys()
+    for key in want:
+        if not TIMINGS.search(key):
+            assert_close(got[key], want[key], key)
+    for stage in ("base", "ankge"):
+        assert {f"{stage}/{m}" for m in RANKING} <= want.keys()
+    assert "ankge/valid_mrr" in want and want["ankge/lambda_grid_size"] == 9
+    # the validation grid: every triple's metrics (its ranks, split over the processes)
+    grids = [json.load(open(os.path.join(d, "ankge", "lambda_grid.json"))) for d in (two, one)]
+    assert_close(grids[0]["table"], grids[1]["table"], "lambda_grid.json")
+    # the retrieval (its blocks split over the processes): the same ids
+    for name, ids in load(one, "ankge/retrieval.npz").items():
+        np.testing.assert_array_equal(load(two, "ankge/retrieval.npz")[name], ids, err_msg=name)
+    for name in ("base/params.npz", "ankge/analogy_params.npz"):
+        want_params, got_params = load(one, name), load(two, name)
+        assert got_params.keys() == want_params.keys()
+        for key in want_params:
+            np.testing.assert_allclose(
+                got_params[key], want_params[key], rtol=0, atol=TOLERANCE, err_msg=f"{name} {key}"
+            )
+    for stage in ("base", "ankge"):  # the training curves: losses and validation metrics
+        got_log, want_log = (
+            read_metrics(os.path.join(two, stage)),
+            read_metrics(os.path.join(one, stage)),
+        )
+        assert [r["step"] for r in got_log] == [r["step"] for r in want_log]
+        for g, w in zip(got_log, want_log, strict=True):
+            assert_close(
+                {k: g[k] for k in w if k != "steps_per_s"},
+                {k: w[k] for k in w if k != "steps_per_s"},
+                f"{stage} step {w['step']}",
+            )
+    # Every process returns the run's metrics (the ranks gathered in each), and prints them.
+    printed = [printed_metrics(stdout, i) for i in (0, 1)]
+    for key in printed[0]:
+        if not TIMINGS.search(key):
+            assert printed[1][key] == printed[0][key], key
+            assert_close(printed[0][key], got[key], key)
+
+
+def _files(workdir):
+    """Relative paths of the workdir's files, outside the checkpoints' own folders (orbax
+    writes a folder per process there) and TensorBoard's (event files named by pid)."""
+    out = set()
+    for root, _dirs, files in os.walk(workdir):
+        rel = os.path.relpath(root, workdir)
+        parts = rel.split(os.sep)
+        if "checkpoints" in parts or "tensorboard" in parts:
+            continue
+        out |= {os.path.normpath(os.path.join(rel, f)) for f in files}
+    return out
+
+
+@pytest.mark.slow
+def test_process_0_alone_writes_the_workdir(runs):
+    one, two, _ = runs
+    names = _files(two)
+    assert names == _files(one)
+    assert not [n for n in names if ".tmp" in n]
+    expected = {
+        "config.json",
+        "results.json",
+        "results.md",
+        "training_curve.png",
+        "base/params.npz",
+        "base/result.json",
+        "base/metrics.jsonl",
+        "ankge/retrieval.npz",
+        "ankge/analogy_params.npz",
+        "ankge/lambda_grid.json",
+        "ankge/result.json",
+        "ankge/metrics.jsonl",
+    }
+    assert expected <= names
+    for stage in ("base", "ankge"):
+        # one event file, one line per logged step (process 1 writes none)
+        assert len(os.listdir(os.path.join(two, stage, "tensorboard"))) == 1
+        steps = [r["step"] for r in read_metrics(os.path.join(two, stage))]
+        assert steps == sorted(set(steps)) and steps
+        assert os.listdir(os.path.join(two, stage, "checkpoints")) == [
+            "50" if stage == "base" else "25"
+        ]

@@ -5,10 +5,10 @@ on a classifier's features.
     python -m experiments.ascend --config=experiments/configs/ascend.py:<preset> --workdir=DIR
 
 Presets (`PRESETS` below: what each runs, its time, what it needs):
-  tiny     seconds: scikit-learn's digits at 16x16, the four backbones, class-conditional with
-           classifier-free guidance; for tests.
+  tiny     about a minute: scikit-learn's digits at 16x16, the four backbones, class-conditional
+           with classifier-free guidance; for tests.
   small    MNIST 28x28 (`../shared/data/images/mnist`), the four backbones at matched parameters
-           and equal steps, unconditional, 3 seeds; sized for about an hour on the 2-core CPU.
+           and equal steps, unconditional, 3 seeds; 76 min on the 2-core CPU.
   cifar10  CIFAR-10 32x32 with U-ViT-S/2's recipe (patch 2, width 512, 13 blocks, 8 heads; AdamW
            2e-4, weight decay 0.03, betas 0.99 / 0.999, 2.5k warm-up, batch 128) and DDPM's
            U-Net; for GPUs (override train.steps for a short run).
@@ -126,10 +126,10 @@ def paper() -> ml_collections.ConfigDict:
 
 PRESETS = {
     "tiny": "digits 16x16, the four backbones (width 32) class-conditional with guidance, 40 "
-    "steps, 64 samples; seconds on the 2-core CPU; no data files",
+    "steps, 64 samples; about 1 min on the 2-core CPU (2026-12-05); no GPU, no data files",
     "small": "MNIST 28x28 (../shared/data/images/mnist), the four backbones at matched "
-    "parameters, unconditional, 1,000 steps of 64 x 3 seeds, 500 DDIM-50 samples each; about an "
-    "hour on the 2-core CPU",
+    "parameters, unconditional, 1,000 steps of 64 x 3 seeds, 500 DDIM-50 samples each; 76 min "
+    "on the 2-core CPU (2026-12-05, other jobs sharing it part of the time); no GPU",
     "cifar10": "CIFAR-10 (../shared/data/images/cifar10) with U-ViT-S/2's recipe and DDPM's "
     "U-Net, 500k steps; needs a GPU (override train.steps for a short run)",
     "paper": "cifar10 with 50k DDPM-1000 samples for the FD; needs a GPU (days per backbone)",

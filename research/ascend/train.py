@@ -60,8 +60,9 @@ def feature_extractor(config: Config, data: ImageData, workdir: str) -> evaluati
     path = os.path.join(workdir, "classifier.msgpack")
     if os.path.exists(path):
         extractor = evaluation.ClassifierFeatures.load(path)
+        accuracy = extractor.accuracy(data.test_x, data.test_y)
     else:
-        extractor, _ = evaluation.train_feature_classifier(
+        extractor, accuracy = evaluation.train_feature_classifier(
             data.train_x,
             data.train_y,
             data.num_classes,
@@ -72,7 +73,6 @@ def feature_extractor(config: Config, data: ImageData, workdir: str) -> evaluati
             seed=config.seed,
         )
         extractor.save(path)
-    accuracy = extractor.accuracy(data.test_x, data.test_y)
     logging.info("feature classifier: test accuracy %.2f%%", 100 * accuracy)
     results.write_json(os.path.join(workdir, "classifier.json"), {"test_accuracy": accuracy})
     return extractor

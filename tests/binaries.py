@@ -1,5 +1,6 @@
 """Running experiment binaries as real processes in tests, and reading their one-line errors."""
 
+import os
 import subprocess
 import sys
 
@@ -28,3 +29,29 @@ def assert_one_error_line(proc: subprocess.CompletedProcess, expected: str) -> s
     assert len(lines) == 1, proc.stderr[-3000:]
     assert expected in lines[0], lines[0]
     return lines[0]
+
+
+def launched(command: list[str], num_processes: int = 2) -> list[str]:
+    """`command` started as `num_processes` local processes of 2 CPU devices each
+    (`experiments.launch`)."""
+    launcher = [sys.executable, "-m", "experiments.launch", f"--num_processes={num_processes}"]
+    return [*launcher, "--cpu_devices_per_process=2", "--", *command]
+
+
+def cpu_env(devices: int | None = None) -> dict[str, str]:
+    """The environment of a CPU-only child; `devices` sets its CPU device count."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    if devices:
+        env["JAX_NUM_CPU_DEVICES"] = str(devices)
+    return env
+
+
+def run_ok(
+    cmd: list[str], env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess:
+    """Runs `cmd` from the repository root and asserts it exits 0 (its output tail if not)."""
+    proc = subprocess.run(
+        cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return proc

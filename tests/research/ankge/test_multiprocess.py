@@ -15,17 +15,15 @@ exactly there). Here they stay below 1e-6.
 import json
 import os
 import re
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
 from research.training.metrics import read_metrics
-from tests.conftest import REPO_ROOT
+from tests.binaries import cpu_env, launched, run_ok
 
 TOLERANCE = 1e-6  # parameters (absolute) and metrics (relative)
-TIMEOUT = 120
 CONFIG = "experiments/configs/ankge.py:tiny"
 OVERRIDES = (
     "--config.base.num_steps=50",
@@ -42,33 +40,13 @@ def ankge_command(workdir):
     return [*cmd, f"--workdir={workdir}"]
 
 
-def launch_command(workdir):
-    launcher = [sys.executable, "-m", "experiments.launch", "--num_processes=2"]
-    return [*launcher, "--cpu_devices_per_process=2", "--", *ankge_command(workdir)]
-
-
-def cpu_env(devices=None):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    if devices:
-        env["JAX_NUM_CPU_DEVICES"] = str(devices)
-    return env
-
-
-def run(cmd, env):
-    proc = subprocess.run(
-        cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT
-    )
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    return proc
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The shortened tiny run as 1 process of 4 devices and as 2 processes of 2 devices."""
     root = tmp_path_factory.mktemp("ankge_runs")
     one, two = str(root / "one_process"), str(root / "two_processes")
-    run(ankge_command(one), cpu_env(devices=4))
-    proc = run(launch_command(two), cpu_env())
+    run_ok(ankge_command(one), cpu_env(devices=4))
+    proc = run_ok(launched(ankge_command(two)), cpu_env())
     return one, two, proc.stdout
 
 

@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 from research.training.metrics import read_metrics
+from tests.binaries import cpu_env, launched, run_ok
 from tests.conftest import REPO_ROOT
 from tests.research.training import toy_regression as toy
 
@@ -29,26 +30,6 @@ TIMEOUT = 120
 def toy_command(workdir, *extra):
     cmd = [sys.executable, "-m", toy.MODULE, f"--config={toy.CONFIG_FILE}:tiny"]
     return [*cmd, f"--workdir={workdir}", *extra]
-
-
-def launch_command(workdir, *extra):
-    launcher = [sys.executable, "-m", "experiments.launch", "--num_processes=2"]
-    return [*launcher, "--cpu_devices_per_process=2", "--", *toy_command(workdir, *extra)]
-
-
-def cpu_env(devices=None):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    if devices:
-        env["JAX_NUM_CPU_DEVICES"] = str(devices)
-    return env
-
-
-def run(cmd, env):
-    proc = subprocess.run(
-        cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT
-    )
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    return proc
 
 
 def params_of(workdir):
@@ -76,8 +57,8 @@ def runs(tmp_path_factory):
     """The toy run as 1 process of 4 devices and as 2 processes of 2 devices."""
     root = tmp_path_factory.mktemp("runs")
     one, two = str(root / "one_process"), str(root / "two_processes")
-    run(toy_command(one), cpu_env(devices=4))
-    proc = run(launch_command(two), cpu_env())
+    run_ok(toy_command(one), cpu_env(devices=4))
+    proc = run_ok(launched(toy_command(two)), cpu_env())
     return one, two, proc.stdout
 
 
@@ -123,7 +104,7 @@ def _child(launcher, process_id, deadline):
 def test_a_process_killed_after_the_first_checkpoint_resumes_to_the_same_result(runs, tmp_path):
     _, reference, _ = runs
     workdir = tmp_path / "killed"
-    command = launch_command(workdir, "--config.step_sleep=0.05")
+    command = launched(toy_command(workdir, "--config.step_sleep=0.05"))
     launcher = subprocess.Popen(
         command,
         cwd=REPO_ROOT,
@@ -148,7 +129,7 @@ def test_a_process_killed_after_the_first_checkpoint_resumes_to_the_same_result(
             launcher.wait()
     assert not (workdir / "final_params.npz").exists(), "the run finished before the kill"
 
-    rerun = run(command, cpu_env())
+    rerun = run_ok(command, cpu_env())
     resumed = [line for line in rerun.stdout.splitlines() if "resuming toy from step" in line]
     assert sorted(line[:4] for line in resumed) == ["[0] ", "[1] "], rerun.stdout[-4000:]
     assert_same_params(params_of(workdir), params_of(reference))
@@ -167,7 +148,7 @@ def test_a_broken_checkpoint_is_moved_once_and_every_process_resumes_from_the_pr
     for chunk in chunks:  # the array data, overwritten with random bytes
         with open(chunk, "r+b") as f:
             f.write(rng.integers(0, 256, os.path.getsize(chunk), dtype=np.uint8).tobytes())
-    rerun = run(launch_command(workdir), cpu_env())
+    rerun = run_ok(launched(toy_command(workdir)), cpu_env())
     lines = rerun.stdout.splitlines()
     for needle in ("checkpoints/40 is unusable", "resuming toy from step 30"):
         found = [line[:4] for line in lines if needle in line]
@@ -186,7 +167,7 @@ def test_a_workdir_locked_by_another_run_stops_every_process_with_one_line(tmp_p
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.write(fd, f"{os.getpid()}\n".encode())
         proc = subprocess.run(
-            launch_command(workdir),
+            launched(toy_command(workdir)),
             cwd=REPO_ROOT,
             env=cpu_env(),
             capture_output=True,

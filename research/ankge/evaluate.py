@@ -23,7 +23,8 @@ and counted one after the other; memory O(query_chunk x entity_chunk x (L + 1)).
 
 In a run of several processes (`research.training.distributed`) each process ranks a contiguous
 share of the queries on its own devices and the ranks are gathered in every process
-(`research.ankge.multiprocess`), so every process computes the metrics from all of them.
+(`distributed.share_of`, `distributed.gather`), so every process computes the metrics from all
+of them.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from models.kge import KGEModel, Params, pairwise_match, small_params
-from research.ankge import multiprocess
 from research.datasets.kg import KG, eval_queries, filter_index
 from research.training import distributed
 
@@ -203,10 +203,10 @@ def _grid_ranks_over_processes(
     components_fn, args, rows, answers, filter_tails, num_entities, weights, qc, ec
 ) -> np.ndarray:
     """`filtered_grid_ranks` in a run of several processes: each process ranks its contiguous
-    share of the queries (`multiprocess.share_of`) on its own devices, in blocks of the same
+    share of the queries (`distributed.share_of`) on its own devices, in blocks of the same
     `qc` x `ec` as one process would, and the ranks [G, Q] are gathered in every process (copied,
     not added: the same ranks as one process computes, in every process)."""
-    mine, size = multiprocess.share_of(len(answers))
+    mine, size = distributed.share_of(len(answers))
     local = np.zeros((len(weights), 0), np.float32)
     if mine.stop > mine.start:
         part = jax.tree.map(lambda x: np.asarray(x)[mine], (rows, answers, filter_tails))
@@ -216,14 +216,14 @@ def _grid_ranks_over_processes(
             num_entities,
             qc,
             ec,
-            multiprocess.process_local(args),
+            distributed.process_local(args),
             rows_p,
             answers_p,
             filt,
             weights,
         )
         local = np.asarray(ranks)[:, :n]
-    return multiprocess.gather(local, size, len(answers), axis=1)
+    return distributed.gather(local, size, len(answers), axis=1)
 
 
 def filtered_ranks(

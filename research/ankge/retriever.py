@@ -18,7 +18,7 @@ cached in an .npz file.
 
 In a run of several processes (`research.training.distributed`) each process computes a
 contiguous share of the blocks of each level and every process gathers all of them
-(`research.ankge.multiprocess`): the same ids as one process, in every process.
+(`distributed.share_of`, `distributed.gather`): the same ids as one process, in every process.
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ from models.kge import (
     small_params,
     tail_columns,
 )
-from research.ankge import multiprocess
 from research.training import distributed, workdir
 
 
@@ -186,19 +185,19 @@ def _blocks(n: int, size: int, first: int = 0):
 
 def _my_rows(n: int, block: int) -> tuple[slice, int]:
     """The rows of `n` this process computes, in whole blocks of `block`, and the share size
-    (`multiprocess.share_of`); all of them in a single-process run."""
+    (`distributed.share_of`); all of them in a single-process run."""
     if distributed.is_multi_process():
-        return multiprocess.share_of(n, multiple=block)
+        return distributed.share_of(n, multiple=block)
     return slice(0, n), n
 
 
 def _joined(parts: list, size: int, n: int, width: int):
     """This process's blocks `parts` ([rows, width] each) as one array; in a run of several
-    processes every process's shares gathered (`multiprocess.gather`): all `n` rows."""
+    processes every process's shares gathered (`distributed.gather`): all `n` rows."""
     if not distributed.is_multi_process():
         return jnp.concatenate(parts)
     local = np.concatenate([np.asarray(p) for p in parts]) if parts else np.zeros((0, width))
-    return multiprocess.gather(local.astype(np.int32), size, n)
+    return distributed.gather(local.astype(np.int32), size, n)
 
 
 def _pad(x: np.ndarray, size: int) -> np.ndarray:
@@ -225,7 +224,7 @@ def retrieve(
         )
     if sizes.triple_knn > sizes.triple_ent_knn * sizes.triple_rel_knn:
         raise ValueError(f"triple_knn {sizes.triple_knn} exceeds the candidate pairs of {sizes}")
-    params = jax.device_put(multiprocess.process_local(params))
+    params = jax.device_put(distributed.process_local(params))
     start = time.perf_counter()
     rt, inverse = np.unique(triples[:, 1:3], axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)

@@ -6,6 +6,12 @@ devices (process 0's first, then process 1's, ...), `jax.local_devices()` this p
 into one global array of which each process holds only its rows (`process_rows`). On CPU the
 processes' collectives go through gloo (TCP).
 
+Work done per row outside the training step (ranking queries, retrieving neighbours) splits the
+same way: each process computes a contiguous share of the rows (`share_of`) on its own devices,
+and `gather` puts the shares back together, in order, in every process (the values are copied,
+never added, so every process ends with exactly what one process computes); `process_local`
+gives a computation of this process alone its copy of globally replicated parameters.
+
 Start the processes with `python -m experiments.launch` on one machine, or `srun` under SLURM.
 """
 
@@ -16,6 +22,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from research.training.parallel import DATA_AXIS, check_divisible, data_mesh
@@ -86,11 +93,6 @@ def _set_cpu_collectives() -> None:
     that it does not depend on the version), unless the user chose one in the environment."""
     if _cpu_only() and "JAX_CPU_COLLECTIVES_IMPLEMENTATION" not in os.environ:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-
-
-def is_main_process() -> bool:
-    """True in process 0, the one that writes shared outputs."""
-    return jax.process_index() == 0
 
 
 def is_multi_process() -> bool:
@@ -175,3 +177,47 @@ def global_batch(host_batch: Any, mesh: Mesh, *, steps_per_call: int = 1) -> Any
         return jax.make_array_from_process_local_data(sharding, local, leaf.shape)
 
     return jax.tree.map(place, host_batch)
+
+
+# Work split by rows (queries, pairs, triples) that each process computes on its own devices.
+
+
+def share_of(num: int, *, multiple: int = 1) -> tuple[slice, int]:
+    """This process's contiguous rows of `num` and the share size S: process p holds rows
+    [p S, min(num, (p + 1) S)), S = ceil(num / P) rounded up to a multiple of `multiple` (so
+    that shares start on the callers' block boundaries). The last processes may hold fewer
+    rows, or none."""
+    blocks = -(-num // multiple)
+    size = -(-blocks // jax.process_count()) * multiple
+    start = min(num, jax.process_index() * size)
+    return slice(start, min(num, start + size)), size
+
+
+def gather(local: np.ndarray, size: int, num: int, *, axis: int = 0) -> np.ndarray:
+    """Every process's `local` rows (along `axis`, at most `size`, as `share_of` gives them)
+    concatenated in process order: the `num` rows in every process. A collective: every
+    process must call it, with the same `size` and `num`."""
+    local = np.asarray(local)
+    if local.shape[axis] > size:
+        raise ValueError(f"a process's share has {local.shape[axis]} rows, more than {size}")
+    pad = [(0, 0)] * local.ndim
+    pad[axis] = (0, size - local.shape[axis])
+    padded = np.pad(local, pad)
+    stacked = np.asarray(multihost_utils.process_allgather(padded))  # [P, ..., size, ...]
+    joined = np.concatenate(list(stacked), axis=axis)
+    return np.take(joined, np.arange(num), axis=axis)
+
+
+def process_local(tree: Any) -> Any:
+    """`tree` with every jax.Array that spans other processes' devices (e.g. parameters
+    replicated over `distributed.global_mesh()`) replaced by this process's copy, so that a
+    computation of this process alone can take it."""
+
+    def local(x):
+        if not isinstance(x, jax.Array) or x.is_fully_addressable:
+            return x
+        if x.is_fully_replicated:
+            return x.addressable_data(0)
+        return multihost_utils.process_allgather(x)  # the whole value, in every process
+
+    return jax.tree.map(local, tree)

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from research.training import distributed
+from research.training import distributed, workdir
 from research.training.parallel import data_mesh, shard_batch
 from tests.conftest import REPO_ROOT
 
@@ -73,7 +73,8 @@ def test_global_batch_rejects_a_batch_the_mesh_cannot_split():
 def test_global_mesh_in_one_process_is_the_local_data_mesh():
     assert list(distributed.global_mesh().devices) == list(data_mesh().devices)
     assert not distributed.is_multi_process()
-    assert distributed.is_main_process() and distributed.process_count() == 1
+    assert workdir.is_writer() and distributed.process_index() == 0
+    assert distributed.process_count() == 1
     assert distributed.describe_layout() == (
         "process 0 of 1: 4 local devices (cpu ids 0, 1, 2, 3), 4 devices in all"
     )

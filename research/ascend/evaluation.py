@@ -269,10 +269,13 @@ def precision_recall(
     return precision, recall
 
 
-def sample_quality(real: np.ndarray, fake: np.ndarray, k: int = 3) -> dict[str, float]:
-    """{"fd", "precision", "recall"} of fake features [M, d] against real features [N, d]."""
-    precision, recall = precision_recall(real, fake, k=k)
-    return {"fd": frechet_distance_of(real, fake), "precision": precision, "recall": recall}
+def sample_quality(reference: np.ndarray, fake: np.ndarray, k: int = 3) -> dict[str, float]:
+    """{"fd", "precision", "recall"} of fake features [M, d] against reference features [N, d]
+    (N >= M): the Frechet distance to all N, precision / recall against the first M (the k-NN
+    radii depend on the sample size, so the two sets are of equal size, as Kynkaanniemi et al.
+    compare them)."""
+    precision, recall = precision_recall(reference[: len(fake)], fake, k=k)
+    return {"fd": frechet_distance_of(reference, fake), "precision": precision, "recall": recall}
 
 
 # --------------------------------------------------------------------------- feature extractors

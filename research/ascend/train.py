@@ -78,15 +78,6 @@ def feature_extractor(config: Config, data: ImageData, workdir: str) -> evaluati
     return extractor
 
 
-def score(reference: np.ndarray, features: np.ndarray, k: int) -> dict[str, float]:
-    """The Frechet distance of `features` [M, d] to all of `reference` [N, d], and precision /
-    recall against M reference rows (the k-NN radii depend on the sample size, so both sets
-    are of equal size, as Kynkaanniemi et al. compare them)."""
-    precision, recall = evaluation.precision_recall(reference[: len(features)], features, k=k)
-    fd = evaluation.frechet_distance_of(reference, features)
-    return {"fd": fd, "precision": precision, "recall": recall}
-
-
 def draw_samples(
     sample, params: Any, num_samples: int, batch_size: int, num_classes: int, seed: int
 ) -> tuple[np.ndarray, float]:
@@ -157,7 +148,7 @@ def run_one(
     fake = evaluation.extract_features(extractor, images)
     rate = steady_steps_per_second(workdir)
     return {
-        **score(reference, fake, ev.nearest_k),
+        **evaluation.sample_quality(reference, fake, ev.nearest_k),
         "num_params": count_params(ema),
         "train_step_ms": 1000.0 / rate if rate else None,
         "sampling_images_per_s": images_per_s,
@@ -174,7 +165,7 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
     chosen = np.random.default_rng(0).permutation(len(data.train_x))[: ev.num_reference]
     reference = evaluation.extract_features(extractor, data.train_x[chosen])
     held_out = evaluation.extract_features(extractor, data.test_x[: ev.num_samples])
-    floor = score(reference, held_out, ev.nearest_k)
+    floor = evaluation.sample_quality(reference, held_out, ev.nearest_k)
     logging.info("held-out test images against the reference: %s", floor)
     runs = []
     for backbone in backbone_names(config):

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+
 from tests.conftest import REPO_ROOT
 
 
@@ -55,3 +57,25 @@ def run_ok(
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     return proc
+
+
+def one_and_two_processes(command, root) -> tuple[str, str, str]:
+    """`command(workdir)` run as 1 process of 4 CPU devices in `root/one_process` and as 2
+    processes of 2 devices in `root/two_processes`; returns both workdirs and the 2-process
+    run's output (lines prefixed with [i] by the launcher)."""
+    one, two = str(root / "one_process"), str(root / "two_processes")
+    run_ok(command(one), cpu_env(devices=4))
+    return one, two, run_ok(launched(command(two)), cpu_env()).stdout
+
+
+def npz_arrays(path: str) -> dict:
+    """The arrays of an .npz file, by name."""
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+def assert_arrays_close(got: dict, want: dict, atol: float, label: str = "") -> None:
+    """The same names, and every array within `atol` (absolute) of its twin."""
+    assert got.keys() == want.keys(), label
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=0, atol=atol, err_msg=f"{label}{key}")

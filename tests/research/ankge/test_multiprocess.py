@@ -21,7 +21,11 @@ import numpy as np
 import pytest
 
 from research.training.metrics import read_metrics
-from tests.binaries import cpu_env, launched, run_ok
+from tests.binaries import (
+    assert_arrays_close,
+    npz_arrays,
+    one_and_two_processes,
+)
 
 TOLERANCE = 1e-6  # parameters (absolute) and metrics (relative)
 CONFIG = "experiments/configs/ankge.py:tiny"
@@ -43,16 +47,11 @@ def ankge_command(workdir):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The shortened tiny run as 1 process of 4 devices and as 2 processes of 2 devices."""
-    root = tmp_path_factory.mktemp("ankge_runs")
-    one, two = str(root / "one_process"), str(root / "two_processes")
-    run_ok(ankge_command(one), cpu_env(devices=4))
-    proc = run_ok(launched(ankge_command(two)), cpu_env())
-    return one, two, proc.stdout
+    return one_and_two_processes(ankge_command, tmp_path_factory.mktemp("ankge_runs"))
 
 
 def load(workdir, name):
-    with np.load(os.path.join(workdir, name)) as f:
-        return {k: f[k] for k in f.files}
+    return npz_arrays(os.path.join(workdir, name))
 
 
 def assert_close(got, want, where):
@@ -99,12 +98,7 @@ def test_two_processes_give_the_results_of_one_process_of_four_devices(runs):
     for name, ids in load(one, "ankge/retrieval.npz").items():
         np.testing.assert_array_equal(load(two, "ankge/retrieval.npz")[name], ids, err_msg=name)
     for name in ("base/params.npz", "ankge/analogy_params.npz"):
-        want_params, got_params = load(one, name), load(two, name)
-        assert got_params.keys() == want_params.keys()
-        for key in want_params:
-            np.testing.assert_allclose(
-                got_params[key], want_params[key], rtol=0, atol=TOLERANCE, err_msg=f"{name} {key}"
-            )
+        assert_arrays_close(load(two, name), load(one, name), TOLERANCE, f"{name} ")
     for stage in ("base", "ankge"):  # the training curves: losses and validation metrics
         got_log, want_log = (
             read_metrics(os.path.join(two, stage)),

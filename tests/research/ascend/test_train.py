@@ -103,11 +103,7 @@ def test_mnist_from_the_shared_folder_if_present():
 )
 def test_config_rules_name_the_field(field, value, message):
     config = get_config("tiny")
-    *parents, leaf = field.split(".")
-    node = config
-    for p in parents:
-        node = node[p]
-    node[leaf] = value
+    config.update_from_flattened_dict({field: value})  # as --config.<field>=<value> would
     with pytest.raises(ValueError, match=f"config.{field}") as err:
         validate_config(config)
     assert message in str(err.value)

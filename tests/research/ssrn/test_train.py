@@ -75,11 +75,7 @@ def test_test_queries_come_from_videos_not_seen_in_training():
 )
 def test_config_rules_name_the_field(field, value, message):
     config = get_config("tiny")
-    *parents, leaf = field.split(".")
-    node = config
-    for p in parents:
-        node = node[p]
-    node[leaf] = value
+    config.update_from_flattened_dict({field: value})  # as --config.<field>=<value> would
     with pytest.raises(ValueError, match=f"config.{field}") as err:
         validate_config(config)
     assert message in str(err.value)

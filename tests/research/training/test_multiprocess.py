@@ -19,7 +19,14 @@ import psutil
 import pytest
 
 from research.training.metrics import read_metrics
-from tests.binaries import cpu_env, launched, run_ok
+from tests.binaries import (
+    assert_arrays_close,
+    cpu_env,
+    launched,
+    npz_arrays,
+    one_and_two_processes,
+    run_ok,
+)
 from tests.conftest import REPO_ROOT
 from tests.research.training import toy_regression as toy
 
@@ -33,14 +40,11 @@ def toy_command(workdir, *extra):
 
 
 def params_of(workdir):
-    with np.load(os.path.join(workdir, "final_params.npz")) as f:
-        return {k: f[k] for k in f.files}
+    return npz_arrays(os.path.join(workdir, "final_params.npz"))
 
 
 def assert_same_params(got, want):
-    assert got.keys() == want.keys()
-    for key in want:
-        np.testing.assert_allclose(got[key], want[key], rtol=0, atol=TOLERANCE, err_msg=key)
+    assert_arrays_close(got, want, TOLERANCE)
 
 
 def assert_same_metrics(got_dir, want_dir):
@@ -55,11 +59,7 @@ def assert_same_metrics(got_dir, want_dir):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The toy run as 1 process of 4 devices and as 2 processes of 2 devices."""
-    root = tmp_path_factory.mktemp("runs")
-    one, two = str(root / "one_process"), str(root / "two_processes")
-    run_ok(toy_command(one), cpu_env(devices=4))
-    proc = run_ok(launched(toy_command(two)), cpu_env())
-    return one, two, proc.stdout
+    return one_and_two_processes(toy_command, tmp_path_factory.mktemp("runs"))
 
 
 def test_two_processes_train_as_one_process_of_four_devices(runs):

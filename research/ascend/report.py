@@ -34,12 +34,6 @@ def summarize(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, stats.Se
     }
 
 
-def _pm(s: stats.SeedSummary | None, digits: int) -> str:
-    if s is None:
-        return ""
-    return f"{s.mean:.{digits}f}" if s.n == 1 else f"{s.mean:.{digits}f} ± {s.std:.{digits}f}"
-
-
 def sample_montage(path: str, grids: Mapping[str, np.ndarray]) -> str:
     """One panel per backbone of its samples [N, H, W, C] in [-1, 1] (a square grid)."""
     fig, axes = plt.subplots(1, len(grids), figsize=(3 * len(grids), 3.3), squeeze=False)
@@ -68,11 +62,11 @@ def write_report(
             "backbone": b,
             "seeds": c["fd"].n,
             "parameters": f"{c['num_params'].mean:,.0f}",
-            "train step (ms)": _pm(c.get("train_step_ms"), 1),
-            "sampling (images/s)": _pm(c.get("sampling_images_per_s"), 1),
-            "Frechet distance": _pm(c["fd"], 3),
-            "precision": _pm(c["precision"], 3),
-            "recall": _pm(c["recall"], 3),
+            "train step (ms)": stats.mean_std_text(c.get("train_step_ms"), 1),
+            "sampling (images/s)": stats.mean_std_text(c.get("sampling_images_per_s"), 1),
+            "Frechet distance": stats.mean_std_text(c["fd"], 3),
+            "precision": stats.mean_std_text(c["precision"], 3),
+            "recall": stats.mean_std_text(c["recall"], 3),
         }
         for b, c in cells.items()
     ]

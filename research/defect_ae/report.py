@@ -10,6 +10,7 @@ import numpy as np
 
 from research.defect_ae import evaluate, inspection
 from research.training import results, stats
+from research.training.stats import mean_std_text as pm
 
 OVERALL = ("image_auroc_max", "image_auroc_area", "pixel_auroc", "pro", "f1")
 TIMING = ("num_params", "seconds", "seconds_per_step", "images_per_s", "val_contrast", "val_l1")
@@ -35,12 +36,6 @@ def summarize(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _pm(s: stats.SeedSummary | None, digits: int = 4) -> str:
-    if s is None:
-        return ""
-    return f"{s.mean:.{digits}f}" if s.n == 1 else f"{s.mean:.{digits}f} ± {s.std:.{digits}f}"
-
-
 def _count(s: stats.SeedSummary | None) -> str:
     return "" if s is None else f"{s.mean:.3g}"
 
@@ -48,7 +43,7 @@ def _count(s: stats.SeedSummary | None) -> str:
 def tables(rows: Sequence[Mapping[str, Any]], classes: Sequence[str]) -> dict[str, list[dict]]:
     out = {}
     out["detection on the test images (mean ± std over seeds)"] = [
-        {"detector": r["detector"], "seeds": r["seeds"], **{m: _pm(r.get(m)) for m in OVERALL}}
+        {"detector": r["detector"], "seeds": r["seeds"], **{m: pm(r.get(m), 4) for m in OVERALL}}
         for r in rows
     ]
     out[
@@ -58,7 +53,7 @@ def tables(rows: Sequence[Mapping[str, Any]], classes: Sequence[str]) -> dict[st
         {
             "detector": r["detector"],
             **{
-                c: f"{_pm(r.get(f'{c}/image_auroc_max'), 3)} / {_pm(r.get(f'{c}/pixel_auroc'), 3)}"
+                c: f"{pm(r.get(f'{c}/image_auroc_max'), 3)} / {pm(r.get(f'{c}/pixel_auroc'), 3)}"
                 for c in classes
             },
         }
@@ -67,7 +62,7 @@ def tables(rows: Sequence[Mapping[str, Any]], classes: Sequence[str]) -> dict[st
     kinds = [k for k in inspection.RESIDUALS if any(r.get(f"pixel_auroc/{k}") for r in rows)]
     if kinds:
         out["pixel AUROC under each residual map (rows: training loss)"] = [
-            {"detector": r["detector"], **{k: _pm(r.get(f"pixel_auroc/{k}")) for k in kinds}}
+            {"detector": r["detector"], **{k: pm(r.get(f"pixel_auroc/{k}"), 4) for k in kinds}}
             for r in rows
             if r.get(f"pixel_auroc/{kinds[0]}")
         ]

@@ -33,12 +33,6 @@ def summarize(runs: Sequence[Mapping[str, Any]]) -> dict[tuple[int, str], dict[s
     return out
 
 
-def _pm(s: stats.SeedSummary | None, digits: int = 2) -> str:
-    if s is None:
-        return ""
-    return f"{s.mean:.{digits}f}" if s.n == 1 else f"{s.mean:.{digits}f} ± {s.std:.{digits}f}"
-
-
 def gains(
     cells: Mapping[tuple[int, str], Mapping[str, Any]],
     a: str = "ssrn",
@@ -89,7 +83,7 @@ def write_report(workdir: str, data: Any, runs: Sequence[Mapping[str, Any]]):
                 "N": n,
                 "method": m,
                 "seeds": c[f"{decoding}_miou"].n,
-                **{s: _pm(c.get(f"{decoding}_{s}")) for s in SCORES},
+                **{s: stats.mean_std_text(c.get(f"{decoding}_{s}"), 2) for s in SCORES},
             }
             for (n, m), c in cells.items()
         ]
@@ -111,7 +105,7 @@ def write_report(workdir: str, data: Any, runs: Sequence[Mapping[str, Any]]):
             "N": n,
             "method": m,
             "parameters": f"{c['num_params'].mean:.0f}",
-            **{s: _pm(c.get(s), 0) for s in SPEED[1:]},
+            **{s: stats.mean_std_text(c.get(s), 0) for s in SPEED[1:]},
         }
         for (n, m), c in cells.items()
     ]

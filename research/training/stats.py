@@ -36,6 +36,14 @@ class Difference:
         return abs(self.z) > threshold
 
 
+def mean_std_text(s: SeedSummary | None, digits: int) -> str:
+    """A results-table cell: "mean ± std" with `digits` decimals, "mean" for one seed, "" for
+    no summary."""
+    if s is None:
+        return ""
+    return f"{s.mean:.{digits}f}" if s.n == 1 else f"{s.mean:.{digits}f} ± {s.std:.{digits}f}"
+
+
 def seed_summary(values: Sequence[float]) -> SeedSummary:
     """Mean, sample std (ddof 1) and standard error of `values` (one per seed)."""
     n = len(values)

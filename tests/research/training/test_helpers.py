@@ -91,3 +91,9 @@ def test_tensorboard_opens_the_event_files(tmp_path):
     events.Reload()
     assert [(e.step, round(e.value, 4)) for e in events.Scalars("loss")] == [(10, 0.1), (20, 0.05)]
     assert "eval/valid_mrr" in events.Tags()["scalars"]
+
+
+def test_mean_std_text_is_the_table_cell_of_a_summary():
+    assert stats.mean_std_text(stats.seed_summary([1.0, 2.0, 3.0]), 2) == "2.00 ± 1.00"
+    assert stats.mean_std_text(stats.seed_summary([0.123456]), 3) == "0.123"  # one seed
+    assert stats.mean_std_text(None, 3) == ""

@@ -50,7 +50,7 @@ from research.training import workdir as workdir_lib
 from research.training.errors import TimeBudgetExceeded
 from research.training.loop import round_to_calls, train_loop
 from research.training.metrics import read_metrics, steady_steps_per_second
-from research.training.parallel import data_mesh, make_train_step
+from research.training.parallel import make_train_step
 from research.training.train_state import TrainState
 
 Config = ml_collections.ConfigDict
@@ -118,12 +118,6 @@ def make_model(config: Config, kg: KG) -> KGEModel:
     return KGEModel(m.name, kg.num_entities, 2 * kg.num_relations, m.dim, m.gamma)
 
 
-def train_mesh() -> jax.sharding.Mesh:
-    """The training mesh: every process's devices in a run of several processes
-    (`distributed.global_mesh()`), this process's devices otherwise."""
-    return distributed.global_mesh() if distributed.is_multi_process() else data_mesh()
-
-
 def save_arrays(path: str, arrays: dict[str, Any]) -> None:
     """Saves `arrays` as .npz at `path` atomically (a temporary file renamed into place); only
     process 0 of a run of several processes writes."""
@@ -155,7 +149,7 @@ def train_base_for(
     "finished", "seconds", "stopped_by_budget"}.
     """
     recipe = train_base.BaseRecipe(**config.base)
-    mesh = train_mesh()
+    mesh = distributed.global_mesh()
     k = config.steps_per_call
     train = add_reverse(kg.train, kg.num_relations)
     weights = (
@@ -164,7 +158,12 @@ def train_base_for(
         else np.ones(len(train), np.float32)
     )
     batches = train_base.base_batches(
-        train, weights, recipe.batch_size, seed=config.seed, steps_per_call=k
+        train,
+        weights,
+        recipe.batch_size,
+        seed=config.seed,
+        steps_per_call=k,
+        rows=distributed.process_rows(recipe.batch_size),
     )
     step_fn = train_base.make_base_step(model, recipe, mesh, k)
     key = jax.random.PRNGKey(config.seed)
@@ -289,7 +288,7 @@ def _train_analogy(
             loss = loss + a.regularization * cube
         return loss, aux
 
-    mesh = train_mesh()
+    mesh = distributed.global_mesh()
     step_fn = make_train_step(loss_fn, optimizer, mesh, steps_per_call=k)
     key = jax.random.fold_in(jax.random.PRNGKey(seed), 2)
     params = {"ank": init_analogy(model, key), "base": base}
@@ -302,7 +301,8 @@ def _train_analogy(
         "triple_relation": found.triple_relation,
     }
     batch_size = min(a.batch_size, len(train) // mesh.size * mesh.size)
-    batch_fn = EpochBatches(table, batch_size, seed=(seed, 7), steps_per_call=k)
+    rows = distributed.process_rows(batch_size)
+    batch_fn = EpochBatches(table, batch_size, seed=(seed, 7), steps_per_call=k, rows=rows)
     state = train_loop(
         workdir=workdir,
         state=state,

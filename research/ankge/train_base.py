@@ -152,9 +152,16 @@ def make_base_step(
 
 
 def base_batches(
-    triples: np.ndarray, weights: np.ndarray, batch_size: int, *, seed: int, steps_per_call: int
+    triples: np.ndarray,
+    weights: np.ndarray,
+    batch_size: int,
+    *,
+    seed: int,
+    steps_per_call: int,
+    rows: slice = slice(None),
 ) -> EpochBatches:
     """`step -> {"triples": [K, B, 3] int32, "weight": [K, B] float32}` for the call starting at
-    `step` (epoch-shuffled, last partial batch dropped; see research/datasets/batching.py)."""
+    `step` (epoch-shuffled, last partial batch dropped; `rows` of each batch only; see
+    research/datasets/batching.py)."""
     tables = {"triples": triples.astype(np.int32), "weight": weights.astype(np.float32)}
-    return EpochBatches(tables, batch_size, seed=seed, steps_per_call=steps_per_call)
+    return EpochBatches(tables, batch_size, seed=seed, steps_per_call=steps_per_call, rows=rows)

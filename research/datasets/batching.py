@@ -34,7 +34,11 @@ def epoch_indices(num_examples: int, batch_size: int, step: int, *, seed: Seed) 
 class EpochBatches:
     """`step -> {name: rows of tables[name]}` for the call starting at `step`: leaves
     [steps_per_call, B, ...], or [B, ...] when steps_per_call is 1. The tables share their first
-    axis (the examples); the current epoch's permutation is cached."""
+    axis (the examples); the current epoch's permutation is cached.
+
+    `rows` (a slice of range(B)) restricts every batch to those positions: in a run of several
+    processes, `distributed.process_rows(B)`, so that each process gathers only its rows of the
+    global batch (the order is the same for every process count)."""
 
     def __init__(
         self,
@@ -43,12 +47,13 @@ class EpochBatches:
         *,
         seed: Seed,
         steps_per_call: int = 1,
+        rows: slice = slice(None),
     ):
         sizes = {name: len(t) for name, t in tables.items()}
         if len(set(sizes.values())) != 1:
             raise ValueError(f"EpochBatches: tables differ in their number of rows: {sizes}")
         self.tables, self.batch_size, self.seed = tables, batch_size, seed
-        self.steps_per_call = steps_per_call
+        self.steps_per_call, self.rows = steps_per_call, rows
         self.num_examples = next(iter(sizes.values()))
         self.steps_per_epoch = _check(self.num_examples, batch_size)
         self._perm: tuple[int, np.ndarray] | None = None
@@ -61,6 +66,7 @@ class EpochBatches:
         return self._perm[1][i * self.batch_size : (i + 1) * self.batch_size]
 
     def __call__(self, step: int) -> dict[str, np.ndarray]:
-        idx = np.stack([self.indices(s) for s in range(step, step + self.steps_per_call)])
+        steps = range(step, step + self.steps_per_call)
+        idx = np.stack([self.indices(s)[self.rows] for s in steps])
         batch = {name: t[idx] for name, t in self.tables.items()}
         return batch if self.steps_per_call > 1 else {k: v[0] for k, v in batch.items()}

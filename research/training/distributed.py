@@ -2,8 +2,9 @@
 
 Each process runs the same program on its own devices; `jax.devices()` lists every process's
 devices (process 0's first, then process 1's, ...), `jax.local_devices()` this process's. A
-`data` mesh over `global_mesh()` spans them all, and `global_batch` turns the global host batch
-into one global array of which each process holds only its rows (`process_rows`). On CPU the
+`data` mesh over `global_mesh()` spans them all. Each process builds only its rows of a global
+batch (`process_rows`), and `assemble_batch` joins every process's rows into one global array
+(`jax.make_array_from_process_local_data`). On CPU the
 processes' collectives go through gloo (TCP).
 
 Work done per row outside the training step (ranking queries, retrieving neighbours) splits the
@@ -144,39 +145,38 @@ def process_rows(global_batch_size: int) -> slice:
     return slice(start, start + size)
 
 
-def _local_row_slices(sharding: NamedSharding, shape: tuple[int, ...], axis: int) -> list[slice]:
-    """This process's slices of the batch axis, in order, adjacent ones merged."""
-    indices = sharding.addressable_devices_indices_map(shape).values()
-    spans = sorted({(index[axis].start or 0, index[axis].stop or shape[axis]) for index in indices})
-    merged: list[list[int]] = []
-    for start, stop in spans:
-        if merged and merged[-1][1] == start:
-            merged[-1][1] = stop
-        else:
-            merged.append([start, stop])
-    return [slice(start, stop) for start, stop in merged]
+def assemble_batch(local_batch: Any, mesh: Mesh, *, steps_per_call: int = 1) -> Any:
+    """The global batch as jax.Arrays split over `mesh`'s `data` axis, from THIS PROCESS'S rows
+    (`process_rows(global_batch_size)` of every leaf; in a single process, all rows).
 
-
-def global_batch(host_batch: Any, mesh: Mesh, *, steps_per_call: int = 1) -> Any:
-    """The global batch as jax.Arrays split over `mesh`'s `data` axis, from the GLOBAL host batch
-    (every process passes the same numpy leaves; each places only its own rows).
-
-    Leaves are [B, ...], or [steps_per_call, B, ...] with the second axis split (as
-    `parallel.shard_batch`, which it equals in a single process).
+    Leaves are [B / P, ...], or [steps_per_call, B / P, ...] with the second axis split (as
+    `parallel.shard_batch`, which it equals in a single process); the global leaves are
+    [B, ...]. A leaf that is already a jax.Array on `mesh`'s devices (built there, e.g. by a
+    sampler running on the mesh) is taken as the global array it is.
     """
     axis = 0 if steps_per_call == 1 else 1
-    check_divisible(host_batch, mesh.size, axis=axis)
     spec = PartitionSpec(DATA_AXIS) if axis == 0 else PartitionSpec(None, DATA_AXIS)
     sharding = NamedSharding(mesh, spec)
+    processes = jax.process_count()
 
-    def place(leaf):
-        leaf = np.asarray(leaf)
-        lead = (slice(None),) * axis
-        parts = [leaf[lead + (rows,)] for rows in _local_row_slices(sharding, leaf.shape, axis)]
-        local = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=axis)
-        return jax.make_array_from_process_local_data(sharding, local, leaf.shape)
+    def is_global(leaf) -> bool:
+        return isinstance(leaf, jax.Array) and not leaf.is_fully_addressable
 
-    return jax.tree.map(place, host_batch)
+    def global_shape(leaf) -> jax.ShapeDtypeStruct:
+        shape = list(np.shape(leaf))
+        if len(shape) > axis and not is_global(leaf):
+            shape[axis] *= processes
+        return jax.ShapeDtypeStruct(tuple(shape), np.result_type(leaf))
+
+    shapes = jax.tree.map(global_shape, local_batch)
+    check_divisible(shapes, mesh.size, axis=axis)
+
+    def place(leaf, shape):
+        if is_global(leaf):
+            return leaf
+        return jax.make_array_from_process_local_data(sharding, np.asarray(leaf), shape.shape)
+
+    return jax.tree.map(place, local_batch, shapes)
 
 
 # Work split by rows (queries, pairs, triples) that each process computes on its own devices.

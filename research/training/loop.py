@@ -47,8 +47,9 @@ def train_loop(
     Args:
       state: the initial state (also the template to restore a checkpoint into).
       train_step: from `parallel.make_train_step` (same `steps_per_call`).
-      batch_fn: `step -> global batch` for the call starting at `step`: [B, ...] leaves, or
-        [steps_per_call, B, ...]. It must be a pure function of `step` (e.g. seeded by the step),
+      batch_fn: `step -> batch` for the call starting at `step`: [B, ...] leaves, or
+        [steps_per_call, B, ...] (in a run of several processes, this process's rows of B;
+        see below). It must be a pure function of `step` (e.g. seeded by the step),
         so that a resumed run sees exactly the batches an uninterrupted run sees.
       num_steps: optimizer steps to run; like every count below it is rounded up to whole
         calls (`round_to_calls`), so callers that size a schedule by it should round the same way.
@@ -77,10 +78,11 @@ def train_loop(
     `distributed.global_mesh()` (`parallel.data_mesh()` defaults to this process's devices
     only) and build `train_step` on it. `state` must be the same in every process (e.g. built
     from the same seed); it is replicated over `mesh` and every process holds all of it.
-    `batch_fn` still returns the GLOBAL batch, a pure function of the step, the same in every
-    process: each places only its own rows (`distributed.global_batch` instead of
-    `parallel.shard_batch`), so 1 process of N devices and P processes of N / P devices train on
-    the same batches and reach the same parameters (up to the order of float additions in the
+    `batch_fn` returns THIS PROCESS'S rows of the global batch, `distributed.process_rows(B)`
+    (a pure function of the step: every process derives the global batch's order from the
+    step, then builds only its rows), and `distributed.assemble_batch` joins them into the
+    global arrays; so 1 process of N devices and P processes of N / P devices train on the
+    same batches and reach the same parameters (up to the order of float additions in the
     cross-process all-reduce). Metrics are read from replicated arrays, so every process sees
     the same values and raises the same errors; process 0 alone writes metrics.jsonl,
     TensorBoard events and the checkpoint meta files, while every process takes part in
@@ -102,7 +104,7 @@ def train_loop(
     start = 0 if resumed is None else resumed
     if resumed is not None:
         logging.info("resuming %s from step %d", desc, start)
-    place_batch = distributed.global_batch if multi_process else shard_batch
+    place_batch = distributed.assemble_batch if multi_process else shard_batch
     writer = MetricWriter(workdir, resume_step=resumed)
     bar = progress_bar(num_steps, desc=desc, initial=start)
     last_time, last_step = time.perf_counter(), start

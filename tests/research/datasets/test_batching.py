@@ -26,3 +26,13 @@ def test_epoch_batches_stack_steps_and_match_epoch_indices():
     np.testing.assert_array_equal(single["a"], out["a"][2])
     with pytest.raises(ValueError, match="number of rows"):
         EpochBatches({"a": np.arange(5), "b": np.arange(6)}, 2, seed=0)
+
+
+def test_epoch_batches_rows_are_those_positions_of_the_whole_batch():
+    tables = {"a": np.arange(20)}
+    whole = EpochBatches(tables, 4, seed=1, steps_per_call=3)(4)["a"]
+    halves = [
+        EpochBatches(tables, 4, seed=1, steps_per_call=3, rows=r)(4)["a"]
+        for r in (slice(0, 2), slice(2, 4))
+    ]
+    np.testing.assert_array_equal(np.concatenate(halves, axis=1), whole)

@@ -52,12 +52,12 @@ def host_batch(b=8):
 
 
 @pytest.mark.parametrize("steps_per_call", [1, 2])
-def test_global_batch_in_one_process_equals_shard_batch(steps_per_call):
+def test_assemble_batch_in_one_process_equals_shard_batch(steps_per_call):
     batch = host_batch()
     if steps_per_call > 1:
         batch = jax.tree.map(lambda a: np.stack([a, a + 1]), batch)
     mesh = data_mesh()
-    got = distributed.global_batch(batch, mesh, steps_per_call=steps_per_call)
+    got = distributed.assemble_batch(batch, mesh, steps_per_call=steps_per_call)
     want = shard_batch(batch, mesh, steps_per_call=steps_per_call)
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
@@ -65,9 +65,9 @@ def test_global_batch_in_one_process_equals_shard_batch(steps_per_call):
         assert [s.index for s in g.addressable_shards] == [s.index for s in w.addressable_shards]
 
 
-def test_global_batch_rejects_a_batch_the_mesh_cannot_split():
+def test_assemble_batch_rejects_a_batch_the_mesh_cannot_split():
     with pytest.raises(ValueError, match="divisible"):
-        distributed.global_batch(host_batch(6), data_mesh())
+        distributed.assemble_batch(host_batch(6), data_mesh())
 
 
 def test_global_mesh_in_one_process_is_the_local_data_mesh():
@@ -152,8 +152,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 mesh = distributed.global_mesh()
 host = {"x": np.arange(8 * 3, dtype=np.float32).reshape(8, 3)}
-batch = distributed.global_batch(host, mesh)
 rows = distributed.process_rows(8)
+batch = distributed.assemble_batch({"x": host["x"][rows]}, mesh)  # this process's rows only
 local = {str(s.device.id): np.asarray(s.data).tolist() for s in batch["x"].addressable_shards}
 index = {str(s.device.id): s.index[0].start for s in batch["x"].addressable_shards}
 total = jax.jit(lambda b: b["x"].sum())(batch)

@@ -26,7 +26,7 @@ from experiments.app import run
 from experiments.configs.common import select_preset
 from research.training import distributed, results
 from research.training.loop import train_loop
-from research.training.parallel import data_mesh, make_train_step
+from research.training.parallel import make_train_step
 from research.training.train_state import TrainState
 from research.training.workdir import is_writer
 
@@ -86,17 +86,17 @@ def train_and_evaluate(config, workdir):
     params = model.init(jax.random.PRNGKey(config.seed), jnp.zeros((1, NUM_FEATURES)))
     optimizer = optax.adam(config.learning_rate)
     state = TrainState.create(params, optimizer, jax.random.PRNGKey(config.seed))
-    # Several processes: the mesh spans every process's devices (data_mesh() is local only).
-    mesh = distributed.global_mesh() if distributed.is_multi_process() else data_mesh()
+    mesh = distributed.global_mesh()  # every process's devices
     step_fn = make_train_step(loss_fn(model), optimizer, mesh)
+    rows = distributed.process_rows(config.batch_size)
 
-    def batch_fn(step):
+    def batch_fn(step):  # this process's rows (synthetic: drawn whole, then cut)
         if config.step_sleep:
             time.sleep(config.step_sleep)
         batch = make_batch(config.seed, step, config.batch_size)
         if 0 <= config.nan_from_step <= step:
             batch["x"][0, 0] = np.nan
-        return batch
+        return {name: leaf[rows] for name, leaf in batch.items()}
 
     state = train_loop(
         workdir=workdir,

@@ -10,22 +10,28 @@ processes' collectives go through gloo (TCP).
 Work done per row outside the training step (ranking queries, retrieving neighbours) splits the
 same way: each process computes a contiguous share of the rows (`share_of`) on its own devices,
 and `gather` puts the shares back together, in order, in every process (the values are copied,
-never added, so every process ends with exactly what one process computes); `process_local`
-gives a computation of this process alone its copy of globally replicated parameters.
+never added, so every process ends with exactly what one process computes); `all_rows` reads
+the rows of every process (a sharded array's whole value) and `process_sum` adds a count over
+the processes. `replicate` places host values on every process's devices, `process_local` gives
+a computation of this process alone its copy of globally replicated parameters.
 
 Start the processes with `python -m experiments.launch` on one machine, or `srun` under SLURM.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import numpy as np
+from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from research.training import parallel
 from research.training.parallel import DATA_AXIS, check_divisible, data_mesh
 
 # Read here, not by jax: jax 0.10.2 reads JAX_COORDINATOR_ADDRESS itself but has no environment
@@ -127,18 +133,23 @@ def global_mesh() -> Mesh:
     return data_mesh(jax.devices())
 
 
-def process_rows(global_batch_size: int) -> slice:
-    """The contiguous rows of a global batch that this process holds on `global_mesh()`.
+def process_rows(global_batch_size: int, mesh: Mesh | None = None) -> slice:
+    """The contiguous rows of a global batch that this process holds on `mesh` (default
+    `global_mesh()`: every device of every process).
 
-    Every process holds an equal share, in process order: `jax.devices()` lists process 0's
-    devices first, so the mesh's first `local_device_count` shards are process 0's rows.
+    Every process holds an equal share, in process order: the mesh lists process 0's devices
+    first (as `jax.devices()` does), so its first shards are process 0's rows.
     """
-    per_process = jax.local_device_count()
-    shards = jax.process_count() * per_process
+    if mesh is None:
+        per_process = jax.local_device_count()
+        shards = jax.process_count() * per_process
+    else:
+        per_process = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
+        shards = mesh.size
     if global_batch_size % shards:
         raise ValueError(
             f"global batch size {global_batch_size} is not divisible by {shards} devices "
-            f"({jax.process_count()} processes x {per_process} local devices)"
+            f"({jax.process_count()} processes x {per_process} devices)"
         )
     size = global_batch_size // jax.process_count()
     start = jax.process_index() * size
@@ -221,3 +232,74 @@ def process_local(tree: Any) -> Any:
         return multihost_utils.process_allgather(x)  # the whole value, in every process
 
     return jax.tree.map(local, tree)
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """Every leaf of `tree` replicated over `mesh` (`parallel.replicate` in a single process).
+
+    In a run of several processes each leaf (numpy, or a jax.Array on this process's devices)
+    must hold the same value in every process; it is placed from this process's host copy
+    (`jax.device_put` cannot move an array committed to one local device onto other processes'
+    devices, and checks host values across processes with a collective per leaf). A leaf
+    already replicated over `mesh` is kept as it is.
+    """
+    if not is_multi_process():
+        return parallel.replicate(tree, mesh)
+    sharding = NamedSharding(mesh, PartitionSpec())
+
+    def place(leaf):
+        if isinstance(leaf, jax.Array) and leaf.sharding == sharding:
+            return leaf
+        host = np.asarray(jax.device_get(leaf))
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(place, tree)
+
+
+def all_rows(x: Any) -> np.ndarray:
+    """The rows of every process as numpy `[R, ...]`, in every process.
+
+    `x` is `[r, ...]`: this process's rows (a host array, or a jax.Array on this process's
+    devices; the processes' rows are concatenated in process order, R = P r), or a jax.Array
+    spanning every process's devices (its whole value, R = r). In a single process:
+    `np.asarray(x)`. A collective in a run of several processes: every process calls it.
+    """
+    if not is_multi_process():
+        return np.asarray(x)
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def process_sum(count: int) -> int:
+    """The sum of every process's `count` (its share of a total), in every process; a
+    collective in a run of several processes."""
+    return int(all_rows(np.asarray([count], np.int64)).sum())
+
+
+def map_split(work: Callable[[Any], Any], items: Sequence[Any], *, what: str) -> list[Any]:
+    """`[work(item) for item in items]`, each process computing its contiguous share of the
+    items (`share_of`; logged, naming the items `what`) and every process ending with all the
+    results, in order: independent jobs (registration pairs, sweep levels) split over the
+    processes. In a run of several processes the results travel as JSON (`gather` of the
+    bytes), so they must be JSON-able (numpy values become numbers and lists; floats keep every
+    bit). A collective: every process calls it with the same items."""
+    share = share_of(len(items))[0]
+    mine = f"{what} {share.start + 1} to {share.stop}" if share.stop > share.start else f"no {what}"
+    logging.info("process %d: %s of %d", process_index(), mine, len(items))
+    local = [work(item) for item in items[share]]
+    if not is_multi_process():
+        return local
+    processes = process_count()
+    blob = np.frombuffer(json.dumps(local, default=_numpy_tolist).encode(), np.uint8)
+    lengths = gather(np.array([len(blob)]), 1, processes)  # [P]
+    padded = np.zeros((1, int(lengths.max())), np.uint8)
+    padded[0, : len(blob)] = blob
+    blobs = gather(padded, 1, processes)  # [P, longest]
+    shares = [json.loads(blobs[p, : lengths[p]].tobytes()) for p in range(processes)]
+    return [result for share_results in shares for result in share_results]
+
+
+def _numpy_tolist(value: Any) -> Any:
+    """numpy scalars and arrays as Python numbers and lists, for `json.dumps`."""
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

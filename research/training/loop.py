@@ -13,13 +13,12 @@ import jax
 import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
-from jax.sharding import NamedSharding, PartitionSpec
 
 from research.training import distributed
 from research.training.checkpoint import Checkpointer
 from research.training.errors import NonFiniteError, TimeBudgetExceeded
 from research.training.metrics import MetricWriter
-from research.training.parallel import queued_calls_can_deadlock, replicate, shard_batch
+from research.training.parallel import queued_calls_can_deadlock, shard_batch
 from research.training.progress import progress_bar
 from research.training.train_state import TrainState
 
@@ -99,7 +98,7 @@ def train_loop(
     )
     multi_process = distributed.is_multi_process()
     # Replicated first, so that a checkpoint is restored straight into the mesh's sharding.
-    state = _replicate_global(state, mesh) if multi_process else replicate(state, mesh)
+    state = distributed.replicate(state, mesh)
     state, resumed = checkpointer.restore_latest(state)
     start = 0 if resumed is None else resumed
     if resumed is not None:
@@ -150,21 +149,6 @@ def train_loop(
         writer.close()
         checkpointer.close()
     return state
-
-
-def _replicate_global(tree: Any, mesh: jax.sharding.Mesh) -> Any:
-    """`tree` replicated over a mesh spanning several processes, from this process's host copy
-    (`jax.device_put` cannot move an array committed to one local device onto other processes'
-    devices, and checks host values across processes with a collective per leaf)."""
-    sharding = NamedSharding(mesh, PartitionSpec())
-
-    def place(leaf):
-        if isinstance(leaf, jax.Array) and leaf.sharding == sharding:
-            return leaf
-        host = np.asarray(jax.device_get(leaf))
-        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
-
-    return jax.tree.map(place, tree)
 
 
 def _deadline_passed(deadline: float, multi_process: bool) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
+import jax  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import logging  # noqa: E402
@@ -110,6 +111,25 @@ def write_json(path: str, obj: Mapping[str, Any]) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True, default=_numpy_to_python)
+    os.replace(tmp, path)
+
+
+def save_arrays(path: str, tree: Any) -> None:
+    """Saves a pytree of arrays (e.g. parameters; replicated jax.Arrays are fetched) as .npz
+    at `path`, one array per leaf named by its "/"-joined path ("params/Dense_0/kernel"),
+    atomically (a temporary file renamed into place). Only process 0 of a multi-process run
+    writes. `np.load(path)` reads it back by those names."""
+    if not is_writer():
+        return
+    leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(tree))[0]
+    arrays = {
+        jax.tree_util.keystr(key, simple=True, separator="/"): np.asarray(leaf)
+        for key, leaf in leaves
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
     os.replace(tmp, path)
 
 

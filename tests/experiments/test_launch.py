@@ -13,6 +13,7 @@ import pytest
 from experiments import launch
 from tests.binaries import assert_one_error_line, run_binary
 from tests.conftest import REPO_ROOT
+from tests.research.training import toy_regression as toy
 
 
 def run_launch(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -118,19 +119,30 @@ def test_stop_kills_a_process_that_ignores_sigterm():
     proc.stdout.close()
 
 
-def test_an_experiment_binary_refuses_to_run_as_several_processes(tmp_path):
+def test_a_binary_not_written_for_several_processes_refuses_to_run_as_several(tmp_path):
+    binary = script(
+        tmp_path,
+        """
+        from experiments.app import run
+
+        def train_and_evaluate(config, workdir):
+            return {"trained": 1}
+
+        if __name__ == "__main__":
+            run(train_and_evaluate)  # multi_process not set
+        """,
+    )
     workdir = tmp_path / "run"
     proc = run_launch(
         "--num_processes=2",
         "--",
         sys.executable,
-        "-m",
-        "experiments.bifeat",
-        "--config=experiments/configs/bifeat.py:tiny",
+        binary,
+        f"--config={toy.CONFIG_FILE}:tiny",
         f"--workdir={workdir}",
     )
     assert proc.returncode == 1, proc.stdout[-3000:]
-    refusal = "error: experiments.bifeat does not support several processes yet"
+    refusal = "error: child.py does not support several processes yet"
     refusals = [line for line in proc.stdout.splitlines() if refusal in line]
     assert sorted(line[:4] for line in refusals) == ["[0] ", "[1] "], proc.stdout[-3000:]
     assert not workdir.exists()  # refused before the workdir lock was taken

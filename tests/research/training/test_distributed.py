@@ -43,7 +43,7 @@ def test_process_rows_split_the_batch_in_process_order(monkeypatch, index, expec
 
 def test_process_rows_error_names_processes_and_devices(monkeypatch):
     fake_layout(monkeypatch, 0, count=2, local=4)
-    with pytest.raises(ValueError, match=r"12 is not divisible by 8 .*\(2 processes x 4 local"):
+    with pytest.raises(ValueError, match=r"12 is not divisible by 8 .*\(2 processes x 4 devices"):
         distributed.process_rows(12)
 
 
@@ -68,6 +68,14 @@ def test_assemble_batch_in_one_process_equals_shard_batch(steps_per_call):
 def test_assemble_batch_rejects_a_batch_the_mesh_cannot_split():
     with pytest.raises(ValueError, match="divisible"):
         distributed.assemble_batch(host_batch(6), data_mesh())
+
+
+def test_replicate_and_all_rows_in_one_process_are_the_single_process_operations():
+    mesh = data_mesh()
+    placed = distributed.replicate({"w": np.arange(3.0)}, mesh)["w"]
+    assert placed.sharding.is_fully_replicated and len(placed.addressable_shards) == 4
+    np.testing.assert_array_equal(distributed.all_rows(placed), np.arange(3.0))
+    assert distributed.process_sum(5) == 5
 
 
 def test_global_mesh_in_one_process_is_the_local_data_mesh():
@@ -162,6 +170,8 @@ weighted = jax.jit(lambda b: (b["x"].sum(1) * jnp.arange(8)).sum())(batch)
 per_row = jax.jit(
     lambda b: (b["x"] ** 2).sum(1), out_shardings=NamedSharding(mesh, PartitionSpec())
 )(batch)
+params = distributed.replicate({"w": np.full(3, 2.0, np.float32)}, mesh)
+scaled = jax.jit(lambda p, b: b["x"] * p["w"])(params, batch)  # sharded [8, 3]
 with open(sys.argv[3], "w") as f:
     json.dump(
         {
@@ -175,6 +185,9 @@ with open(sys.argv[3], "w") as f:
             "weighted": float(weighted),
             "per_row": np.asarray(per_row).tolist(),
             "layout": distributed.describe_layout(),
+            "all_rows": distributed.all_rows(scaled).tolist(),
+            "local_rows": distributed.all_rows(host["x"][rows][:, 0]).tolist(),
+            "process_sum": distributed.process_sum(jax.process_index() + 1),
         },
         f,
     )
@@ -216,3 +229,6 @@ def test_two_processes_build_one_global_batch_and_agree(tmp_path):
         np.testing.assert_array_equal(out["per_row"], (x**2).sum(1))
         assert out["layout"].startswith(f"process {i} of 2: 2 local devices")
         assert out["layout"].endswith("4 devices in all")
+        np.testing.assert_array_equal(out["all_rows"], 2 * x)
+        np.testing.assert_array_equal(out["local_rows"], x[:, 0])
+        assert out["process_sum"] == 3

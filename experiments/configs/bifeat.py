@@ -68,7 +68,9 @@ def base() -> ml_collections.ConfigDict:
     # sparse bag-of-words features); "none": decoded features as they are (the official code).
     c.feature_norm = "center"
     c.checkpoint_every_epochs = 10
-    c.keep_checkpoints = False  # delete a run's checkpoints once its result.json is written
+    # False: delete a run's checkpoints once its result.json is written; True: keep them, and
+    # the final parameters in runs/<scheme>/seed<k>/params.npz
+    c.keep_checkpoints = False
     c.log_every = 50
     # The data folder of data.name ("" for the synthetic graph); relative to the repository root.
     c.data_dir = "../shared/data/planetoid"

@@ -6,6 +6,13 @@ sub-batches are stacked, so every batch leaf is `[num_devices, ...]` and the tra
 (`research.training.parallel.make_train_step`) hands each device its `[1, ...]` slice.
 `DeviceSampledBatches` builds the same batches on the device (the JAX sampler, one compiled
 call per step); `make_batches` picks the batcher of a sampler.
+
+Several processes (`research.training.distributed`): the mesh spans every process's devices.
+The host batcher samples only this process's devices' sub-batches (`rows`, a contiguous range of
+the mesh's devices: the leaves are `[local devices, ...]`, and `distributed.assemble_batch` joins
+the processes' rows); the device batcher's shard_map already builds global arrays. Sampled
+evaluation predicts each batch on the whole mesh and reads every device's predictions in every
+process (`distributed.all_rows`), so every process gets one process's accuracies.
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ from research.bifeat.sampler import (
 )
 from research.bifeat.stores import FeatureStore
 from research.datasets.graphs import Graph
-from research.training.parallel import DATA_AXIS, replicate, shard_batch
+from research.training import distributed
+from research.training.parallel import DATA_AXIS, shard_batch
 
 # Sampled-batch leaves the device step uses ("x" is the store's prepared array).
 DEVICE_KEYS = ("x", "labels", "seed_mask")
@@ -46,6 +54,9 @@ class SampledSubgraphBatches:
 
     The batch is a dict of numpy `[num_devices, ...]` arrays: `x` (`store.prepare` of the input
     nodes), `labels`, `seed_mask`, `senders_<l>`, `edge_mask_<l>`, plus host-side `dropped`.
+    With `rows` (a range of the devices, e.g. one process's: `distributed.process_rows`) it
+    samples only those devices' sub-batches, each exactly as with all devices, and the leaves
+    are `[len(rows), ...]`.
     """
 
     def __init__(
@@ -58,9 +69,11 @@ class SampledSubgraphBatches:
         num_devices: int,
         seed: int,
         shuffle: bool = True,
+        rows: slice = slice(None),
     ):
         self.graph, self.nodes, self.sampler, self.store = graph, np.asarray(nodes), sampler, store
         self.num_devices, self.seed, self.shuffle = num_devices, seed, shuffle
+        self.devices = range(num_devices)[rows]  # the devices whose sub-batches this one samples
         self.global_batch = sampler.batch_size * num_devices
         self.steps_per_epoch = max(1, -(-len(self.nodes) // self.global_batch))
         self._perm: tuple[int, np.ndarray] | None = None
@@ -73,17 +86,18 @@ class SampledSubgraphBatches:
         return self._perm[1]
 
     def seeds(self, step: int) -> list[np.ndarray]:
-        """The per-device seed lists of `step`."""
+        """The per-device seed lists of `step` (every device's)."""
         epoch, i = divmod(step, self.steps_per_epoch)
         chunk = self.order(epoch)[i * self.global_batch : (i + 1) * self.global_batch]
         b = self.sampler.batch_size
         return [chunk[d * b : (d + 1) * b] for d in range(self.num_devices)]
 
     def sample(self, step: int) -> dict[str, np.ndarray]:
-        """Sampling only (no features): the stacked blocks of `step`."""
+        """Sampling only (no features): the stacked blocks of `step` (`rows`' devices)."""
+        seeds = self.seeds(step)
         per_device = [
-            self.sampler.sample(s, np.random.default_rng([self.seed, step, d, 1]))
-            for d, s in enumerate(self.seeds(step))
+            self.sampler.sample(seeds[d], np.random.default_rng([self.seed, step, d, 1]))
+            for d in self.devices
         ]
         batch = stack_batches(per_device)
         batch["labels"] = self.graph.labels[batch["seeds"]]
@@ -106,7 +120,8 @@ class DeviceSampledBatches:
     `DeviceNeighborSampler.blocks` keyed by `batch_key(seed, step, d)`, and labels and the
     store's ids (`x`: the input node ids; the store's `features` gathers on the device) stay on
     the device: nothing per batch crosses the host. `dropped` is a `[num_devices]` int32 array.
-    Needs a device-resident store (`store.location == "device"`).
+    Needs a device-resident store (`store.location == "device"`). On a mesh spanning several
+    processes every leaf is a global array (each process computes its devices' sub-batches).
     """
 
     def __init__(
@@ -133,7 +148,7 @@ class DeviceSampledBatches:
         self.num_devices, self.seed, self.shuffle = mesh.size, seed, shuffle
         self.global_batch = sampler.batch_size * self.num_devices
         self.steps_per_epoch = max(1, -(-len(self.nodes) // self.global_batch))
-        self._consts = replicate(
+        self._consts = distributed.replicate(
             (sampler.indptr, sampler.indices, self.nodes, np.asarray(graph.labels, np.int32)), mesh
         )
         self._fn = _device_batch_program(sampler, mesh, shuffle)
@@ -141,12 +156,13 @@ class DeviceSampledBatches:
     def seeds(self, step: int) -> list[np.ndarray]:
         """The per-device seed lists of `step` (fetched from the device)."""
         batch = self.sample(step)
-        seeds, mask = np.asarray(batch["seeds"]), np.asarray(batch["seed_mask"])
+        seeds, mask = distributed.all_rows(batch["seeds"]), distributed.all_rows(batch["seed_mask"])
         return [s[m] for s, m in zip(seeds, mask, strict=True)]
 
     def sample(self, step: int) -> dict[str, jax.Array]:
         """Sampling only: the blocks of `step` (`input_nodes`, no features), on the device."""
-        return self._fn(self._consts, jnp.int32(self.seed), jnp.int32(step))
+        # numpy scalars: jit takes them as replicated over the mesh, also over several processes
+        return self._fn(self._consts, np.int32(self.seed), np.int32(step))
 
     def __call__(self, step: int) -> dict[str, jax.Array]:
         batch = self.sample(step)
@@ -222,13 +238,15 @@ def make_batches(
     shuffle: bool = True,
 ) -> SampledSubgraphBatches | DeviceSampledBatches:
     """The batcher of `sampler`'s kind: `DeviceSampledBatches` for a `DeviceNeighborSampler`,
-    else `SampledSubgraphBatches`."""
+    else `SampledSubgraphBatches` (in a run of several processes, of this process's devices of
+    `mesh`, which spans them all: `distributed.process_rows`)."""
     if isinstance(sampler, DeviceNeighborSampler):
         return DeviceSampledBatches(
             graph, nodes, sampler, store, mesh=mesh, seed=seed, shuffle=shuffle
         )
+    rows = distributed.process_rows(mesh.size) if distributed.is_multi_process() else slice(None)
     return SampledSubgraphBatches(
-        graph, nodes, sampler, store, num_devices=mesh.size, seed=seed, shuffle=shuffle
+        graph, nodes, sampler, store, num_devices=mesh.size, seed=seed, shuffle=shuffle, rows=rows
     )
 
 
@@ -314,7 +332,9 @@ def make_full_predict(model: nn.Module, graph: Graph) -> Callable[[Any, np.ndarr
 def make_sampled_predict(
     model: nn.Module, caps: tuple[int, ...], mesh: Mesh, store: FeatureStore
 ) -> Callable[[Any, dict[str, np.ndarray]], np.ndarray]:
-    """`(params, sampled batch) -> predictions [num_devices, batch]` (data parallel)."""
+    """`(params, sampled batch) -> predictions [num_devices, batch]` (data parallel; on a mesh
+    spanning several processes the batch is this process's devices' rows or global arrays, and
+    every process gets every device's predictions)."""
     spec = PartitionSpec(DATA_AXIS)
 
     def per_device(params, batch):
@@ -326,11 +346,12 @@ def make_sampled_predict(
         jax.shard_map(per_device, mesh=mesh, in_specs=(PartitionSpec(), spec), out_specs=spec)
     )
     num_layers = len(caps) - 1
+    place_batch = distributed.assemble_batch if distributed.is_multi_process() else shard_batch
 
     def run(params, batch):
-        dev = shard_batch(device_batch(batch, num_layers), mesh)
+        dev = place_batch(device_batch(batch, num_layers), mesh)
         dev["x"] = store.features(dev["x"])
-        return np.asarray(predict(params, dev))
+        return distributed.all_rows(predict(params, dev))
 
     return run
 
@@ -346,14 +367,17 @@ def evaluate_sampled(
     splits: dict[str, np.ndarray],
 ) -> dict[str, float]:
     """Accuracy per split with sampled blocks; `batches` iterates over the concatenated split
-    nodes in order (shuffle off). Also returns `dropped_nodes` (capacity overflows, normally 0)."""
+    nodes in order (shuffle off). Also returns `dropped_nodes` (capacity overflows, normally 0).
+    In a run of several processes every process returns the accuracies of all devices' batches
+    (each process samples its devices' sub-batches, `make_batches`)."""
     preds, nodes, dropped = [], [], 0
     for step in range(batches.steps_per_epoch):
         batch = batches(step)
-        dropped += int(batch["dropped"].sum())
-        mask = np.asarray(batch["seed_mask"])
+        dropped += int(distributed.all_rows(batch["dropped"]).sum())
+        mask = distributed.all_rows(batch["seed_mask"])
         preds.append(predict(params, batch)[mask])
-        nodes.append(np.asarray(batch["seeds"])[mask])  # = concatenated batches.seeds(step)
+        # = concatenated batches.seeds(step)
+        nodes.append(distributed.all_rows(batch["seeds"])[mask])
     pred = np.full(batches.graph.num_nodes, -1, np.int64)
     pred[np.concatenate(nodes)] = np.concatenate(preds)
     labels = batches.graph.labels

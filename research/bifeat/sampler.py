@@ -34,9 +34,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.sharding import NamedSharding, PartitionSpec
 
 from research.datasets.graphs import sorted_unique
+from research.training import distributed
 
 
 class MiniBatch(NamedTuple):
@@ -414,7 +414,7 @@ class DeviceNeighborSampler:
         self.num_nodes = host.num_nodes
         csr = (host.indptr.astype(np.int32), host.indices.astype(np.int32))
         if mesh is not None:
-            csr = jax.device_put(csr, NamedSharding(mesh, PartitionSpec()))
+            csr = distributed.replicate(csr, mesh)
         self.indptr, self.indices = (jnp.asarray(a) for a in csr)
         self._sample = jax.jit(self.blocks)
 

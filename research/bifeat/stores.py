@@ -10,7 +10,10 @@ Schemes (names used by configs, results and the benchmark):
   vq<W>x<L>       vector quantizer: sub-vectors of W columns, codebooks of L entries.
   <scheme>+cache  any compressed scheme plus a float32 device cache of the highest-degree nodes.
 Compressed tables (`ops.quantize.QuantizedTable`) live on the device, replicated over the data
-mesh; each device gathers and dequantizes its own rows (`ops.quantized_gather`).
+mesh; each device gathers and dequantizes its own rows (`ops.quantized_gather`). On a mesh
+spanning several processes (`distributed.global_mesh()`) every process builds the same store
+(the same quantizer fit, from the same seed) and replicates it over the mesh from its host copy;
+`rows` reads this process's copy.
 
 Feature normalisation (`center=True`, a design choice for sparse bag-of-words features such as
 Cora's; the official code feeds decoded features as they are): the quantizers are fit on
@@ -36,10 +39,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, PartitionSpec
 
 from ops.quantize import SQ_BITS, UNIFORM_BITS, QuantizedTable, quantize
 from ops.quantized_gather import quantized_gather
+from research.training import distributed
 from research.training.parallel import DATA_AXIS
 
 _SCHEME = re.compile(r"^(float32|float32-device|sq(\d+)|uniform(\d+)|vq(\d+)x(\d+))(\+cache)?$")
@@ -140,7 +144,7 @@ class HostStore(FeatureStore):
         self.shift = None if shift is None else np.asarray(shift, np.float32)
         self.nbytes = int(self.table.nbytes) + (0 if shift is None else self.shift.nbytes)
         if self.shift is not None:
-            self._shift_dev = jax.device_put(self.shift, NamedSharding(mesh, PartitionSpec()))
+            self._shift_dev = distributed.replicate(self.shift, mesh)
             self._add = jax.jit(lambda x, b: x + b)
 
     def prepare(self, input_nodes: np.ndarray) -> np.ndarray:
@@ -174,7 +178,8 @@ class DeviceStore(FeatureStore):
             self.num_rows, self.num_cols = table.shape
         leaves = jax.tree.leaves(tables)
         self.nbytes = int(sum(leaf.nbytes for leaf in leaves))
-        self.tables = jax.device_put(tables, NamedSharding(mesh, PartitionSpec()))
+        self.tables = distributed.replicate(tables, mesh)
+        self._local_tables = distributed.process_local(self.tables)  # `rows` gathers from these
 
         def gather(tables, ids):  # ids: [n] -> [n, D]
             t = tables["table"]
@@ -213,7 +218,7 @@ class DeviceStore(FeatureStore):
     def rows(self, ids: np.ndarray, *, chunk: int = 1 << 16) -> np.ndarray:
         ids = np.asarray(ids, np.int32)
         parts = [
-            np.asarray(self._gather(self.tables, ids[i : i + chunk]))
+            np.asarray(self._gather(self._local_tables, ids[i : i + chunk]))
             for i in range(0, len(ids), chunk)
         ]
         return np.concatenate(parts) if parts else np.zeros((0, self.num_cols), np.float32)

@@ -3,9 +3,17 @@
     python -m experiments.bifeat --config=experiments/configs/bifeat.py:small --workdir=DIR
 
 For every feature-store scheme and seed the run trains one model in `DIR/runs/<scheme>/seed<k>/`
-(metrics.jsonl, checkpoints while it runs, `result.json` when done; a re-run skips finished runs
-and resumes the unfinished one). `config.experiment = "edge_drop"` repeats that on sparser copies
-of the graph in `DIR/runs/<mode>-<fraction>/...`. `DIR/results.{json,md}` and plots summarise.
+(metrics.jsonl, checkpoints while it runs, `result.json` when done; with
+`config.keep_checkpoints` the checkpoints stay, and the final parameters in `params.npz`; a
+re-run skips finished runs and resumes the unfinished one). `config.experiment = "edge_drop"`
+repeats that on sparser copies of the graph in `DIR/runs/<mode>-<fraction>/...`.
+`DIR/results.{json,md}` and plots summarise.
+
+Several processes (`python -m experiments.launch --num_processes=P ... -- python -m
+experiments.bifeat ...`): every process builds the same graph, samplers and feature stores, and
+trains on the mesh of every process's devices (`distributed.global_mesh()`), sampling its own
+devices' sub-batches (`pipeline.make_batches`); evaluation gives every process the accuracies
+of one process. Process 0 alone writes the workdir's files (`workdir.is_writer`).
 """
 
 from __future__ import annotations
@@ -27,10 +35,12 @@ from research.bifeat.stores import FeatureStore, Scheme, build_store, parse_sche
 from research.datasets.graph_files import load_graph
 from research.datasets.graphs import Graph, drop_edges
 from research.datasets.paths import resolve_data_dir
+from research.training import distributed, results
+from research.training import workdir as workdir_lib
 from research.training.checkpoint import delete_checkpoints
 from research.training.loop import train_loop
 from research.training.metrics import read_metrics
-from research.training.parallel import data_mesh, make_train_step
+from research.training.parallel import make_train_step
 from research.training.prefetch import Prefetcher
 from research.training.results import cached_result
 from research.training.train_state import TrainState
@@ -67,7 +77,7 @@ class Runner:
 
     def __init__(self, config: Config, graph: Graph, *, step_cache: dict | None = None):
         self.config, self.graph = config, graph
-        self.mesh = data_mesh()
+        self.mesh = distributed.global_mesh()  # every process's devices (in one: data_mesh())
         self.num_devices = self.mesh.size
         t = config.train
         if len(t.fanouts) != config.model.num_layers:
@@ -215,7 +225,9 @@ class Runner:
             seed=seed,
         )
         on_device = isinstance(batches, pipeline.DeviceSampledBatches)
-        dropped = [0]  # a device scalar with device sampling: summed there, read at the end
+        # a device scalar with device sampling: summed there, read at the end; with host
+        # sampling this process's devices' count, summed over the processes at the end
+        dropped = [0]
 
         def make_batch(step):
             batch = batches(step)
@@ -230,7 +242,7 @@ class Runner:
             else Prefetcher(make_batch, end=self.num_steps, depth=t.prefetch)
         )
         with prefetch as batch_fn:
-            train_loop(
+            state = train_loop(
                 workdir=workdir,
                 state=self.init_state(seed),
                 train_step=pipeline.train_step_with_store(self.train_step, store),
@@ -245,7 +257,11 @@ class Runner:
                 eval_every=c.eval.every_epochs * self.steps_per_epoch,
             )
         seconds = time.perf_counter() - start
-        dropped[0] = int(dropped[0])
+        dropped[0] = int(dropped[0]) if on_device else distributed.process_sum(dropped[0])
+        if c.keep_checkpoints:  # the trained model stays: also as arrays by name
+            results.save_arrays(params_path(workdir), state.params)
+        # every process reads the metrics process 0 wrote (select_accuracy)
+        workdir_lib.sync(f"bifeat: {os.path.abspath(workdir)} trained")
         if dropped[0]:
             logging.warning(
                 "%s seed %d: %d sampled nodes dropped by the node capacities",
@@ -267,6 +283,11 @@ class Runner:
 def result_path(run_dir: str) -> str:
     """A (scheme, seed) run's `result.json`, written when the run has finished."""
     return os.path.join(run_dir, "result.json")
+
+
+def params_path(run_dir: str) -> str:
+    """A (scheme, seed) run's final parameters (kept with `config.keep_checkpoints`)."""
+    return os.path.join(run_dir, "params.npz")
 
 
 def select_accuracy(records: list[dict], select: str, steps_per_epoch: int) -> dict[str, float]:

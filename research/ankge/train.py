@@ -118,17 +118,6 @@ def make_model(config: Config, kg: KG) -> KGEModel:
     return KGEModel(m.name, kg.num_entities, 2 * kg.num_relations, m.dim, m.gamma)
 
 
-def save_arrays(path: str, arrays: dict[str, Any]) -> None:
-    """Saves `arrays` as .npz at `path` atomically (a temporary file renamed into place); only
-    process 0 of a run of several processes writes."""
-    if not workdir_lib.is_writer():
-        return
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        np.savez(f, **{name: np.asarray(v) for name, v in arrays.items()})
-    os.replace(tmp, path)
-
-
 def eval_chunks(config: Config) -> evaluate.Chunks:
     """The ranking's block sizes (`config.eval`), for both stages."""
     return evaluate.Chunks(config.eval.query_chunk, config.eval.entity_chunk)
@@ -232,7 +221,7 @@ def train_base_model(
         chunks = eval_chunks(config)
         test = evaluate.evaluate_base(model, params, evaluate.make_eval_set(kg, "test"), chunks)
         rate = steady_steps_per_second(workdir)
-        save_arrays(params_path, params)
+        results.save_arrays(params_path, params)
         return {
             **test,
             "train_seconds": info["seconds"],
@@ -445,7 +434,7 @@ def train_ankge(
             ank = _train_analogy(options, model, base, train, found, workdir, seed=seed)
             metrics["train_seconds"] = time.perf_counter() - start
             metrics["train_steps"] = round_to_calls(options.num_steps, options.steps_per_call)
-            save_arrays(ank_path, ank)
+            results.save_arrays(ank_path, ank)
         weights = adaptive_weights(train, model.num_entities, model.num_relations, sizes)
         lambdas = options.lambdas
         if options.lambda_grid:

@@ -13,4 +13,4 @@ from research.semantic_scale.config_rules import validate_config
 from research.semantic_scale.train import train_and_evaluate
 
 if __name__ == "__main__":
-    run(train_and_evaluate, validate_config)
+    run(train_and_evaluate, validate_config, multi_process=True)

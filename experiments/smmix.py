@@ -9,4 +9,4 @@ from research.smmix.config_rules import validate_config
 from research.smmix.train import train_and_evaluate
 
 if __name__ == "__main__":
-    run(train_and_evaluate, validate_config)
+    run(train_and_evaluate, validate_config, multi_process=True)

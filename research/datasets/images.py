@@ -12,6 +12,8 @@ Images are float32 [N, H, W, C] in [0, 1] until `normalize`; labels int32 [N].
     x = rand_augment(x, rng, num_ops=2, magnitude=9)                 # [B, H, W, C] in [0, 1]
 
 Every random choice takes a `np.random.Generator`, so a batch is a pure function of its seed.
+A part of a batch (one process's rows) is augmented as in the whole batch by passing its
+`BatchRows`: the augmentations draw the whole batch's parameters and apply the part's.
 An image that cannot be decoded (truncated, corrupt, not an image) or a float image with NaN /
 inf pixels raises ValueError naming the file.
 """
@@ -28,12 +30,40 @@ import posixpath
 import tarfile
 import zlib
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".tif", ".tiff", ".webp")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class BatchRows(NamedTuple):
+    """Rows `rows` (a slice [start, stop)) of a batch of `batch_size` images, e.g. one
+    process's rows (`distributed.process_rows`). An augmentation given them draws the random
+    parameters of the whole batch (the same draws, in the same order, as without them) and
+    applies those of these rows, so the parts of a batch concatenate to the whole batch."""
+
+    rows: slice
+    batch_size: int
+
+
+def _draw_count(images: np.ndarray, rows: BatchRows | None) -> int:
+    """The images to draw random parameters for: `images` [B, ...], or the whole batch of
+    `rows` (then `images` must be the rows' images)."""
+    if rows is None:
+        return len(images)
+    if len(range(rows.batch_size)[rows.rows]) != len(images):
+        raise ValueError(
+            f"{len(images)} images for rows {rows.rows} of a batch of {rows.batch_size}"
+        )
+    return rows.batch_size
+
+
+def _cut(drawn: np.ndarray, rows: BatchRows | None) -> np.ndarray:
+    """The parameters [B, ...] drawn for a batch, cut to `rows` (all of them for None)."""
+    return drawn if rows is None else drawn[rows.rows]
 
 
 @dataclass
@@ -564,20 +594,38 @@ class ImageFolder:
         rng: np.random.Generator | None = None,
         scale: tuple[float, float] = (0.08, 1.0),
         crop_fraction: float = 0.875,
+        rows: BatchRows | None = None,
     ) -> np.ndarray:
         """Images `indices` as [B, image_size, image_size, 3] float32 in [0, 1].
 
         train: random resized crop (area fraction in `scale`, aspect ratio in [3/4, 4/3]) and
         a horizontal flip with probability 1/2, drawn from `rng`; eval: resize the shorter side
         to image_size / crop_fraction and take the centre crop (the DeiT evaluation).
+
+        rows: `indices` are a whole batch's [B], and only these rows are decoded:
+        [R, image_size, image_size, 3], cropped and flipped as in the whole batch (the other
+        images' crops are drawn from their sizes, read from the file headers).
         """
         from PIL import Image
 
         if train and rng is None:
             raise ValueError("ImageFolder.load(train=True) needs an rng")
-        out = np.empty((len(indices), image_size, image_size, 3), np.float32)
-        for k, i in enumerate(np.asarray(indices)):
+        indices = np.asarray(indices)
+        if rows is not None and len(indices) != rows.batch_size:
+            raise ValueError(
+                f"{len(indices)} indices with rows {rows.rows} of a batch of {rows.batch_size}: "
+                "pass the whole batch's indices"
+            )
+        kept = range(len(indices)) if rows is None else range(len(indices))[rows.rows]
+        out = np.empty((len(kept), image_size, image_size, 3), np.float32)
+        for k, i in enumerate(indices):
             path = self.paths[int(i)]
+            if k not in kept:  # another part's image: only its draws
+                if train:
+                    with Image.open(path) as im:
+                        _random_resized_box(*im.size, scale, rng)
+                    rng.random()
+                continue
             with open_image(path) as im:
                 w, h = im.size
                 if train:
@@ -592,7 +640,7 @@ class ImageFolder:
                     left = (im.size[0] - image_size) // 2
                     top = (im.size[1] - image_size) // 2
                     im = im.crop((left, top, left + image_size, top + image_size))
-                out[k] = np.asarray(im, np.float32) / 255.0
+                out[kept.index(k)] = np.asarray(im, np.float32) / 255.0
         return out
 
     def load_all(self, image_size: int, indices: np.ndarray | None = None) -> np.ndarray:
@@ -738,22 +786,29 @@ def _random_resized_box(
     return ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
 
 
-def pad_and_crop(images: np.ndarray, pad: int, rng: np.random.Generator) -> np.ndarray:
-    """Zero-pad by `pad` pixels and crop back at a random offset per image. [B, H, W, C]."""
+def pad_and_crop(
+    images: np.ndarray, pad: int, rng: np.random.Generator, *, rows: BatchRows | None = None
+) -> np.ndarray:
+    """Zero-pad by `pad` pixels and crop back at a random offset per image. [B, H, W, C]
+    (with `rows`: the rows' images [R, H, W, C], cropped as in the whole batch)."""
     if pad == 0:
         return images
     b, h, w, _ = images.shape
     padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    dy = rng.integers(0, 2 * pad + 1, b)
-    dx = rng.integers(0, 2 * pad + 1, b)
-    rows = dy[:, None] + np.arange(h)[None]  # [B, H]
-    cols = dx[:, None] + np.arange(w)[None]  # [B, W]
-    return padded[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    drawn = _draw_count(images, rows)
+    dy = _cut(rng.integers(0, 2 * pad + 1, drawn), rows)
+    dx = _cut(rng.integers(0, 2 * pad + 1, drawn), rows)
+    ys = dy[:, None] + np.arange(h)[None]  # [B, H]
+    xs = dx[:, None] + np.arange(w)[None]  # [B, W]
+    return padded[np.arange(b)[:, None, None], ys[:, :, None], xs[:, None, :]]
 
 
-def random_flip(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Horizontal flip of each image with probability 1/2. [B, H, W, C]."""
-    flip = rng.random(len(images)) < 0.5
+def random_flip(
+    images: np.ndarray, rng: np.random.Generator, *, rows: BatchRows | None = None
+) -> np.ndarray:
+    """Horizontal flip of each image with probability 1/2. [B, H, W, C] (with `rows`: the
+    rows' images [R, H, W, C], flipped as in the whole batch)."""
+    flip = _cut(rng.random(_draw_count(images, rows)), rows) < 0.5
     return np.where(flip[:, None, None, None], images[:, :, ::-1], images)
 
 
@@ -891,22 +946,24 @@ def rand_augment(
     magnitude_std: float = 0.5,
     ops: tuple[str, ...] | None = None,
     prob: float = 0.5,
+    rows: BatchRows | None = None,
 ) -> np.ndarray:
     """RandAugment (timm `rand-m9-mstd0.5`): each image applies `num_ops` ops drawn uniformly
     from `ops` (default: all of RAND_AUGMENT_OPS), each with probability `prob`, at magnitude
     N(magnitude, magnitude_std) / 10 clipped to [0, 1] and a random sign. Vectorised per op
-    (a numpy pass over the images that drew it). images: [B, H, W, C] in [0, 1]."""
+    (a numpy pass over the images that drew it). images: [B, H, W, C] in [0, 1] (with `rows`:
+    the rows' images [R, H, W, C], augmented as in the whole batch)."""
     names = tuple(ops) if ops else tuple(RAND_AUGMENT_OPS)
     unknown = [n for n in names if n not in RAND_AUGMENT_OPS]
     if unknown:
         raise ValueError(f"unknown RandAugment ops {unknown}; choose from {list(RAND_AUGMENT_OPS)}")
     x = images.astype(np.float32, copy=True)
-    b = len(x)
+    b = _draw_count(x, rows)
     for _ in range(num_ops):
-        choice = rng.integers(0, len(names), b)
-        apply = rng.random(b) < prob
-        level = np.clip(rng.normal(magnitude, magnitude_std, b) / 10.0, 0.0, 1.0)
-        sign = np.where(rng.random(b) < 0.5, -1.0, 1.0)
+        choice = _cut(rng.integers(0, len(names), b), rows)
+        apply = _cut(rng.random(b), rows) < prob
+        level = np.clip(_cut(rng.normal(magnitude, magnitude_std, b), rows) / 10.0, 0.0, 1.0)
+        sign = np.where(_cut(rng.random(b), rows) < 0.5, -1.0, 1.0)
         for k, name in enumerate(names):
             sel = np.flatnonzero(apply & (choice == k))
             if len(sel):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
+
 from models.classifiers import CLASSIFIERS
 from research.semantic_scale import data, steps
 from research.training import config_checks as checks
@@ -45,7 +47,8 @@ def validate_config(config: Any) -> None:
         config, ["train.weight_decay", "train.warmup_epochs", "train.reweight_epoch"]
     )
     checks.fraction(config, ["train.momentum"])
-    checks.divisible_by_devices(config, "train.batch_size")
+    # over every process's devices (the local ones in a single process)
+    checks.divisible_by_devices(config, "train.batch_size", jax.device_count())
     if len(t.decay_epochs) != len(t.decay_factors):
         raise checks.fail(
             "train.decay_factors", t.decay_factors, "need one factor per train.decay_epochs entry"

@@ -260,7 +260,11 @@ def predict_all(
     predict: Callable, variables: Any, images: np.ndarray, batch_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Logits [N, C] and features [N, p] of in-memory images [N, H, W, C] (the last batch
-    padded to the compiled shape)."""
+    padded to the compiled shape; N may be 0)."""
+    if not len(images):
+        batch = jax.ShapeDtypeStruct((batch_size, *images.shape[1:]), images.dtype)
+        shapes = jax.eval_shape(predict, variables, batch)
+        return tuple(np.zeros((0, *s.shape[1:]), s.dtype) for s in shapes)
     logits, features = [], []
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size]

@@ -4,11 +4,17 @@
         --workdir=DIR
 
 Each run trains one classifier in `DIR/runs/<data set>/<version>/<method>/seed<k>/`
-(metrics.jsonl, TensorBoard, checkpoints while it runs, `result.json` when done; a re-run reads
-finished runs back and resumes an unfinished one). A result holds the per-class test accuracy,
-the training counts and the semantic scale of every class measured on the final model's
-features of its training images, and the marginal-effect curve of those features.
-`DIR/results.{json,md}` and the figures summarise them (research/semantic_scale/report.py).
+(metrics.jsonl, TensorBoard, checkpoints while it runs, `result.json` and the final parameters
+and model state `params.npz` when done; a re-run reads finished runs back and resumes an
+unfinished one). A result holds the per-class test accuracy, the training counts and the
+semantic scale of every class measured on the final model's features of its training images,
+and the marginal-effect curve of those features. `DIR/results.{json,md}` and the figures
+summarise them (research/semantic_scale/report.py).
+
+In a run of several processes (`experiments.launch`) each process builds its rows of every
+batch (`make_batch_fn`) and predicts a share of the test and training images
+(`predict_split`), gathered in every process, so every process measures what one process does;
+process 0 writes the files.
 """
 
 from __future__ import annotations
@@ -27,29 +33,36 @@ from research.datasets.batching import epoch_indices
 from research.semantic_scale import data as data_lib
 from research.semantic_scale import report, scale, steps
 from research.semantic_scale.config_rules import dataset_list, method_list, validate_config
+from research.training import distributed, results
 from research.training.checkpoint import delete_checkpoints
 from research.training.loop import train_loop
 from research.training.metrics import steady_steps_per_second
-from research.training.parallel import DATA_AXIS, data_mesh, make_train_step
+from research.training.parallel import DATA_AXIS, make_train_step
 from research.training.prefetch import Prefetcher
 from research.training.results import cached_result
 from research.training.train_state import TrainState
+from research.training.workdir import sync
 
 Config = ml_collections.ConfigDict
 MARGINAL_SIZES = (2, 4, 8, 16, 32, 64, 128, 256, 512)
+PARAMS_FILE = "params.npz"  # a run's final parameters and model state, in its workdir
 
 
-def make_batch_fn(config: Config, split: data_lib.Split, seed: int):
-    """`step -> {"images": [B, H, W, C], "labels": [B]}`: shuffled each epoch (seeded by the
-    training seed), padded-and-cropped (and flipped) on the host, normalised; pure in `step`."""
+def make_batch_fn(config: Config, split: data_lib.Split, seed: int, rows: slice | None = None):
+    """`step -> {"images": [R, H, W, C], "labels": [R]}`: rows `rows` (default: this
+    process's, `distributed.process_rows(B)`; all B in a single process) of the global batch,
+    shuffled each epoch (seeded by the training seed), padded-and-cropped (and flipped) on the
+    host, normalised; pure in `step`. The rows' images and crops are those of the whole batch,
+    so every process's rows join into the batch one process builds."""
     batch_size = config.train.batch_size
+    part = img.BatchRows(distributed.process_rows(batch_size) if rows is None else rows, batch_size)
 
     def batch_fn(step: int) -> dict[str, np.ndarray]:
-        idx = epoch_indices(len(split.train_y), batch_size, step, seed=seed)
+        idx = epoch_indices(len(split.train_y), batch_size, step, seed=seed)[part.rows]
         rng = np.random.default_rng([seed, step, 1])
-        x = img.pad_and_crop(split.train_x[idx], split.pad, rng)
+        x = img.pad_and_crop(split.train_x[idx], split.pad, rng, rows=part)
         if split.flip:
-            x = img.random_flip(x, rng)
+            x = img.random_flip(x, rng, rows=part)
         return {"images": img.normalize(x, split.mean, split.std), "labels": split.train_y[idx]}
 
     return batch_fn
@@ -63,13 +76,28 @@ def class_accuracy(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> 
     )
 
 
+def predict_split(
+    predict, variables: Any, images: np.ndarray, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`steps.predict_all` of images [N, H, W, C]: logits [N, C] and features [N, p]. In a run
+    of several processes each process predicts a share of whole batches (`distributed.share_of`,
+    the batches one process predicts) on its own devices, and every process gets all N rows
+    (`distributed.gather`, copied): those one process computes."""
+    mine, size = distributed.share_of(len(images), multiple=batch_size)
+    logits, features = steps.predict_all(predict, variables, images[mine], batch_size)
+    return (
+        distributed.gather(logits, size, len(images)),
+        distributed.gather(features, size, len(images)),
+    )
+
+
 class Runner:
     """Trains and measures every method and seed on one version of one data set."""
 
     def __init__(self, config: Config, split: data_lib.Split):
         self.config, self.split = config, split
         t = steps.TrainOptions(**config.train)
-        self.mesh = data_mesh()
+        self.mesh = distributed.global_mesh()  # every process's devices
         self.steps_per_epoch = len(split.train_y) // t.batch_size
         if self.steps_per_epoch == 0:
             raise ValueError(
@@ -141,22 +169,29 @@ class Runner:
                 desc=f"{split.label} {method} seed {seed}",
             )
         seconds = time.perf_counter() - start
-        return self.measure(method, seed, predict, jax.device_get(state), seconds, workdir)
+        state = jax.device_get(state)  # replicated: every process holds all of it
+        results.save_arrays(
+            os.path.join(workdir, PARAMS_FILE),
+            {"params": state.params, "model_state": state.model_state},
+        )
+        sync(f"semantic_scale: {workdir} trained")  # process 0 has written metrics.jsonl
+        return self.measure(method, seed, predict, state, seconds, workdir)
 
     def measure(
         self, method: str, seed: int, predict, state: TrainState, seconds: float, workdir: str
     ) -> dict[str, Any]:
         """The run's result: test accuracy per class and the semantic scales of the final
-        model's features of the (unaugmented) training images."""
+        model's features of the (unaugmented) training images (the predictions split over the
+        processes of a run of several processes, `predict_split`)."""
         c, split = self.config, self.split
         variables = {"params": state.params}
         if "batch_stats" in state.model_state:
             variables["batch_stats"] = state.model_state["batch_stats"]
         bs = c.eval.batch_size
-        test_logits, _ = steps.predict_all(
+        test_logits, _ = predict_split(
             predict, variables, img.normalize(split.test_x, split.mean, split.std), bs
         )
-        _, train_features = steps.predict_all(
+        _, train_features = predict_split(
             predict, variables, img.normalize(split.train_x, split.mean, split.std), bs
         )
         options = dict(d=c.dsb.d, normalize=c.dsb.normalize)

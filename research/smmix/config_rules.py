@@ -22,9 +22,9 @@ SMMIX_KINDS = ("smmix", "smmix_only")  # steps.METHODS kinds that draw SMMix win
 def validate_config(config: Any, num_devices: int | None = None) -> None:
     """Raises ValueError naming the first field of `config` that breaks a rule.
 
-    num_devices: the devices the global batch is split over (default: the local devices).
+    num_devices: the devices the global batch is split over (default: every process's).
     """
-    num_devices = num_devices or jax.local_device_count()
+    num_devices = num_devices or jax.device_count()
     steps.parse_methods(config.methods)  # names config.methods and the known methods
     checks.non_negative(config, ["seed", "figure_images"])
     checks.positive(config, ["num_seeds", "steps_per_call", "checkpoint_every_epochs", "log_every"])

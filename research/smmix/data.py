@@ -1,6 +1,11 @@
 """SMMix's data: digits or an ImageFolder (in memory, decoded once and cached, or streamed),
 its subsets, the host-side training batches and the held-out evaluation.
 
+In a run of several processes each process builds its rows of every training batch
+(`distributed.process_rows`, augmented as in the whole batch) and predicts a share of the
+held-out images (`distributed.share_of`, gathered in every process); process 0 writes the data
+cache and the others read it.
+
 Imports only numpy, jax and the method's own modules (no plotting or logging libraries), so the
 device entry `experiments.bench.smmix_cifar10` can use it on a bare accelerator machine.
 """
@@ -19,6 +24,8 @@ from research.datasets import images as img
 from research.datasets.batching import epoch_indices
 from research.datasets.paths import resolve_data_dir
 from research.smmix import steps
+from research.training import distributed
+from research.training import workdir as workdir_lib
 
 Config = ml_collections.ConfigDict
 
@@ -89,9 +96,7 @@ def load_data(config: Config, cache_dir: str | None = None) -> ImageData:
                 arrays.append(folder.load_all_uint8(d.image_size, workers=os.cpu_count() or 1))
                 hits.append(False)
             else:
-                x, hit = folder.load_all_cached(
-                    d.image_size, cache_dir, workers=os.cpu_count() or 1
-                )
+                x, hit = _load_cached(folder, d.image_size, cache_dir)
                 arrays.append(x)
                 hits.append(hit)
         return ImageData(
@@ -105,6 +110,24 @@ def load_data(config: Config, cache_dir: str | None = None) -> ImageData:
     )  # fmt: skip
 
 
+def _load_cached(
+    folder: img.ImageFolder, image_size: int, cache_dir: str
+) -> tuple[np.ndarray, bool]:
+    """`folder.load_all_cached`: uint8 [N, image_size, image_size, 3] and whether it was read
+    from the cache. In a run of several processes process 0 decodes the folder and writes the
+    cache first, and the others then read it."""
+
+    def load() -> tuple[np.ndarray, bool]:
+        return folder.load_all_cached(image_size, cache_dir, workers=os.cpu_count() or 1)
+
+    if workdir_lib.is_writer():
+        loaded = load()
+    workdir_lib.sync(f"smmix: {folder.folder} at {image_size}px cached in {cache_dir}")
+    if not workdir_lib.is_writer():
+        loaded = load()
+    return loaded
+
+
 def _subset(labels: np.ndarray, imbalance_factor: float, per_class: int, seed: int) -> np.ndarray:
     """Rows kept of a split: long-tailed (head class `per_class` or the smallest class count),
     `per_class` of every class drawn with `seed`, or all (per_class 0)."""
@@ -115,29 +138,36 @@ def _subset(labels: np.ndarray, imbalance_factor: float, per_class: int, seed: i
     return np.arange(len(labels))
 
 
-def make_batch_fn(config: Config, data: ImageData, seed: int):
-    """`step -> {"images": [K, B, H, W, C], "labels": [K, B]}` (K = steps_per_call; no K axis
-    when it is 1): shuffled each epoch, augmented on the host, normalized; pure in `step`."""
+def make_batch_fn(config: Config, data: ImageData, seed: int, rows: slice | None = None):
+    """`step -> {"images": [K, R, H, W, C], "labels": [K, R]}` (K = steps_per_call; no K axis
+    when it is 1): rows `rows` (default: this process's, `distributed.process_rows(B)`; all B
+    in a single process) of the global batch, shuffled each epoch, augmented on the host,
+    normalized; pure in `step`. The rows' images and augmentations are those of the whole
+    batch, so every process's rows join into the batch one process builds."""
     a, t, k = config.augment, config.train, config.steps_per_call
     n = len(data.train_labels)
+    part = img.BatchRows(
+        distributed.process_rows(t.batch_size) if rows is None else rows, t.batch_size
+    )
 
     def one(step: int) -> tuple[np.ndarray, np.ndarray]:
-        idx = epoch_indices(n, t.batch_size, step, seed=seed)
+        idx = epoch_indices(n, t.batch_size, step, seed=seed)  # [B]: the global batch
         rng = np.random.default_rng([seed, step, 1])
         if data.train_x is None:
             x = data.train_folder.load(
-                data.train_index[idx], image_size=config.data.image_size, train=True, rng=rng
-            )
+                data.train_index[idx], image_size=config.data.image_size, train=True, rng=rng,
+                rows=part,
+            )  # fmt: skip
         else:
-            x = img.pad_and_crop(img.to_unit(data.train_x[idx]), a.pad, rng)
+            x = img.pad_and_crop(img.to_unit(data.train_x[idx[part.rows]]), a.pad, rng, rows=part)
             if a.flip:
-                x = img.random_flip(x, rng)
+                x = img.random_flip(x, rng, rows=part)
         if a.rand_augment_ops:
             x = img.rand_augment(
                 x, rng, num_ops=a.rand_augment_ops, magnitude=a.rand_augment_magnitude,
-                magnitude_std=a.rand_augment_std, prob=a.rand_augment_prob,
+                magnitude_std=a.rand_augment_std, prob=a.rand_augment_prob, rows=part,
             )  # fmt: skip
-        return img.normalize(x, data.mean, data.std), data.train_labels[idx]
+        return img.normalize(x, data.mean, data.std), data.train_labels[idx[part.rows]]
 
     def batch_fn(step: int) -> dict[str, np.ndarray]:
         xs, ys = zip(*(one(s) for s in range(step, step + k)), strict=True)
@@ -149,15 +179,24 @@ def make_batch_fn(config: Config, data: ImageData, seed: int):
 
 
 def evaluate(config: Config, data: ImageData, predict, params: Any) -> float:
-    """Top-1 of `params` on the held-out images (class-token head)."""
+    """Top-1 of `params` on the held-out images (class-token head).
+
+    In a run of several processes each process predicts a share of whole evaluation batches
+    (`distributed.share_of`, the batches one process predicts) on its own devices with its
+    copy of `params`, and the predictions are gathered in every process: every process returns
+    the top-1 of one process."""
     bs = config.eval.batch_size
-    if data.test_x is not None:
-        x = img.normalize(img.to_unit(data.test_x), data.mean, data.std)
-        return steps.evaluate_top1(predict, params, x, data.test_y, bs)
-    folder, correct = data.eval_folder, 0
-    for start in range(0, len(folder), bs):
-        idx = np.arange(start, min(start + bs, len(folder)))
-        x = folder.load(idx, image_size=config.data.image_size, train=False)
+    params = distributed.process_local(params)
+    labels = data.test_y if data.test_x is not None else data.eval_folder.labels  # [N]
+    mine, size = distributed.share_of(len(labels), multiple=bs)
+    predicted = [np.zeros(0, np.int32)]  # this process's predicted classes, per batch
+    for start in range(mine.start, mine.stop, bs):
+        idx = np.arange(start, min(start + bs, mine.stop))
+        if data.test_x is not None:
+            x = img.to_unit(data.test_x[idx])
+        else:
+            x = data.eval_folder.load(idx, image_size=config.data.image_size, train=False)
         x = img.normalize(x, data.mean, data.std)
-        correct += steps.evaluate_top1(predict, params, x, folder.labels[idx], bs) * len(idx)
-    return correct / len(folder)
+        predicted.append(steps.predict_classes(predict, params, x, bs))
+    everyone = distributed.gather(np.concatenate(predicted), size, len(labels))  # [N]
+    return int((everyone == labels).sum()) / len(labels)

@@ -14,7 +14,8 @@ from research.smmix import steps
 from research.smmix.data import ImageData, evaluate
 from research.smmix.mixing import MixOptions
 from research.smmix.model import ModelOptions, make_model
-from research.training.parallel import data_mesh, make_train_step
+from research.training.distributed import global_mesh
+from research.training.parallel import make_train_step
 from research.training.train_state import TrainState
 
 Config = ml_collections.ConfigDict
@@ -47,7 +48,7 @@ class Setup:
         self.config, self.data = config, data
         self.mix = MixOptions(**config.mix)
         t = steps.TrainOptions(**config.train)
-        self.mesh = data_mesh()
+        self.mesh = global_mesh()  # every process's devices
         self.steps_per_epoch = steps_per_epoch(config, data, self.mesh.size)
         self.num_steps = num_steps or t.epochs * self.steps_per_epoch
         self.model = make_model(

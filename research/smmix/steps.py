@@ -337,17 +337,26 @@ def make_predict(model: SMMixViT) -> Callable[[Any, jax.Array], jax.Array]:
     return predict
 
 
+def predict_classes(
+    predict: Callable, params: Any, images: np.ndarray, batch_size: int
+) -> np.ndarray:
+    """The predicted classes int32 [N] of `params` for in-memory images [N, H, W, C] (batches
+    padded to one compiled shape)."""
+    predicted = [np.zeros(0, np.int32)]
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size]
+        pad = batch_size - len(x)
+        if pad:
+            x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
+        pred = np.asarray(jnp.argmax(predict(params, x), -1), np.int32)
+        predicted.append(pred[: batch_size - pad])
+    return np.concatenate(predicted)
+
+
 def evaluate_top1(
     predict: Callable, params: Any, images: np.ndarray, labels: np.ndarray, batch_size: int
 ) -> float:
     """Top-1 accuracy of `params` on in-memory images [N, H, W, C] (batches padded to one
     compiled shape)."""
-    correct, n = 0, len(labels)
-    for start in range(0, n, batch_size):
-        x = images[start : start + batch_size]
-        pad = batch_size - len(x)
-        if pad:
-            x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
-        pred = np.asarray(jnp.argmax(predict(params, x), -1))[: batch_size - pad]
-        correct += int((pred == labels[start : start + batch_size]).sum())
-    return correct / n
+    predicted = predict_classes(predict, params, images, batch_size)
+    return int((predicted == labels).sum()) / len(labels)

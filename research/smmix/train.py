@@ -3,9 +3,10 @@
     python -m experiments.smmix --config=experiments/configs/smmix.py:small --workdir=DIR
 
 Each (method, seed) trains one ViT in `DIR/runs/<method>/seed<k>/` (metrics.jsonl, TensorBoard,
-checkpoints while it runs, `result.json` when done; a re-run reads finished runs back and resumes
-an unfinished one from its checkpoint). `DIR/results.{json,md}` give top-1 mean / std per method,
-`DIR/top1.png` the bar plot and `DIR/smmix_mixtures.png` a batch of SMMix mixtures.
+checkpoints while it runs, `result.json` and the final `params.npz` when done; a re-run reads
+finished runs back and resumes an unfinished one from its checkpoint). `DIR/results.{json,md}`
+give top-1 mean / std per method, `DIR/top1.png` the bar plot and `DIR/smmix_mixtures.png` a
+batch of SMMix mixtures.
 """
 
 from __future__ import annotations
@@ -23,15 +24,18 @@ from research.smmix import plots, report, steps
 from research.smmix.config_rules import validate_config
 from research.smmix.data import ImageData, data_cache_dir, load_data, make_batch_fn
 from research.smmix.setup import Setup, steps_per_epoch
+from research.training import results
 from research.training.checkpoint import delete_checkpoints
+from research.training.distributed import global_mesh
 from research.training.loop import round_to_calls, train_loop
 from research.training.metrics import read_metrics, steady_steps_per_second
-from research.training.parallel import data_mesh
 from research.training.prefetch import Prefetcher
 from research.training.results import cached_result
+from research.training.workdir import is_writer, sync
 
 Config = ml_collections.ConfigDict
 __all__ = ["ImageData", "Runner", "load_data", "train_and_evaluate"]
+PARAMS_FILE = "params.npz"  # a run's final parameters, in its workdir
 
 
 class Runner(Setup):
@@ -39,7 +43,7 @@ class Runner(Setup):
 
     def __init__(self, config: Config, data: ImageData):
         # The steps train_loop runs (whole jitted calls): the cosine schedule ends there.
-        spe = steps_per_epoch(config, data, data_mesh().size)
+        spe = steps_per_epoch(config, data, global_mesh().size)
         super().__init__(
             config, data, round_to_calls(config.train.epochs * spe, config.steps_per_call)
         )
@@ -91,6 +95,8 @@ class Runner(Setup):
                 eval_every=self.every(c.eval.every_epochs),
             )
         seconds = time.perf_counter() - start
+        results.save_arrays(os.path.join(workdir, PARAMS_FILE), state.params)
+        sync(f"smmix: {workdir} trained")  # process 0 has written metrics.jsonl
         records = read_metrics(workdir)
         last = [r for r in records if "eval/top1" in r][-1]
         rate = steady_steps_per_second(workdir)  # the first interval includes compilation
@@ -104,7 +110,7 @@ class Runner(Setup):
             seconds_per_step=1.0 / rate if rate else None,
             smmix_fraction=float(np.mean([r["smmix"] for r in records])),
         )
-        if c.figure_images and method in ("smmix", "smmix_only"):
+        if c.figure_images and method in ("smmix", "smmix_only") and is_writer():
             self.mixtures_figure(os.path.join(workdir, plots.FIGURE), state.params)
         return result
 

@@ -11,6 +11,23 @@ from research.semantic_scale import data, train
 from research.semantic_scale.config_rules import validate_config
 
 
+def test_a_batchs_rows_built_apart_join_into_the_whole_batch():
+    """Each process builds its rows only, with the whole batch's crops and flips: rows
+    [0, 16) and [16, 64) (as uneven processes would hold) join into the whole batch, bit for bit,
+    and this process (the only one) builds all the rows."""
+    config = get_config("tiny")
+    split = data.make_split(data.load_full(config, "digits"), "digits", 10.0, config)
+    split.flip = True  # digits are not flipped in training; the rows must be flipped alike
+    whole = train.make_batch_fn(config, split, seed=1)(9)
+    parts = [train.make_batch_fn(config, split, seed=1, rows=rows)(9) for rows in
+             (slice(0, 16), slice(16, 64))]  # fmt: skip
+    assert whole["images"].shape[0] == config.train.batch_size == 64
+    assert parts[0]["images"].shape[0] == 16
+    for key in ("images", "labels"):
+        joined = np.concatenate([p[key] for p in parts])
+        np.testing.assert_array_equal(joined, whole[key], err_msg=key)
+
+
 def test_long_tailed_and_balanced_versions_have_the_profile_counts():
     config = get_config("tiny")
     full = data.load_full(config, "digits")

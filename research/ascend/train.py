@@ -7,7 +7,16 @@ is trained on the same global batches (`DIR/runs/<backbone>/seed<k>/`: checkpoin
 `samples.png`, `result.json`) and its EMA weights sample `eval.num_samples` images, scored by the
 Frechet distance, precision and recall on the features of a classifier trained once on the same
 data (`DIR/classifier.msgpack`; or the extractor `eval.features` names). Then
-`DIR/results.{json,md}`, `DIR/fd.png` and `DIR/samples.png` (one grid per backbone).
+`DIR/results.{json,md}`, `DIR/fd.png` and `DIR/samples.png` (one grid per backbone). Each
+run's final parameters and their EMA are kept as `params.npz` (`params/...`, `ema/...`).
+
+Several processes (`research.training.distributed`): every process trains on the global mesh
+(`distributed.global_mesh()`) and builds only its rows of each global batch (`make_batch_fn`'s
+`rows`); the sampler's batches are split over the processes and the images gathered in every
+process (`draw_samples`); the features and scores are computed in every process on its own
+devices, so every process ends with the numbers of one process. Process 0 alone writes the
+files, the image cache and the feature classifier, and the others wait for those they read
+(`workdir.sync`).
 """
 
 from __future__ import annotations
@@ -25,27 +34,33 @@ from models.params import count_params
 from research.ascend import diffusion, evaluation, method, report
 from research.ascend.config_rules import backbone_names
 from research.ascend.data import DataOptions, ImageData, load_images
-from research.training import results
+from research.training import distributed, results
+from research.training import workdir as workdir_lib
 from research.training.loop import train_loop
 from research.training.metrics import steady_steps_per_second
-from research.training.parallel import data_mesh, make_train_step
+from research.training.parallel import make_train_step
 from research.training.prefetch import Prefetcher
 from research.training.train_state import TrainState
 
 Config = ml_collections.ConfigDict
 
 
-def make_batch_fn(data: ImageData, batch_size: int, seed: int, random_flip: bool):
-    """`step -> {"images" [B, H, W, C], "labels" [B]}`: `batch_size` training images drawn with
-    replacement (and flipped left-right with probability 1/2 if `random_flip`), a pure function
-    of (seed, step), so every backbone and a resumed run see the same batches."""
+def make_batch_fn(
+    data: ImageData, batch_size: int, seed: int, random_flip: bool, rows: slice = slice(None)
+):
+    """`step -> {"images" [R, H, W, C], "labels" [R]}`: the `rows` (R of B; all of them by
+    default, `distributed.process_rows(B)` in a run of several processes) of a global batch of
+    B = `batch_size` training images drawn with replacement (and flipped left-right with
+    probability 1/2 if `random_flip`), a pure function of (seed, step), so every backbone, a
+    resumed run and any number of processes see the same global batches. The indices and flips
+    are drawn for the whole batch; only the rows' images are gathered."""
 
     def batch_fn(step: int) -> dict[str, np.ndarray]:
         rng = np.random.default_rng([seed, step])
-        indices = rng.integers(0, len(data.train_x), size=batch_size)
+        indices = rng.integers(0, len(data.train_x), size=batch_size)[rows]
         images = data.train_x[indices]
         if random_flip:
-            flip = rng.random(batch_size) < 0.5
+            flip = (rng.random(batch_size) < 0.5)[rows]
             images = np.where(flip[:, None, None, None], images[:, :, ::-1], images)
         return {"images": images, "labels": data.train_y[indices]}
 
@@ -54,14 +69,15 @@ def make_batch_fn(data: ImageData, batch_size: int, seed: int, random_flip: bool
 
 def feature_extractor(config: Config, data: ImageData, workdir: str) -> evaluation.FeatureExtractor:
     """`eval.features` ("module:function") if set, else the classifier trained on `data` once
-    and kept in `workdir/classifier.msgpack`."""
+    and kept in `workdir/classifier.msgpack`. Several processes: process 0 trains and saves it,
+    the others read it back once it is written."""
     if config.eval.features:
         return evaluation.load_feature_extractor(config.eval.features)
     path = os.path.join(workdir, "classifier.msgpack")
-    if os.path.exists(path):
-        extractor = evaluation.ClassifierFeatures.load(path)
-        accuracy = extractor.accuracy(data.test_x, data.test_y)
-    else:
+    cached = os.path.exists(path)
+    workdir_lib.sync("ascend: classifier cache looked up")  # all decide before any writes
+    trains = not cached and workdir_lib.is_writer()
+    if trains:
         extractor, accuracy = evaluation.train_feature_classifier(
             data.train_x,
             data.train_y,
@@ -73,6 +89,11 @@ def feature_extractor(config: Config, data: ImageData, workdir: str) -> evaluati
             seed=config.seed,
         )
         extractor.save(path)
+    if not cached:
+        workdir_lib.sync("ascend: classifier cache written")
+    if not trains:
+        extractor = evaluation.ClassifierFeatures.load(path)
+        accuracy = extractor.accuracy(data.test_x, data.test_y)
     logging.info("feature classifier: test accuracy %.2f%%", 100 * accuracy)
     results.write_json(os.path.join(workdir, "classifier.json"), {"test_accuracy": accuracy})
     return extractor
@@ -82,19 +103,35 @@ def draw_samples(
     sample, params: Any, num_samples: int, batch_size: int, num_classes: int, seed: int
 ) -> tuple[np.ndarray, float]:
     """`num_samples` images [N, H, W, C] from the jitted sampler in batches of `batch_size`
-    (labels cycling over the classes), and the sampling rate in images/s (compilation
-    excluded: the sampler is compiled ahead of the timed calls)."""
+    (labels cycling over the classes; batch i sampled with `fold_in(key(seed), i)`), and the
+    sampling rate in images/s (compilation excluded: the sampler is compiled ahead of the
+    timed calls).
+
+    `params` must be this process's (host or local-device) copy. In a run of several processes
+    each process samples a contiguous share of the batches (`distributed.share_of`) on its own
+    devices and the images are gathered in every process: the images of one process, since a
+    batch's key and labels do not depend on who samples it.
+    """
     labels = np.arange(-(-num_samples // batch_size) * batch_size, dtype=np.int32)
     labels = labels % num_classes if num_classes else np.zeros_like(labels)
-    labels = labels.reshape(-1, batch_size)
+    labels = labels.reshape(-1, batch_size)  # [num_batches, batch_size]
     key = jax.random.PRNGKey(seed)
     compiled = sample.lower(params, key, labels[0]).compile()
+    share, size = distributed.share_of(len(labels))
     start = time.perf_counter()
-    out = [
-        np.asarray(compiled(params, jax.random.fold_in(key, i), y)) for i, y in enumerate(labels)
-    ]
+    batches = [
+        np.asarray(compiled(params, jax.random.fold_in(key, i), labels[i]))
+        for i in range(len(labels))[share]
+    ]  # each [batch_size, H, W, C]
+    if batches:
+        images = np.stack(batches)
+    else:  # no share
+        out = jax.eval_shape(sample, params, key, labels[0])
+        images = np.zeros((0, *out.shape), out.dtype)
+    if distributed.is_multi_process():
+        images = distributed.gather(images, size, len(labels))
     rate = labels.size / (time.perf_counter() - start)
-    return np.concatenate(out)[:num_samples], rate
+    return np.concatenate(images)[:num_samples], rate
 
 
 def run_one(
@@ -115,8 +152,14 @@ def run_one(
     key = jax.random.PRNGKey(seed)
     params = method.init_params(model, data.image_shape, key)
     optimizer = method.make_optimizer(train_opts)
-    mesh = data_mesh()
-    batch_fn = make_batch_fn(data, train_opts.batch_size, seed, config.data.random_flip)
+    mesh = distributed.global_mesh()
+    batch_fn = make_batch_fn(
+        data,
+        train_opts.batch_size,
+        seed,
+        config.data.random_flip,
+        rows=distributed.process_rows(train_opts.batch_size),
+    )
     start = time.perf_counter()
     with Prefetcher(batch_fn, end=train_opts.steps, depth=config.prefetch) as batches:
         state = train_loop(
@@ -134,7 +177,10 @@ def run_one(
             desc=f"{backbone} seed {seed}",
         )
     train_seconds = time.perf_counter() - start
-    ema = jax.device_get(method.ema_params(state.opt_state))
+    ema = jax.device_get(method.ema_params(state.opt_state))  # replicated: all in every process
+    results.save_arrays(
+        os.path.join(workdir, "params.npz"), {"params": jax.device_get(state.params), "ema": ema}
+    )
     sampler = diffusion.SamplerOptions(**config.sampler)
     sample = diffusion.make_sampler(
         method.eps_fn(model), schedule, sampler, data.image_shape, null_label=data.num_classes
@@ -143,8 +189,9 @@ def run_one(
     images, images_per_s = draw_samples(
         sample, ema, ev.num_samples, ev.batch_size, num_classes, seed + 10_000
     )
-    evaluation.save_image_grid(images[: ev.grid_size], os.path.join(workdir, "samples.png"))
-    np.save(os.path.join(workdir, "samples.npy"), images[: ev.grid_size])
+    if workdir_lib.is_writer():
+        evaluation.save_image_grid(images[: ev.grid_size], os.path.join(workdir, "samples.png"))
+        np.save(os.path.join(workdir, "samples.npy"), images[: ev.grid_size])
     fake = evaluation.extract_features(extractor, images)
     rate = steady_steps_per_second(workdir)
     return {
@@ -156,9 +203,18 @@ def run_one(
     }
 
 
+def load_data(config: Config, workdir: str) -> ImageData:
+    """`config.data`'s images, decoded images cached in `workdir/cache` (`load_images`).
+    Several processes: process 0 loads them first (writing the cache), the others after it."""
+    options, cache_dir = DataOptions(**config.data), os.path.join(workdir, "cache")
+    data = load_images(options, cache_dir=cache_dir) if workdir_lib.is_writer() else None
+    workdir_lib.sync("ascend: image cache written")
+    return data if data is not None else load_images(options, cache_dir=cache_dir)
+
+
 def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
     """Every (backbone, seed) of `config`; returns the flat metrics (`report.write_report`)."""
-    data = load_images(DataOptions(**config.data), cache_dir=os.path.join(workdir, "cache"))
+    data = load_data(config, workdir)
     logging.info("%s", data.describe())
     extractor = feature_extractor(config, data, workdir)
     ev = config.eval

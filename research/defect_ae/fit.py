@@ -4,13 +4,19 @@ images with it.
 `fit` runs the shared training loop (data-parallel step, orbax checkpoints with resume, metrics,
 NaN guard): Adam on `reconstruction_loss` over random patches of the defect-free training
 images (random flips), drawn on the host from a generator seeded by (seed, step), so a resumed
-run sees the batches an uninterrupted one sees.
+run sees the batches an uninterrupted one sees. The trained parameters are kept as
+`params.npz` in the run's workdir.
+
+Several processes (`research.training.distributed`): the step runs on the global mesh
+(`distributed.global_mesh()`) and each process keeps only its rows of every global batch
+(`make_batch_fn`'s `rows`), so the processes train on the batches of one process.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import time
 from typing import Any
 
@@ -23,9 +29,10 @@ from models.autoencoder import ConvAutoencoder
 from models.params import count_params
 from research.datasets.defects import random_patches
 from research.defect_ae import inspection, losses
+from research.training import distributed, results
 from research.training.loop import round_to_calls, train_loop
 from research.training.metrics import steady_steps_per_second
-from research.training.parallel import data_mesh, make_train_step
+from research.training.parallel import make_train_step
 from research.training.prefetch import Prefetcher
 from research.training.train_state import TrainState
 
@@ -73,12 +80,24 @@ def make_loss_fn(model: ConvAutoencoder, opts: TrainOptions):
     return loss_fn
 
 
-def make_batch_fn(images: np.ndarray, opts: TrainOptions, seed: int, steps_per_call: int):
-    """`step -> {"x": [K, B, p, p, C]}` (no K axis when K = steps_per_call = 1); pure in step."""
+def make_batch_fn(
+    images: np.ndarray,
+    opts: TrainOptions,
+    seed: int,
+    steps_per_call: int,
+    rows: slice = slice(None),
+):
+    """`step -> {"x": [K, R, p, p, C]}` (no K axis when K = steps_per_call = 1); pure in step.
+
+    Each step's B patches are drawn whole, whatever the number of processes, and only their
+    `rows` (R of B; `distributed.process_rows(B)` in a run of several processes) are kept, so
+    the processes' rows joined are the batch of one process. (`random_patches` cuts all B
+    patches: cutting only the rows' would need a `rows` argument there.)
+    """
 
     def one(step: int) -> np.ndarray:
         rng = np.random.default_rng([seed, step])
-        return random_patches(images, opts.patch_size, opts.batch_size, rng, flip=opts.flip)
+        return random_patches(images, opts.patch_size, opts.batch_size, rng, flip=opts.flip)[rows]
 
     def batch_fn(step: int) -> dict[str, np.ndarray]:
         if steps_per_call == 1:
@@ -102,21 +121,28 @@ def fit(
     """Trains (or resumes) one autoencoder on `train_images` [N, S, S, C] in [0, 1].
 
     Returns (params, info) with info: num_params, steps, seconds, seconds_per_step (steady
-    state, compilation excluded) and the last logged training loss.
+    state, compilation excluded) and the last logged training loss. Saves the parameters as
+    `workdir/params.npz`.
     """
     model = make_model(model_opts, train_images.shape[-1])
     optimizer = optax.adam(opts.lr)
 
     loss_fn = make_loss_fn(model, opts)
 
-    mesh = data_mesh()
+    mesh = distributed.global_mesh()
     num_steps = round_to_calls(opts.steps, steps_per_call)
     key = jax.random.PRNGKey(seed)
     shape = (1, opts.patch_size, opts.patch_size, train_images.shape[-1])
     params = model.init(jax.random.fold_in(key, 1), jnp.zeros(shape, jnp.float32))
     start = time.perf_counter()
     with Prefetcher(
-        make_batch_fn(train_images, opts, seed, steps_per_call),
+        make_batch_fn(
+            train_images,
+            opts,
+            seed,
+            steps_per_call,
+            rows=distributed.process_rows(opts.batch_size),
+        ),
         end=num_steps,
         stride=steps_per_call,
     ) as batch_fn:
@@ -140,7 +166,9 @@ def fit(
         "seconds": time.perf_counter() - start,
         "seconds_per_step": 1.0 / rate if rate else None,
     }
-    return jax.device_get(state.params), info
+    params = jax.device_get(state.params)  # replicated: every process holds all of it
+    results.save_arrays(os.path.join(workdir, "params.npz"), params)
+    return params, info
 
 
 @functools.lru_cache(maxsize=8)

@@ -10,6 +10,11 @@ are reconstructed with a sliding window, the residual maps of the validation ima
 threshold, and the test images are scored (`evaluate.evaluate_detector`). The non-learned
 per-pixel Gaussian (`pixel_gaussian`) is scored the same way, once. Then `DIR/results.{json,md}`
 and `DIR/detections_<loss>.png` (input, reconstruction, residual, predicted mask and truth).
+
+Several processes (`research.training.distributed`): the autoencoders train on the global mesh
+as `fit` says; the reconstructions and every score are computed in every process on its host
+copy of the trained parameters, on its own devices: the computation of one process, so every
+process ends with its numbers. Process 0 alone writes the files (`workdir.is_writer`).
 """
 
 from __future__ import annotations

@@ -7,6 +7,11 @@ or, like the authors' binary, `--source=S --target=T --out=DIR [--radius --alpha
 options `config.solver.*`; --out is --workdir; without --config the `paper` preset is used).
 The logic is in research/amm_nrr/train.py; research/amm_nrr/config_rules.py checks the config
 first (a bad value ends the run with one line naming the field, exit status 1).
+
+Several processes split the pairs and the robustness levels (research/amm_nrr/README.md,
+"Several processes"):
+python -m experiments.launch --num_processes=2 -- \
+    python -m experiments.amm_nrr --config=experiments/configs/amm_nrr.py:small --workdir=DIR
 """
 
 import os
@@ -40,4 +45,4 @@ def _rewrite(argv: list[str]) -> list[str]:
 
 if __name__ == "__main__":
     sys.argv = _rewrite(sys.argv)
-    run(train_and_evaluate, validate_config)
+    run(train_and_evaluate, validate_config, multi_process=True)

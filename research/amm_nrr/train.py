@@ -25,7 +25,8 @@ from research.amm_nrr.graph import normalise
 from research.datasets import registration_pairs
 from research.datasets.meshes import Mesh, load_mesh, save_mesh
 from research.datasets.paths import resolve_data_dir
-from research.training import results
+from research.training import distributed, results
+from research.training import workdir as workdir_lib
 
 Config = ml_collections.ConfigDict
 
@@ -139,7 +140,8 @@ def _aa_speedup(aa: solver.Result, mm: solver.Result) -> dict[str, float]:
     }
 
 
-def run_pair(config: Config, pair: Pair, use_aa: bool, workdir: str) -> tuple[dict, Any]:
+def run_pair(config: Config, pair: Pair, use_aa: bool) -> tuple[dict, Any]:
+    """Registers `pair` (AA or plain MM); returns (its table row, the solver's Result)."""
     options = options_from(config, pair.radius, use_aa)
     label = f"pair {pair.name} ({'AA' if use_aa else 'plain MM'})"
     res = solver.register(pair.source, pair.target, options, landmarks=pair.landmarks, label=label)
@@ -147,10 +149,6 @@ def run_pair(config: Config, pair: Pair, use_aa: bool, workdir: str) -> tuple[di
     scale = normalise(pair.source.vertices, pair.target.vertices).scale
     suffix = "_plane" if options.alignment == "plane" else ""
     run = f"{pair.name}_{'aa' if use_aa else 'mm'}{suffix}"
-    out = os.path.join(workdir, run)
-    save_mesh(os.path.join(out, "deformed" + pair.ext), Mesh(res.deformed, pair.source.faces))
-    with open(os.path.join(out, "log.json"), "w") as f:
-        json.dump({"stages": res.stages, "iterations": res.log}, f, indent=1)
     row: dict[str, Any] = {
         "run": run,
         "radius": res.radius,
@@ -173,40 +171,82 @@ def run_pair(config: Config, pair: Pair, use_aa: bool, workdir: str) -> tuple[di
     return row, res
 
 
+def register_pair(config: Config, pair: Pair) -> dict[str, Any]:
+    """Every variant of `pair` (AA, and plain MM if config.compare_no_aa): {"rows": one table
+    row per variant, "speed": `_aa_speedup` (None unless both ran), "outputs": per variant
+    {"run", "deformed" [n, 3], "log": {"stages", "iterations"}}, what `write_outputs` saves}."""
+    first = config.solver.use_aa
+    variants = [first] + ([not first] if config.compare_no_aa else [])
+    rows, outputs, done = [], [], {}
+    for use_aa in variants:
+        row, done[use_aa] = run_pair(config, pair, use_aa)
+        rows.append(row)
+        outputs.append(
+            {
+                "run": row["run"],
+                "deformed": done[use_aa].deformed,
+                "log": {"stages": done[use_aa].stages, "iterations": done[use_aa].log},
+            }
+        )
+    speed = _aa_speedup(done[True], done[False]) if len(done) == 2 else None
+    return {"rows": rows, "speed": speed, "outputs": outputs}
+
+
+def write_outputs(workdir: str, pair: Pair, outputs: list[dict[str, Any]]) -> None:
+    """Each variant's `DIR/<run>/deformed.<ext>` (source connectivity) and `log.json`; process 0
+    alone writes them in a run of several processes."""
+    if not workdir_lib.is_writer():
+        return
+    for out in outputs:
+        folder = os.path.join(workdir, out["run"])
+        deformed = np.asarray(out["deformed"], np.float64)
+        save_mesh(os.path.join(folder, "deformed" + pair.ext), Mesh(deformed, pair.source.faces))
+        with open(os.path.join(folder, "log.json"), "w") as f:
+            json.dump(out["log"], f, indent=1)
+
+
 def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
     """Registers every configured pair (AA, and plain MM if config.compare_no_aa); runs the
     robustness sweep if enabled (not with an explicit --source/--target pair). Returns the flat
-    metrics written to results.json."""
+    metrics written to results.json. In a run of several processes the pairs, and the sweep's
+    levels, are split over the processes (`distributed.map_split`) and every process returns
+    the metrics of all of them; process 0 alone writes the files."""
     os.makedirs(workdir, exist_ok=True)
     rows, metrics, speed = [], {}, []
-    for pair in load_pairs(config):
-        first = config.solver.use_aa
-        variants = [first] + ([not first] if config.compare_no_aa else [])
-        done = {}
-        for use_aa in variants:
-            row, done[use_aa] = run_pair(config, pair, use_aa, workdir)
-            rows.append(row)
+    pairs = load_pairs(config)
+    for pair, done in zip(
+        pairs,
+        distributed.map_split(lambda p: register_pair(config, p), pairs, what="pairs"),
+        strict=True,
+    ):
+        write_outputs(workdir, pair, done["outputs"])
+        rows += done["rows"]
+        for row in done["rows"]:
             metrics.update({f"{row['run']}/{k}": v for k, v in row.items() if k != "run"})
-        if len(done) == 2:
-            s = _aa_speedup(done[True], done[False])
-            speed.append({"pair": pair.name, **s})
-            metrics.update({f"{pair.name}/{k}": v for k, v in s.items()})
+        if done["speed"] is not None:
+            speed.append({"pair": pair.name, **done["speed"]})
+            metrics.update({f"{pair.name}/{k}": v for k, v in done["speed"].items()})
     tables = {"registration": rows}
     if speed:
         tables["AA vs plain MM, stage 0"] = speed
     plots = []
     if config.robustness.enabled and not config.source:  # not for one explicit pair (CLI)
         r = config.robustness
-        sweep = robustness.sweep(
+        options = options_from(config, r.radius, config.solver.use_aa)
+        sweep = distributed.map_split(
+            lambda level: robustness.sweep(
+                [level],
+                options,
+                seed=config.seed,
+                grid=r.grid,
+                density=r.density,
+                amplitude=r.amplitude,
+                noise=r.noise,
+                outliers=r.outliers,
+                cut=r.cut,
+            )[0],
             list(r.levels),
-            options_from(config, r.radius, config.solver.use_aa),
-            seed=config.seed,
-            grid=r.grid,
-            density=r.density,
-            amplitude=r.amplitude,
-            noise=r.noise,
-            outliers=r.outliers,
-            cut=r.cut,
+            what="robustness levels",
         )
         tables["robustness: RMSE / bbox diagonal vs ground truth"] = sweep
         for row in sweep:

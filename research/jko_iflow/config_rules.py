@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+import jax
 import ml_collections
 
 from research.datasets import densities
@@ -99,7 +100,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         ],
     )
     checks.one_of(config, "jko.divergence", ode.DIVERGENCES)
-    checks.divisible_by_devices(config, "jko.batch_size")
+    # Split over every process's devices (jax.device_count() is the local count in one process).
+    checks.divisible_by_devices(config, "jko.batch_size", jax.device_count())
     if sampled and config.jko.batch_size > config.num_train:
         raise ValueError(
             f"config.jko.batch_size = {config.jko.batch_size}: must be <= config.num_train = "

@@ -56,14 +56,19 @@ def epoch_batches(
     seed: int,
     steps_per_call: int = 1,
     extra: dict[str, float] | None = None,
+    rows: slice = slice(None),
 ) -> Callable[[int], dict[str, np.ndarray]]:
     """`step -> batch` drawing `x` [N, d] without replacement in a new random order each epoch
     (`research.datasets.batching.EpochBatches`), a pure function of `step`.
 
-    The batch is {"x": [B, d]} (or [steps_per_call, B, d]); each `extra[name] = value` adds a
-    constant per-sample leaf [B] (or [steps_per_call, B]).
+    The batch is {"x": [R, d]} (or [steps_per_call, R, d]), R the `rows` of the batch of
+    `batch_size` (all of them by default; in a run of several processes this process's,
+    `distributed.process_rows(batch_size)`); each `extra[name] = value` adds a constant
+    per-sample leaf [R] (or [steps_per_call, R]).
     """
-    batches = EpochBatches({"x": x}, batch_size, seed=seed, steps_per_call=steps_per_call)
+    batches = EpochBatches(
+        {"x": x}, batch_size, seed=seed, steps_per_call=steps_per_call, rows=rows
+    )
 
     def batch_fn(step: int) -> dict[str, np.ndarray]:
         out = batches(step)

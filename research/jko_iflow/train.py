@@ -4,7 +4,8 @@
 
 For each density in `config.densities` (comma-separated) the run writes `DIR/<density>/`:
 `jko/block_XX/` (checkpoints and metrics of block XX; a re-run resumes in the block it stopped
-in), `jko/refineR_block_XX/` (reparameterization rounds), `baseline/`, plots; and `DIR/results.*`.
+in), `jko/refineR_block_XX/` (reparameterization rounds), `baseline/`, each method's final
+block parameters `<method>/params.npz`, plots; and `DIR/results.*`.
 
 Only this module reads the config: its sub-dicts come back as the methods' options
 (`config.model` -> `flow.ModelOptions`, `config.jko` -> `jko.JKOOptions`, `config.baseline` ->
@@ -35,10 +36,12 @@ from research.jko_iflow.evaluate import EvalOptions
 from research.jko_iflow.flow import ModelOptions
 from research.jko_iflow.jko import BaselineOptions, JKOOptions
 from research.training import results
+from research.training import workdir as workdir_lib
+from research.training.distributed import global_mesh, process_rows
 from research.training.errors import NonFiniteError
 from research.training.loop import round_to_calls, train_loop
 from research.training.metrics import steady_steps_per_second
-from research.training.parallel import data_mesh, make_train_step
+from research.training.parallel import make_train_step
 from research.training.train_state import TrainState
 
 Config = ml_collections.ConfigDict
@@ -102,7 +105,9 @@ def _seconds_per_step(workdir: str) -> float | None:
 
 
 def _loop(run: RunSettings, workdir: str, state, step_fn, batch_fn, num_steps: int, desc: str):
-    """`train_loop` with the run's settings; returns (final state, wall seconds of this call)."""
+    """`train_loop` with the run's settings on every process's devices; returns (final state,
+    on the host, wall seconds of this call). Every process leaves it once process 0 has written
+    the loop's metrics (which `_seconds_per_step` reads)."""
     start = time.perf_counter()
     state = train_loop(
         workdir=workdir,
@@ -110,7 +115,7 @@ def _loop(run: RunSettings, workdir: str, state, step_fn, batch_fn, num_steps: i
         train_step=step_fn,
         batch_fn=batch_fn,
         num_steps=num_steps,
-        mesh=data_mesh(),
+        mesh=global_mesh(),
         checkpoint_every=run.checkpoint_every,
         log_every=run.log_every,
         steps_per_call=run.steps_per_call,
@@ -118,7 +123,9 @@ def _loop(run: RunSettings, workdir: str, state, step_fn, batch_fn, num_steps: i
         deadline=run.deadline,
         min_calls=0,  # the run's blocks share one deadline: a spent one stops the next block
     )
-    return jax.device_get(state), time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    workdir_lib.sync(f"jko_iflow loop done: {workdir}")  # process 0's metrics.jsonl is complete
+    return jax.device_get(state), seconds
 
 
 def jko_optimizer(opts: JKOOptions) -> optax.GradientTransformation:
@@ -145,7 +152,7 @@ def jko_train_step(
         )
 
     return make_train_step(
-        loss_fn, jko_optimizer(opts), mesh or data_mesh(), steps_per_call=steps_per_call
+        loss_fn, jko_optimizer(opts), mesh or global_mesh(), steps_per_call=steps_per_call
     )
 
 
@@ -173,7 +180,7 @@ def baseline_train_step(
         return jko.cnf_nll_loss(model, params, x, eps, num_steps=s, divergence=opts.divergence)
 
     step_fn = make_train_step(
-        loss_fn, optimizer, mesh or data_mesh(), steps_per_call=steps_per_call
+        loss_fn, optimizer, mesh or global_mesh(), steps_per_call=steps_per_call
     )
     return step_fn, TrainState.create(stacked, optimizer, jax.random.fold_in(key, 3 * 10**6))
 
@@ -216,6 +223,7 @@ def train_jko(
             seed=run.seed * 1000 + k,
             steps_per_call=run.steps_per_call,
             extra={"w2_weight": 1.0 / (2.0 * h_k)},
+            rows=process_rows(opts.batch_size),
         )
         state, seconds = _loop(run, bdir, state, step_fn, batch_fn, steps, name)
         x_next = push_through_block(model, state.params, x, solver=push_solver, name=name)
@@ -298,6 +306,7 @@ def train_baseline(
         opts.batch_size,
         seed=run.seed * 1000 + 999,
         steps_per_call=run.steps_per_call,
+        rows=process_rows(opts.batch_size),
     )
     state, seconds = _loop(run, workdir, state, step_fn, batch_fn, num_steps, "baseline")
     info = results.cached_result(
@@ -351,6 +360,8 @@ def run_density(
         )
     metrics, samples, grids = {}, {}, {}
     for method, (blocks, info) in methods.items():
+        named = {f"block_{k + 1:02d}": params for k, params in enumerate(blocks)}
+        results.save_arrays(os.path.join(workdir, method, "params.npz"), named)
         m, extra = evaluate.evaluate_flow(
             model,
             blocks,

@@ -3,6 +3,7 @@ ValueError naming the field, its value and the rule)."""
 
 from __future__ import annotations
 
+import jax
 import ml_collections
 
 from research.mom_gan import contamination, estimators, gan, methods, objectives
@@ -16,6 +17,8 @@ def _check_gan(config: ml_collections.ConfigDict, method: str) -> None:
     g = config.gans[method]
     checks.positive(config, [f"{prefix}.{f}" for f in ("batch_size", "epochs", "d_steps")])
     checks.positive(config, [f"{prefix}.lr_d", f"{prefix}.lr_g"])
+    # A fit trains on one device per process (gan.one_device_per_process_mesh).
+    checks.divisible_by_devices(config, f"{prefix}.batch_size", jax.process_count())
     checks.non_negative(
         config, [f"{prefix}.{f}" for f in ("clip", "gp_weight", "avg_epochs", "num_blocks")]
     )

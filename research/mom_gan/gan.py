@@ -11,6 +11,10 @@ call runs one epoch (`lax.scan`) with no host round-trip.
 The estimate is the generator's parameters averaged over the ends of the last `avg_epochs`
 epochs (the robust JS-GAN code averages its location over the last 25 of 150 epochs), or the
 final parameters when `avg_epochs` is 0.
+
+A fit trains on one device per process (`one_device_per_process_mesh`): one device in a single
+process; in a run of several processes each builds its rows of every batch and jit computes the
+whole batch's MoM selection across them.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from models.gan import (
     MLPGenerator,
 )
 from research.mom_gan import objectives
+from research.training.distributed import process_rows
 from research.training.loop import train_loop
 from research.training.parallel import data_mesh
 
@@ -166,7 +171,7 @@ def init_state(opts: GANOptions, x: np.ndarray, seed: int) -> GANState:
 
 @functools.lru_cache(maxsize=64)
 def make_train_step(opts: GANOptions, dim: int, num_blocks: int, iters_per_epoch: int):
-    """The jitted epoch `(state, {"x": [iters, d_steps, B, p]}) -> (state, metrics)`.
+    """The jitted epoch `(state, {"x": [iters, B, d_steps, p]}) -> (state, metrics)`.
 
     Cached on its arguments, so every fit of one method and dimension reuses one compilation.
     Metrics (of the epoch's last iteration): `loss` (discriminator), `g_loss`, `d_real` (its
@@ -231,24 +236,39 @@ def make_train_step(opts: GANOptions, dim: int, num_blocks: int, iters_per_epoch
         return state, {"loss": d_losses[-1], "g_loss": g_loss, "d_real": real_terms[-1]}
 
     def epoch(state: GANState, batch):
-        state, metrics = lax.scan(iteration, state, batch["x"])
+        real = jnp.swapaxes(batch["x"], 1, 2)  # [iters, d_steps, B, p]
+        state, metrics = lax.scan(iteration, state, real)
         return state, jax.tree.map(lambda m: m[-1], metrics)
 
     return jax.jit(epoch, donate_argnums=(0,))
 
 
-def epoch_batches(x: np.ndarray, opts: GANOptions, seed: int):
-    """`step -> {"x": [iters, d_steps, B, p]}`: the epoch starting at generator iteration
+def epoch_batches(x: np.ndarray, opts: GANOptions, seed: int, *, rows: slice = slice(None)):
+    """`step -> {"x": [iters, R, d_steps, p]}`: the epoch starting at generator iteration
     `step`, a shuffle of x [n, p] seeded by (seed, epoch), so a resumed fit sees the same
-    batches."""
+    batches. R are the `rows` of each batch of B (all B by default; in a run of several
+    processes this process's, `distributed.process_rows(B, mesh)`): the epoch's shuffle is
+    drawn whole and cut to `rows`, so the processes' rows together are one process's batches. The
+    batch axis comes second, where the training loop splits a call's batch over the mesh."""
     iters = opts.iters_per_epoch(len(x))
     shape = (iters, opts.d_steps, opts.batch_size)
 
     def batch_fn(step: int) -> dict[str, np.ndarray]:
         rng = np.random.default_rng([seed, step // iters])
-        return {"x": x[rng.permutation(len(x))[: np.prod(shape)].reshape(shape)]}
+        order = rng.permutation(len(x))[: np.prod(shape)].reshape(shape)
+        return {"x": x[order.transpose(0, 2, 1)[:, rows]]}
 
     return batch_fn
+
+
+def one_device_per_process_mesh() -> jax.sharding.Mesh:
+    """The `data` mesh over the first device of every process: one device in a single process
+    (a fit is too small to gain from splitting its batches over several), and in a run of
+    several processes the fewest devices that span them all, as `train_loop` needs."""
+    firsts = {}
+    for device in jax.devices():  # process 0's devices first
+        firsts.setdefault(device.process_index, device)
+    return data_mesh(list(firsts.values()))
 
 
 def fit(
@@ -268,14 +288,16 @@ def fit(
     iters = opts.iters_per_epoch(len(x))
     num_blocks = opts.blocks(eps)
     step = make_train_step(opts, dim, num_blocks, iters)
+    mesh = one_device_per_process_mesh()
+    rows = process_rows(opts.batch_size, mesh)
     start = time.perf_counter()
     state = train_loop(
         workdir=workdir,
         state=init_state(opts, x, seed),
         train_step=step,
-        batch_fn=epoch_batches(x, opts, seed),
+        batch_fn=epoch_batches(x, opts, seed, rows=rows),
         num_steps=opts.epochs * iters,
-        mesh=data_mesh(jax.local_devices()[:1]),  # the MoM median needs the whole batch
+        mesh=mesh,
         checkpoint_every=checkpoint_every_epochs * iters,
         keep_checkpoints=1,
         log_every=log_every_epochs * iters,

@@ -5,9 +5,10 @@
 For each dimension p in `config.dims`, contamination eps in `config.eps_values` and seed, one
 sample of `config.num_train` points of (1 - eps) P + eps Q is drawn (the same sample for every
 method), and each method in `config.methods` estimates P from it. Each (p, eps, method, seed)
-writes `DIR/runs/p<p>/eps<eps>/<method>/seed<k>/` (a GAN's checkpoints and metrics, and
-`result.json`; a re-run reads finished results back and resumes an unfinished fit). Then
-`DIR/results.{json,md}` and `DIR/mean_error_vs_eps.png`.
+writes `DIR/runs/p<p>/eps<eps>/<method>/seed<k>/` (a GAN's checkpoints, metrics and the
+estimate's generator parameters `generator_params.npz`, and `result.json`; a re-run reads
+finished results back and resumes an unfinished fit). Then `DIR/results.{json,md}` and
+`DIR/mean_error_vs_eps.png`.
 
 Metrics against the clean P: `mean_error` ||mu_hat - mu||_2, `cov_error` ||Sigma_hat - Sigma||_op
 (where the method estimates a covariance), and for the GANs `sliced_w2` and `mmd` (biased MMD^2,
@@ -111,6 +112,7 @@ def run_one(
         # One estimator diverging is a result of the comparison, not the end of the experiment.
         logging.warning("%s", e)
         return {**out, "diverged": str(e)}
+    results.save_arrays(os.path.join(workdir, "generator_params.npz"), params)
     est = gan.estimate(opts, params, dim, num_samples=config.num_eval, seed=seed + 10**6)
     holdout = sample_clean(
         np.random.default_rng([seed, dim, 7]), config.num_eval, dim, contamination.clean

@@ -12,9 +12,7 @@ entities, 4.4e-5 for a few elements of the analogy functions; the test metrics s
 exactly there). Here they stay below 1e-6.
 """
 
-import json
 import os
-import re
 import sys
 
 import numpy as np
@@ -23,8 +21,13 @@ import pytest
 from research.training.metrics import read_metrics
 from tests.binaries import (
     assert_arrays_close,
+    assert_json_close,
     npz_arrays,
     one_and_two_processes,
+    printed_metrics,
+    read_json,
+    without_timings,
+    workdir_files,
 )
 
 TOLERANCE = 1e-6  # parameters (absolute) and metrics (relative)
@@ -35,8 +38,6 @@ OVERRIDES = (
     "--config.ankge.lambda_grid=0,0.1",  # the validation grid too: 9 lambda triples
 )
 RANKING = ("mrr", "mr", "hits@1", "hits@3", "hits@10")
-# Wall-clock figures, which differ between runs.
-TIMINGS = re.compile(r"seconds|per_second")
 
 
 def ankge_command(workdir):
@@ -50,55 +51,24 @@ def runs(tmp_path_factory):
     return one_and_two_processes(ankge_command, tmp_path_factory.mktemp("ankge_runs"))
 
 
-def load(workdir, name):
-    return npz_arrays(os.path.join(workdir, name))
-
-
-def assert_close(got, want, where):
-    """JSON values: numbers within TOLERANCE (relative), everything else equal."""
-    if isinstance(want, dict):
-        assert got.keys() == want.keys(), where
-        for key in want:
-            assert_close(got[key], want[key], f"{where}/{key}")
-    elif isinstance(want, list):
-        assert len(got) == len(want), where
-        for i, (g, w) in enumerate(zip(got, want, strict=True)):
-            assert_close(g, w, f"{where}[{i}]")
-    elif isinstance(want, float):
-        assert got == pytest.approx(want, rel=TOLERANCE, abs=1e-12), where
-    else:
-        assert got == want, where
-
-
-def printed_metrics(stdout, process):
-    """The metrics a process printed at its end (the launcher prefixes its lines with [i])."""
-    prefix = f"[{process}] "
-    lines = [line[len(prefix) :] for line in stdout.splitlines() if line.startswith(prefix)]
-    start = max(i for i, line in enumerate(lines) if line == "{")
-    return json.loads("\n".join(lines[start:]))
-
-
 @pytest.mark.slow
 def test_two_processes_give_the_results_of_one_process_of_four_devices(runs):
     one, two, stdout = runs
     assert "process 1 of 2: 2 local devices" in stdout
-    want = json.load(open(os.path.join(one, "results.json")))
-    got = json.load(open(os.path.join(two, "results.json")))
-    assert got.keys() == want.keys()
-    for key in want:
-        if not TIMINGS.search(key):
-            assert_close(got[key], want[key], key)
+    want, got = read_json(one, "results.json"), read_json(two, "results.json")
+    assert_json_close(got, want, "results.json", rel=TOLERANCE, skip_timings=True)
     for stage in ("base", "ankge"):
         assert {f"{stage}/{m}" for m in RANKING} <= want.keys()
     assert "ankge/valid_mrr" in want and want["ankge/lambda_grid_size"] == 9
     # the validation grid: every triple's metrics (its ranks, split over the processes)
-    grids = [json.load(open(os.path.join(d, "ankge", "lambda_grid.json"))) for d in (two, one)]
-    assert_close(grids[0]["table"], grids[1]["table"], "lambda_grid.json")
+    grids = [read_json(d, "ankge/lambda_grid.json") for d in (two, one)]
+    assert_json_close(grids[0]["table"], grids[1]["table"], "lambda_grid.json", rel=TOLERANCE)
     # the retrieval (its blocks split over the processes): the same ids
-    for name, ids in load(one, "ankge/retrieval.npz").items():
-        np.testing.assert_array_equal(load(two, "ankge/retrieval.npz")[name], ids, err_msg=name)
+    for name, ids in npz_arrays(one, "ankge/retrieval.npz").items():
+        got_ids = npz_arrays(two, "ankge/retrieval.npz")[name]
+        np.testing.assert_array_equal(got_ids, ids, err_msg=name)
     for name in ("base/params.npz", "ankge/analogy_params.npz"):
-        assert_arrays_close(load(two, name), load(one, name), TOLERANCE, f"{name} ")
+        assert_arrays_close(npz_arrays(two, name), npz_arrays(one, name), TOLERANCE, f"{name} ")
     for stage in ("base", "ankge"):  # the training curves: losses and validation metrics
         got_log, want_log = (
             read_metrics(os.path.join(two, stage)),
@@ -106,37 +76,20 @@ def test_two_processes_give_the_results_of_one_process_of_four_devices(runs):
         )
         assert [r["step"] for r in got_log] == [r["step"] for r in want_log]
         for g, w in zip(got_log, want_log, strict=True):
-            assert_close(
-                {k: g[k] for k in w if k != "steps_per_s"},
-                {k: w[k] for k in w if k != "steps_per_s"},
-                f"{stage} step {w['step']}",
-            )
+            where = f"{stage} step {w['step']}"
+            assert_json_close(without_timings(g), without_timings(w), where, rel=TOLERANCE)
     # Every process returns the run's metrics (the ranks gathered in each), and prints them.
-    printed = [printed_metrics(stdout, i) for i in (0, 1)]
+    printed = [without_timings(printed_metrics(stdout, i)) for i in (0, 1)]
     for key in printed[0]:
-        if not TIMINGS.search(key):
-            assert printed[1][key] == printed[0][key], key
-            assert_close(printed[0][key], got[key], key)
-
-
-def _files(workdir):
-    """Relative paths of the workdir's files, outside the checkpoints' own folders (orbax
-    writes a folder per process there) and TensorBoard's (event files named by pid)."""
-    out = set()
-    for root, _dirs, files in os.walk(workdir):
-        rel = os.path.relpath(root, workdir)
-        parts = rel.split(os.sep)
-        if "checkpoints" in parts or "tensorboard" in parts:
-            continue
-        out |= {os.path.normpath(os.path.join(rel, f)) for f in files}
-    return out
+        assert printed[1][key] == printed[0][key], key
+        assert_json_close(printed[0][key], got[key], key, rel=TOLERANCE)
 
 
 @pytest.mark.slow
 def test_process_0_alone_writes_the_workdir(runs):
     one, two, _ = runs
-    names = _files(two)
-    assert names == _files(one)
+    names = workdir_files(two)
+    assert names == workdir_files(one)
     assert not [n for n in names if ".tmp" in n]
     expected = {
         "config.json",

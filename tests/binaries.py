@@ -63,6 +63,22 @@ def run_ok(
     return proc
 
 
+def experiment_command(module: str, config: str, overrides=()):
+    """`workdir -> [python, -m, module, --config=config, *overrides, --workdir=workdir]`."""
+
+    def command(workdir) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            module,
+            f"--config={config}",
+            *overrides,
+            f"--workdir={workdir}",
+        ]
+
+    return command
+
+
 def one_and_two_processes(command, root, timeout: float = 300) -> tuple[str, str, str]:
     """`command(workdir)` run as 1 process of 4 CPU devices in `root/one_process` and as 2
     processes of 2 devices in `root/two_processes`, each run within `timeout` seconds (room for a

@@ -2,7 +2,7 @@
 two-level robustness sweep as 2 processes x 2 CPU devices (`experiments.launch`) gives the
 results of 1 process x 4 devices, exactly.
 
-The work items are split over the processes (`train.split_over_processes`): the one pair goes
+The work items are split over the processes (`distributed.map_split`): the one pair goes
 to process 0 (process 1 has none), the two sweep levels one to each process, and the results
 are gathered in every process. Every registration runs whole in one process on one device, so
 the numbers are the same bits in both layouts; only the timings differ. The sweep varies only
@@ -12,11 +12,11 @@ pair's shapes and a process compiles each solver variant once.
 
 import os
 import re
-import sys
 
 import pytest
 
 from tests.binaries import (
+    experiment_command,
     one_and_two_processes,
     printed_metrics,
     read_json,
@@ -36,18 +36,17 @@ OVERRIDES = (
 RUN = "synthetic_aa"
 
 
-def amm_nrr_command(workdir):
-    cmd = [sys.executable, "-m", "experiments.amm_nrr", f"--config={CONFIG}", *OVERRIDES]
-    return [*cmd, f"--workdir={workdir}"]
+COMMAND = experiment_command("experiments.amm_nrr", CONFIG, OVERRIDES)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The tiny run with the sweep as 1 process of 4 devices and as 2 processes of 2 devices."""
-    return one_and_two_processes(amm_nrr_command, tmp_path_factory.mktemp("amm_nrr_runs"))
+    return one_and_two_processes(COMMAND, tmp_path_factory.mktemp("amm_nrr_runs"))
 
 
 @pytest.mark.slow
+@pytest.mark.every_paper_multiprocess
 def test_two_processes_split_the_work_and_give_the_results_of_one_process(runs):
     one, two, stdout = runs
     assert "process 1 of 2: 2 local devices" in stdout
@@ -72,6 +71,7 @@ def test_two_processes_split_the_work_and_give_the_results_of_one_process(runs):
 
 
 @pytest.mark.slow
+@pytest.mark.every_paper_multiprocess
 def test_process_0_alone_writes_the_workdir(runs):
     one, two, _ = runs
     names = workdir_files(two, skip=())  # every file

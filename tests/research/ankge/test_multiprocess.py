@@ -13,7 +13,6 @@ exactly there). Here they stay below 1e-6.
 """
 
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -22,6 +21,7 @@ from research.training.metrics import read_metrics
 from tests.binaries import (
     assert_arrays_close,
     assert_json_close,
+    experiment_command,
     npz_arrays,
     one_and_two_processes,
     printed_metrics,
@@ -40,15 +40,13 @@ OVERRIDES = (
 RANKING = ("mrr", "mr", "hits@1", "hits@3", "hits@10")
 
 
-def ankge_command(workdir):
-    cmd = [sys.executable, "-m", "experiments.ankge", f"--config={CONFIG}", *OVERRIDES]
-    return [*cmd, f"--workdir={workdir}"]
+COMMAND = experiment_command("experiments.ankge", CONFIG, OVERRIDES)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The shortened tiny run as 1 process of 4 devices and as 2 processes of 2 devices."""
-    return one_and_two_processes(ankge_command, tmp_path_factory.mktemp("ankge_runs"))
+    return one_and_two_processes(COMMAND, tmp_path_factory.mktemp("ankge_runs"))
 
 
 @pytest.mark.slow

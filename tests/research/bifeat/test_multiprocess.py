@@ -11,7 +11,6 @@ device), `sq2+cache` is a quantized table with a float32 cache replicated over t
 """
 
 import os
-import sys
 
 import pytest
 
@@ -19,6 +18,7 @@ from research.training.metrics import read_metrics
 from tests.binaries import (
     assert_arrays_close,
     assert_json_close,
+    experiment_command,
     npz_arrays,
     one_and_two_processes,
     printed_metrics,
@@ -41,15 +41,13 @@ OVERRIDES = (
 )
 
 
-def bifeat_command(workdir):
-    cmd = [sys.executable, "-m", "experiments.bifeat", f"--config={CONFIG}", *OVERRIDES]
-    return [*cmd, f"--workdir={workdir}"]
+COMMAND = experiment_command("experiments.bifeat", CONFIG, OVERRIDES)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The shortened tiny run as 1 process of 4 devices and as 2 processes of 2 devices."""
-    return one_and_two_processes(bifeat_command, tmp_path_factory.mktemp("bifeat_runs"))
+    return one_and_two_processes(COMMAND, tmp_path_factory.mktemp("bifeat_runs"))
 
 
 def run_dir(workdir, scheme):

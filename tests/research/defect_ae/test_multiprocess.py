@@ -14,7 +14,6 @@ pixels on the other side of it). Under L2 the parameters stay within 1e-6 here (
 """
 
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -26,6 +25,7 @@ from research.training.metrics import read_metrics
 from tests.binaries import (
     assert_arrays_close,
     assert_json_close,
+    experiment_command,
     npz_arrays,
     one_and_two_processes,
     read_json,
@@ -45,18 +45,17 @@ OVERRIDES = (
 RUN = os.path.join("runs", "l2", "seed0")
 
 
-def defect_ae_command(workdir):
-    cmd = [sys.executable, "-m", "experiments.defect_ae", f"--config={CONFIG}", *OVERRIDES]
-    return [*cmd, f"--workdir={workdir}"]
+COMMAND = experiment_command("experiments.defect_ae", CONFIG, OVERRIDES)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The shortened tiny run as 1 process of 4 devices and as 2 processes of 2 devices."""
-    return one_and_two_processes(defect_ae_command, tmp_path_factory.mktemp("defect_ae_runs"))
+    return one_and_two_processes(COMMAND, tmp_path_factory.mktemp("defect_ae_runs"))
 
 
 @pytest.mark.slow
+@pytest.mark.every_paper_multiprocess
 def test_two_processes_give_the_results_of_one_process_of_four_devices(runs):
     one, two, stdout = runs
     assert "process 1 of 2: 2 local devices" in stdout
@@ -80,6 +79,7 @@ def test_two_processes_give_the_results_of_one_process_of_four_devices(runs):
 
 
 @pytest.mark.slow
+@pytest.mark.every_paper_multiprocess
 def test_process_0_alone_writes_the_workdir(runs):
     one, two, _ = runs
     names = workdir_files(two)

@@ -12,7 +12,6 @@ relative) and are compared within 1%.
 """
 
 import os
-import sys
 
 import pytest
 
@@ -20,6 +19,7 @@ from research.training.metrics import read_metrics
 from tests.binaries import (
     assert_arrays_close,
     assert_json_close,
+    experiment_command,
     npz_arrays,
     one_and_two_processes,
     read_json,
@@ -45,15 +45,13 @@ DENSITY = "8gaussians"
 BLOCKS = ("block_01", "block_02")
 
 
-def jko_iflow_command(workdir):
-    cmd = [sys.executable, "-m", "experiments.jko_iflow", f"--config={CONFIG}", *OVERRIDES]
-    return [*cmd, f"--workdir={workdir}"]
+COMMAND = experiment_command("experiments.jko_iflow", CONFIG, OVERRIDES)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The shortened tiny run as 1 process of 4 devices and as 2 processes of 2 devices."""
-    return one_and_two_processes(jko_iflow_command, tmp_path_factory.mktemp("jko_iflow_runs"))
+    return one_and_two_processes(COMMAND, tmp_path_factory.mktemp("jko_iflow_runs"))
 
 
 def assert_close(got, want, where):
@@ -70,6 +68,7 @@ def assert_close(got, want, where):
 
 
 @pytest.mark.slow
+@pytest.mark.every_paper_multiprocess
 def test_two_processes_give_the_results_of_one_process_of_four_devices(runs):
     one, two, stdout = runs
     assert "process 1 of 2: 2 local devices" in stdout
@@ -93,6 +92,7 @@ def test_two_processes_give_the_results_of_one_process_of_four_devices(runs):
 
 
 @pytest.mark.slow
+@pytest.mark.every_paper_multiprocess
 def test_process_0_alone_writes_the_workdir(runs):
     one, two, _ = runs
     names = workdir_files(two)

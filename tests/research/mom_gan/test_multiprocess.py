@@ -9,7 +9,6 @@ within 1e-6 relative.
 """
 
 import os
-import sys
 
 import pytest
 
@@ -17,6 +16,7 @@ from research.training.metrics import read_metrics
 from tests.binaries import (
     assert_arrays_close,
     assert_json_close,
+    experiment_command,
     npz_arrays,
     one_and_two_processes,
     read_json,
@@ -36,15 +36,13 @@ OVERRIDES = (
 RUNS = [f"runs/p2/eps0.2/{method}/seed0" for method in ("mean", *GANS)]
 
 
-def mom_gan_command(workdir):
-    cmd = [sys.executable, "-m", "experiments.mom_gan", f"--config={CONFIG}", *OVERRIDES]
-    return [*cmd, f"--workdir={workdir}"]
+COMMAND = experiment_command("experiments.mom_gan", CONFIG, OVERRIDES)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The shortened tiny run as 1 process of 4 devices and as 2 processes of 2 devices."""
-    return one_and_two_processes(mom_gan_command, tmp_path_factory.mktemp("mom_gan_runs"))
+    return one_and_two_processes(COMMAND, tmp_path_factory.mktemp("mom_gan_runs"))
 
 
 def assert_numbers_close(got, want, where):
@@ -56,6 +54,7 @@ def assert_numbers_close(got, want, where):
 
 
 @pytest.mark.slow
+@pytest.mark.every_paper_multiprocess
 def test_two_processes_give_the_results_of_one_process_of_four_devices(runs):
     one, two, stdout = runs
     assert "process 1 of 2: 2 local devices" in stdout
@@ -77,6 +76,7 @@ def test_two_processes_give_the_results_of_one_process_of_four_devices(runs):
 
 
 @pytest.mark.slow
+@pytest.mark.every_paper_multiprocess
 def test_process_0_alone_writes_the_workdir(runs):
     one, two, _ = runs
     names = workdir_files(two)

@@ -10,7 +10,6 @@ returns the metrics, and process 0 alone writes the workdir's files.
 """
 
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ import pytest
 from research.training.metrics import read_metrics
 from tests.binaries import (
     assert_json_close,
+    experiment_command,
     npz_arrays,
     one_and_two_processes,
     printed_metrics,
@@ -49,13 +49,8 @@ RUN = os.path.join("runs", "digits", "digits-LT10", "dsb_ce", "seed0")
 def runs(tmp_path_factory):
     """The shortened run as 1 process of 4 devices and as 2 processes of 2 devices: both
     workdirs and the 2-process run's output (lines prefixed with [i] by the launcher)."""
-    root = tmp_path_factory.mktemp("semantic_scale_runs")
-
-    def command(workdir):
-        cmd = [sys.executable, "-m", "experiments.semantic_scale", f"--config={CONFIG}"]
-        return [*cmd, *OVERRIDES, f"--workdir={workdir}"]
-
-    return one_and_two_processes(command, root)
+    command = experiment_command("experiments.semantic_scale", CONFIG, OVERRIDES)
+    return one_and_two_processes(command, tmp_path_factory.mktemp("semantic_scale_runs"))
 
 
 def assert_close(got, want, where):
@@ -76,6 +71,7 @@ def assert_state_close(got, want):
 
 
 @pytest.mark.slow
+@pytest.mark.every_paper_multiprocess
 def test_two_processes_give_the_results_of_one_process_of_four_devices(runs):
     one, two, stdout = runs
     assert "process 1 of 2: 2 local devices" in stdout
@@ -99,6 +95,7 @@ def test_two_processes_give_the_results_of_one_process_of_four_devices(runs):
 
 
 @pytest.mark.slow
+@pytest.mark.every_paper_multiprocess
 def test_process_0_alone_writes_the_workdir(runs):
     one, two, _ = runs
     names = workdir_files(two)

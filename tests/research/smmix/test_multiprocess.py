@@ -8,7 +8,6 @@ alone writes the workdir's files, the decoded data cache included.
 """
 
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from research.training.metrics import read_metrics
 from tests.binaries import (
     assert_arrays_close,
     assert_json_close,
+    experiment_command,
     npz_arrays,
     one_and_two_processes,
     printed_metrics,
@@ -57,11 +57,8 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("smmix_runs")
     data_dir = _folder(root / "images", classes=4, train=16, test=8, size=20)
 
-    def command(workdir):
-        cmd = [sys.executable, "-m", "experiments.smmix", f"--config={CONFIG}", *OVERRIDES]
-        return [*cmd, f"--config.data_dir={data_dir}", f"--workdir={workdir}"]
-
-    return one_and_two_processes(command, root)
+    overrides = (*OVERRIDES, f"--config.data_dir={data_dir}")
+    return one_and_two_processes(experiment_command("experiments.smmix", CONFIG, overrides), root)
 
 
 def assert_close(got, want, where):
@@ -87,6 +84,7 @@ def without_key_bias(params):
 
 
 @pytest.mark.slow
+@pytest.mark.every_paper_multiprocess
 def test_two_processes_give_the_results_of_one_process_of_four_devices(runs):
     one, two, stdout = runs
     assert "process 1 of 2: 2 local devices" in stdout
@@ -109,6 +107,7 @@ def test_two_processes_give_the_results_of_one_process_of_four_devices(runs):
 
 
 @pytest.mark.slow
+@pytest.mark.every_paper_multiprocess
 def test_process_0_alone_writes_the_workdir(runs):
     one, two, _ = runs
     names = workdir_files(two)

@@ -14,7 +14,6 @@ steps (7e-4 after 20) and are not compared; every other parameter agrees within 
 
 import os
 import re
-import sys
 
 import numpy as np
 import pytest
@@ -27,6 +26,7 @@ from research.training.metrics import read_metrics
 from tests.binaries import (
     assert_arrays_close,
     assert_json_close,
+    experiment_command,
     npz_arrays,
     one_and_two_processes,
     read_json,
@@ -48,18 +48,17 @@ OVERRIDES = (
 RUN = os.path.join("runs", "N16", "ssrn", "seed0")
 
 
-def ssrn_command(workdir):
-    cmd = [sys.executable, "-m", "experiments.ssrn", f"--config={CONFIG}", *OVERRIDES]
-    return [*cmd, f"--workdir={workdir}"]
+COMMAND = experiment_command("experiments.ssrn", CONFIG, OVERRIDES)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The shortened tiny run as 1 process of 4 devices and as 2 processes of 2 devices."""
-    return one_and_two_processes(ssrn_command, tmp_path_factory.mktemp("ssrn_runs"))
+    return one_and_two_processes(COMMAND, tmp_path_factory.mktemp("ssrn_runs"))
 
 
 @pytest.mark.slow
+@pytest.mark.every_paper_multiprocess
 def test_two_processes_give_the_results_of_one_process_of_four_devices(runs):
     one, two, stdout = runs
     assert "process 1 of 2: 2 local devices" in stdout
@@ -86,6 +85,7 @@ def test_two_processes_give_the_results_of_one_process_of_four_devices(runs):
 
 
 @pytest.mark.slow
+@pytest.mark.every_paper_multiprocess
 def test_process_0_alone_writes_the_workdir(runs):
     one, two, _ = runs
     names = workdir_files(two)

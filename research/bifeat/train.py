@@ -36,7 +36,6 @@ from research.datasets.graph_files import load_graph
 from research.datasets.graphs import Graph, drop_edges
 from research.datasets.paths import resolve_data_dir
 from research.training import distributed, results
-from research.training import workdir as workdir_lib
 from research.training.checkpoint import delete_checkpoints
 from research.training.loop import train_loop
 from research.training.metrics import read_metrics
@@ -260,8 +259,6 @@ class Runner:
         dropped[0] = int(dropped[0]) if on_device else distributed.process_sum(dropped[0])
         if c.keep_checkpoints:  # the trained model stays: also as arrays by name
             results.save_arrays(params_path(workdir), state.params)
-        # every process reads the metrics process 0 wrote (select_accuracy)
-        workdir_lib.sync(f"bifeat: {os.path.abspath(workdir)} trained")
         if dropped[0]:
             logging.warning(
                 "%s seed %d: %d sampled nodes dropped by the node capacities",

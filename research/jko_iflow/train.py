@@ -36,7 +36,6 @@ from research.jko_iflow.evaluate import EvalOptions
 from research.jko_iflow.flow import ModelOptions
 from research.jko_iflow.jko import BaselineOptions, JKOOptions
 from research.training import results
-from research.training import workdir as workdir_lib
 from research.training.distributed import global_mesh, process_rows
 from research.training.errors import NonFiniteError
 from research.training.loop import round_to_calls, train_loop
@@ -124,7 +123,6 @@ def _loop(run: RunSettings, workdir: str, state, step_fn, batch_fn, num_steps: i
         min_calls=0,  # the run's blocks share one deadline: a spent one stops the next block
     )
     seconds = time.perf_counter() - start
-    workdir_lib.sync(f"jko_iflow loop done: {workdir}")  # process 0's metrics.jsonl is complete
     return jax.device_get(state), seconds
 
 

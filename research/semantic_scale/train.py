@@ -41,7 +41,6 @@ from research.training.parallel import DATA_AXIS, make_train_step
 from research.training.prefetch import Prefetcher
 from research.training.results import cached_result
 from research.training.train_state import TrainState
-from research.training.workdir import sync
 
 Config = ml_collections.ConfigDict
 MARGINAL_SIZES = (2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -174,7 +173,6 @@ class Runner:
             os.path.join(workdir, PARAMS_FILE),
             {"params": state.params, "model_state": state.model_state},
         )
-        sync(f"semantic_scale: {workdir} trained")  # process 0 has written metrics.jsonl
         return self.measure(method, seed, predict, state, seconds, workdir)
 
     def measure(

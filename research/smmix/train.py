@@ -31,7 +31,7 @@ from research.training.loop import round_to_calls, train_loop
 from research.training.metrics import read_metrics, steady_steps_per_second
 from research.training.prefetch import Prefetcher
 from research.training.results import cached_result
-from research.training.workdir import is_writer, sync
+from research.training.workdir import is_writer
 
 Config = ml_collections.ConfigDict
 __all__ = ["ImageData", "Runner", "load_data", "train_and_evaluate"]
@@ -96,7 +96,6 @@ class Runner(Setup):
             )
         seconds = time.perf_counter() - start
         results.save_arrays(os.path.join(workdir, PARAMS_FILE), state.params)
-        sync(f"smmix: {workdir} trained")  # process 0 has written metrics.jsonl
         records = read_metrics(workdir)
         last = [r for r in records if "eval/top1" in r][-1]
         rate = steady_steps_per_second(workdir)  # the first interval includes compilation

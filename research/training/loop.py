@@ -21,6 +21,7 @@ from research.training.metrics import MetricWriter
 from research.training.parallel import queued_calls_can_deadlock, shard_batch
 from research.training.progress import progress_bar
 from research.training.train_state import TrainState
+from research.training.workdir import sync
 
 
 def train_loop(
@@ -87,7 +88,7 @@ def train_loop(
     TensorBoard events and the checkpoint meta files, while every process takes part in
     orbax's saves (`Checkpointer`). The deadline is process 0's clock: it tells the others
     whether to stop, so all stop before the same call. `workdir` must be on a file system every
-    process sees.
+    process sees; when `train_loop` returns, every process may read its files.
     """
     num_steps = round_to_calls(num_steps, steps_per_call)
     checkpoint_every = round_to_calls(checkpoint_every, steps_per_call)
@@ -148,6 +149,9 @@ def train_loop(
         bar.close()
         writer.close()
         checkpointer.close()
+    # Several processes: none returns before process 0 has closed metrics.jsonl, so that every
+    # process may read the workdir's files once train_loop returns.
+    sync(f"train_loop {desc}: {os.path.abspath(workdir)} done")
     return state
 
 

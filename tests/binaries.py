@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from research.training.metrics import read_metrics
 from tests.conftest import REPO_ROOT
 
 
@@ -179,3 +180,18 @@ def assert_arrays_close(got: dict, want: dict, atol: float, label: str = "") -> 
     assert got.keys() == want.keys(), label
     for key in want:
         np.testing.assert_allclose(got[key], want[key], rtol=0, atol=atol, err_msg=f"{label}{key}")
+
+
+def assert_same_training_curve(got_dir, want_dir, where="", *, steps=None, **tolerances):
+    """The metrics.jsonl of two runs alike: the same logged steps (`steps`, when given), every
+    record with the same names and its values within `tolerances` (`assert_json_close`'s),
+    timings left out of both (or, with `skip_timings=True`, on both sides but not compared).
+    Returns both curves, (got, want), for further checks."""
+    got, want = read_metrics(got_dir), read_metrics(want_dir)
+    assert [r["step"] for r in got] == [r["step"] for r in want], where
+    if steps is not None:
+        assert [r["step"] for r in want] == list(steps), where
+    if not tolerances.get("skip_timings"):
+        got, want = without_timings(got), without_timings(want)
+    assert_json_close(got, want, f"{where} metrics.jsonl", **tolerances)
+    return got, want

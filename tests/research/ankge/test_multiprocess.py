@@ -21,6 +21,7 @@ from research.training.metrics import read_metrics
 from tests.binaries import (
     assert_arrays_close,
     assert_json_close,
+    assert_same_training_curve,
     experiment_command,
     npz_arrays,
     one_and_two_processes,
@@ -68,14 +69,8 @@ def test_two_processes_give_the_results_of_one_process_of_four_devices(runs):
     for name in ("base/params.npz", "ankge/analogy_params.npz"):
         assert_arrays_close(npz_arrays(two, name), npz_arrays(one, name), TOLERANCE, f"{name} ")
     for stage in ("base", "ankge"):  # the training curves: losses and validation metrics
-        got_log, want_log = (
-            read_metrics(os.path.join(two, stage)),
-            read_metrics(os.path.join(one, stage)),
-        )
-        assert [r["step"] for r in got_log] == [r["step"] for r in want_log]
-        for g, w in zip(got_log, want_log, strict=True):
-            where = f"{stage} step {w['step']}"
-            assert_json_close(without_timings(g), without_timings(w), where, rel=TOLERANCE)
+        curves = (os.path.join(two, stage), os.path.join(one, stage))
+        assert_same_training_curve(*curves, stage, rel=TOLERANCE)
     # Every process returns the run's metrics (the ranks gathered in each), and prints them.
     printed = [without_timings(printed_metrics(stdout, i)) for i in (0, 1)]
     for key in printed[0]:

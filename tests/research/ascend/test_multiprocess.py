@@ -14,10 +14,10 @@ import pytest
 
 from research.ascend.data import DataOptions, load_images
 from research.ascend.train import make_batch_fn
-from research.training.metrics import read_metrics
 from tests.binaries import (
     assert_arrays_close,
     assert_json_close,
+    assert_same_training_curve,
     experiment_command,
     npz_arrays,
     one_and_two_processes,
@@ -75,11 +75,8 @@ def test_two_processes_give_the_results_of_one_process_of_four_devices(runs):
     samples = [np.load(os.path.join(d, RUN, "samples.npy")) for d in (two, one)]
     assert samples[1].shape == (48, 16, 16, 1)
     np.testing.assert_allclose(*samples, rtol=0, atol=SAMPLES_TOLERANCE)
-    want_log, got_log = (read_metrics(os.path.join(d, RUN)) for d in (one, two))
-    assert [r["step"] for r in got_log] == [r["step"] for r in want_log] == [2, 4]
-    for g, w in zip(got_log, want_log, strict=True):
-        where = f"step {w['step']}"
-        assert_json_close(without_timings(g), without_timings(w), where, rel=METRICS_TOLERANCE)
+    curves = (os.path.join(two, RUN), os.path.join(one, RUN))
+    assert_same_training_curve(*curves, steps=[2, 4], rel=METRICS_TOLERANCE)
 
 
 @pytest.mark.slow

@@ -21,10 +21,10 @@ import pytest
 from experiments.configs.defect_ae import get_config
 from research.defect_ae import fit
 from research.defect_ae.train import load_data
-from research.training.metrics import read_metrics
 from tests.binaries import (
     assert_arrays_close,
     assert_json_close,
+    assert_same_training_curve,
     experiment_command,
     npz_arrays,
     one_and_two_processes,
@@ -71,11 +71,8 @@ def test_two_processes_give_the_results_of_one_process_of_four_devices(runs):
     assert "ae_l2/pixel_auroc" in want and "pixel_gaussian/pixel_auroc" in want
     params = [npz_arrays(os.path.join(d, RUN, "params.npz")) for d in (two, one)]
     assert_arrays_close(*params, PARAMS_TOLERANCE)
-    want_log, got_log = (read_metrics(os.path.join(d, RUN)) for d in (one, two))
-    assert [r["step"] for r in got_log] == [r["step"] for r in want_log] == [2, 4]
-    for g, w in zip(got_log, want_log, strict=True):
-        where = f"step {w['step']}"
-        assert_json_close(without_timings(g), without_timings(w), where, rel=METRICS_TOLERANCE)
+    curves = (os.path.join(two, RUN), os.path.join(one, RUN))
+    assert_same_training_curve(*curves, steps=[2, 4], rel=METRICS_TOLERANCE)
 
 
 @pytest.mark.slow

@@ -22,10 +22,10 @@ from experiments.configs.ssrn import get_config
 from research.ssrn import method
 from research.ssrn.sources import load_data
 from research.ssrn.train import make_batch_fn
-from research.training.metrics import read_metrics
 from tests.binaries import (
     assert_arrays_close,
     assert_json_close,
+    assert_same_training_curve,
     experiment_command,
     npz_arrays,
     one_and_two_processes,
@@ -77,11 +77,8 @@ def test_two_processes_give_the_results_of_one_process_of_four_devices(runs):
         {k: v for k, v in want_params.items() if k not in noise},
         PARAMS_TOLERANCE,
     )
-    want_log, got_log = (read_metrics(os.path.join(d, RUN)) for d in (one, two))
-    assert [r["step"] for r in got_log] == [r["step"] for r in want_log] == [2, 4]
-    for g, w in zip(got_log, want_log, strict=True):
-        where = f"step {w['step']}"
-        assert_json_close(without_timings(g), without_timings(w), where, rel=METRICS_TOLERANCE)
+    curves = (os.path.join(two, RUN), os.path.join(one, RUN))
+    assert_same_training_curve(*curves, steps=[2, 4], rel=METRICS_TOLERANCE)
 
 
 @pytest.mark.slow

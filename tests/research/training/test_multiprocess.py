@@ -20,14 +20,13 @@ import pytest
 from research.training.metrics import read_metrics
 from tests.binaries import (
     assert_arrays_close,
-    assert_json_close,
+    assert_same_training_curve,
     cpu_env,
     launched,
     npz_arrays,
     one_and_two_processes,
     read_json,
     run_ok,
-    without_timings,
 )
 from tests.conftest import REPO_ROOT
 from tests.research.training import toy_regression as toy
@@ -50,13 +49,7 @@ def assert_same_params(got, want):
 
 
 def assert_same_metrics(got_dir, want_dir):
-    got, want = read_metrics(got_dir), read_metrics(want_dir)
-    assert [r["step"] for r in got] == [r["step"] for r in want]
-    for g, w in zip(got, want, strict=True):
-        assert g.keys() == w.keys()
-        # the rate, steps_per_s, is wall-clock time
-        where = f"step {w['step']}"
-        assert_json_close(without_timings(g), without_timings(w), where, rel=0, abs=TOLERANCE)
+    assert_same_training_curve(got_dir, want_dir, skip_timings=True, rel=0, abs=TOLERANCE)
 
 
 @pytest.fixture(scope="module")

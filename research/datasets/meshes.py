@@ -50,6 +50,31 @@ class Mesh:
         return np.unique(e, axis=0)
 
 
+def boundary_directions(mesh: Mesh) -> np.ndarray:
+    """[n, 3]: at each boundary vertex (on an edge that only one face uses: the rim of a hole or
+    a cut) the unit direction out of the surface across its rim, zero elsewhere. Each boundary
+    edge (a, b) of face (a, b, k) contributes the unit vector in the face's plane perpendicular
+    to ab, pointing away from k; a vertex sums its boundary edges' and normalises (a zero sum,
+    a rim folded back on itself, stays zero)."""
+    if mesh.is_point_cloud:
+        raise ValueError("boundary_directions: the mesh has no faces (a point cloud has no rim)")
+    v, f = np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces, np.int64)
+    corners = np.concatenate([f, np.roll(f, -1, 1), np.roll(f, -2, 1)])  # (a, b, k) per edge
+    key = np.sort(corners[:, :2], axis=1)
+    _, inverse, uses = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+    a, b, k = corners[uses[inverse.ravel()] == 1].T
+    along = v[b] - v[a]
+    along /= np.maximum(np.linalg.norm(along, axis=1, keepdims=True), 1e-300)
+    inward = v[k] - v[a]
+    inward -= np.sum(inward * along, 1, keepdims=True) * along
+    out = -inward / np.maximum(np.linalg.norm(inward, axis=1, keepdims=True), 1e-300)
+    total = np.zeros_like(v)
+    np.add.at(total, a, out)
+    np.add.at(total, b, out)
+    norm = np.linalg.norm(total, axis=1, keepdims=True)
+    return np.where(norm > 1e-12, total / np.maximum(norm, 1e-300), 0.0)
+
+
 def mean_edge_length(mesh: Mesh, vertices: np.ndarray | None = None) -> float:
     """Mean length of the mesh's unique edges (vertices default to the mesh's)."""
     v = mesh.vertices if vertices is None else vertices

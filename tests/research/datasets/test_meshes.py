@@ -7,6 +7,7 @@ import pytest
 
 from research.datasets.meshes import (
     Mesh,
+    boundary_directions,
     grid_surface,
     load_mesh,
     save_mesh,
@@ -120,3 +121,17 @@ def test_a_truncated_binary_ply_names_the_file(tmp_path):
         f.write(data[: len(data) // 2])
     with pytest.raises(ValueError, match=re.escape(path) + r": cannot parse as PLY"):
         load_mesh(path)
+
+
+def test_boundary_directions_by_hand():
+    """The unit square as two triangles plus a vertex in no face: the four corners are on the
+    rim, each pointing out along the sum of its two rim edges' outward normals (the diagonal is
+    shared by both faces); the loose vertex is not on any rim. A point cloud has no rim."""
+    v = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [0.5, 0.5, 1]], np.float64)
+    square = Mesh(v, np.array([[0, 1, 2], [0, 2, 3]]))
+    expected = np.array([[-1, -1, 0], [1, -1, 0], [1, 1, 0], [-1, 1, 0], [0, 0, 0]]) / np.sqrt(2)
+    np.testing.assert_allclose(boundary_directions(square), expected, atol=1e-12)
+    closed = Mesh(v[:4], np.array([[0, 1, 2], [0, 2, 3], [0, 2, 1], [0, 3, 2]]))
+    np.testing.assert_array_equal(boundary_directions(closed), 0.0)  # every edge in two faces
+    with pytest.raises(ValueError, match="point cloud"):
+        boundary_directions(Mesh(v))

@@ -2,7 +2,8 @@
 recorded on this 2-core CPU (shared/docs/PAPERS.md), plus a per-iteration profile.
 
     python -m experiments.bench.amm_nrr --out=DIR [--pairs=d1:8,d2:5] [--repeats=3] \
-        [--dtype=float32] [--nu_start=median] [--sampling=current]
+        [--dtype=float32] [--nu_start=median] [--sampling=current] [--reject_boundary] \
+        [--unmatched_reg=welsch]
 
 Solve time excludes compilation (reported separately) and the host set-up (graph, grid index);
 it is the median over `repeats` solves. The CPU is shared: re-run on a quiet machine for the
@@ -49,6 +50,12 @@ _NU_START = flags.DEFINE_string(
 )
 _SAMPLING = flags.DEFINE_string(
     "sampling", "current", "Node sampling (graph.SAMPLINGS): current or authors (the C++'s)."
+)
+_REJECT_BOUNDARY = flags.DEFINE_bool(
+    "reject_boundary", False, "Reject matches past the target's rim (solver.Options)."
+)
+_UNMATCHED_REG = flags.DEFINE_string(
+    "unmatched_reg", "welsch", "Edges of nodes without data (solver.UNMATCHED_REGS)."
 )
 
 
@@ -104,6 +111,8 @@ def main(argv: list[str]) -> None:
     config.pairs, config.solver.dtype = _PAIRS.value, _DTYPE.value
     config.solver.nu_start = _NU_START.value
     config.solver.sampling = _SAMPLING.value
+    config.solver.reject_boundary = _REJECT_BOUNDARY.value
+    config.solver.unmatched_reg = _UNMATCHED_REG.value
     rows, profiles = [], []
     for pair in train.load_pairs(config):
         scale = normalise(pair.source.vertices, pair.target.vertices).scale

@@ -73,6 +73,13 @@ def _check_solver(config: Any) -> None:
     checks.one_of(config, "solver.dtype", DTYPES)
     checks.one_of(config, "solver.nu_start", NU_STARTS)
     checks.one_of(config, "solver.unmatched_reg", UNMATCHED_REGS)
+    if config.solver.reject_boundary and config.robustness.enabled:
+        raise checks.fail(
+            "solver.reject_boundary",
+            True,
+            "the robustness sweep's cut and outlier targets are point clouds, which have no rim; "
+            "set it false or disable the sweep",
+        )
 
 
 def _check_synthetic(config: Any) -> None:

@@ -41,6 +41,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.sparse
+import scipy.sparse.csgraph
 
 from research.amm_nrr.graph import DeformationGraph
 from research.amm_nrr.linalg import Layout, banded_solve, make_layout
@@ -56,6 +58,7 @@ class Problem(NamedTuple):
     edge_from, edge_to: [e] int32; edge_vec: [e, 4] [p_i - p_j, 1]; edge_scale: [e].
     edge_blocks: [e, 4] int32, the blocks (j, j), (i, i), (j, i), (i, j) of each edge.
     diag_block: [r] int32, the block (j, j).
+    node_component: [r] int32, the connected part of the graph each node belongs to.
     x0: [r, 4, 3] the identity deformation.
     landmark_vertex: [L] int32, landmark_target: [L, 3], landmark_weight: [] (L may be 0).
     alpha, beta: [] the rescaled weights alpha' and beta'.
@@ -76,6 +79,7 @@ class Problem(NamedTuple):
     edge_scale: jax.Array
     edge_blocks: jax.Array
     diag_block: jax.Array
+    node_component: jax.Array
     x0: jax.Array
     landmark_vertex: jax.Array
     landmark_target: jax.Array
@@ -83,6 +87,12 @@ class Problem(NamedTuple):
     alpha: jax.Array
     beta: jax.Array
     layout: Layout
+
+
+def node_components(edge_from: np.ndarray, edge_to: np.ndarray, r: int) -> np.ndarray:
+    """[r] the connected part of each of r nodes under the edges (numbered from 0)."""
+    links = scipy.sparse.coo_matrix((np.ones(edge_from.size), (edge_from, edge_to)), shape=(r, r))
+    return scipy.sparse.csgraph.connected_components(links, directed=False)[1]
 
 
 def make_problem(
@@ -163,6 +173,7 @@ def make_problem(
         edge_scale=f(graph.edge_scale),
         edge_blocks=i32(edge_blocks),
         diag_block=i32(diag_block),
+        node_component=i32(node_components(ef, et, r)),
         x0=f(x0),
         landmark_vertex=i32(lv),
         landmark_target=f(lt),
@@ -227,19 +238,24 @@ class PlaneAlignment(NamedTuple):
 
 
 def data_residual2(
-    deformed: jax.Array, closest: jax.Array, plane: PlaneAlignment | None = None
+    deformed: jax.Array,
+    closest: jax.Array,
+    plane: PlaneAlignment | None = None,
+    rejected: jax.Array | None = None,
 ) -> jax.Array:
     """[n] squared alignment residuals: |v_i' - c_i|^2, or with `plane`
     (n_i . (v_i' - c_i))^2 + eps |v_i' - c_i|^2, inf for a closest point beyond max_distance
-    (rho at its cap, weight 0: like point-to-plane ICP's maximum correspondence distance)."""
+    (rho at its cap, weight 0: like point-to-plane ICP's maximum correspondence distance) and
+    where `rejected` ([n] bool or None) is set (a match past the target's rim, a vertex whose
+    nodes have no data: `solver`)."""
     diff = deformed - closest
     point2 = jnp.sum(diff**2, -1)
-    if plane is None:
-        return point2
-    r2 = jnp.sum(diff * plane.normals, -1) ** 2 + plane.point_weight * point2
-    if plane.max_distance is None:
-        return r2
-    return jnp.where(point2 > plane.max_distance**2, jnp.inf, r2)
+    r2 = point2
+    if plane is not None:
+        r2 = jnp.sum(diff * plane.normals, -1) ** 2 + plane.point_weight * point2
+        if plane.max_distance is not None:
+            r2 = jnp.where(point2 > plane.max_distance**2, jnp.inf, r2)
+    return r2 if rejected is None else jnp.where(rejected, jnp.inf, r2)
 
 
 def data_energy(
@@ -248,10 +264,11 @@ def data_energy(
     nu_a: jax.Array | float,
     robust: bool = True,
     plane: PlaneAlignment | None = None,
+    rejected: jax.Array | None = None,
 ) -> jax.Array:
     """sum_i rho_a(residual_i^2) for deformed [n, 3] and closest target points [n, 3]
     (`data_residual2`)."""
-    return jnp.sum(rho(data_residual2(deformed, closest, plane), nu_a, robust))
+    return jnp.sum(rho(data_residual2(deformed, closest, plane, rejected), nu_a, robust))
 
 
 def reg_energy(
@@ -314,10 +331,11 @@ def make_surrogate(
     nu_r: jax.Array | float,
     robust: bool = True,
     plane: PlaneAlignment | None = None,
+    rejected: jax.Array | None = None,
 ) -> Surrogate:
     """The surrogate's fixed parts at X0 (deformed0 = deform(X0), closest = c(deformed0);
-    plane: point-to-plane at the closest points)."""
-    d2 = data_residual2(deformed0, closest, plane)
+    plane: point-to-plane at the closest points; rejected: [n] bool, data weight 0)."""
+    d2 = data_residual2(deformed0, closest, plane, rejected)
     e2 = jnp.sum(edge_residuals(problem, x0) ** 2, -1)
     return Surrogate(
         closest,

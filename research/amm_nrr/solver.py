@@ -16,7 +16,7 @@ import dataclasses
 import functools
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +35,7 @@ from ops.nearest_grid import (
 )
 from research.amm_nrr import energy as E
 from research.amm_nrr.graph import build_graph, normalise
-from research.datasets.meshes import Mesh, vertex_normals
+from research.datasets.meshes import Mesh, boundary_directions, mean_edge_length, vertex_normals
 from research.training.errors import NonFiniteError
 
 
@@ -67,6 +67,10 @@ class Options:
     alignment: str = "point"  # or "plane": point-to-plane along the target's vertex normals
     plane_point_weight: float = 0.1  # plane: share of point-to-point added to the plane residual
     nu_start: str = "median_or_tail"  # the first stage's nu_a, NU_STARTS ("median": official)
+    # True: a source vertex whose closest target vertex lies on the target's boundary (an edge of
+    # one face: the rim of a hole or of a cut) and that lies past the rim is rejected, as a vertex
+    # beyond the Welsch cutoff (`Rims`)
+    reject_boundary: bool = False
     # edges of nodes without data in a stage, UNMATCHED_REGS: "welsch" (the official code) or
     # "quadratic" (least squares, so those nodes follow their neighbours)
     unmatched_reg: str = "welsch"
@@ -81,7 +85,27 @@ def cutoff(dtype) -> float:
     return float(np.sqrt(2.0 * np.log(2.0 / np.finfo(dtype).eps)))
 
 
-def _energy_and_surrogate(problem, index, x, nu_a, nu_r, n, robust, cache=None, plane=None):
+class Rims(NamedTuple):
+    """The target's rim for `Options.reject_boundary`: direction [m, 3], at each boundary vertex
+    the unit direction out of the surface across the rim, zero elsewhere
+    (`meshes.boundary_directions`); beyond: [] (normalised units). A source vertex whose closest
+    target vertex c is on the rim is rejected when it lies more than `beyond` past the rim,
+    (v' - c) . direction_c > beyond: the part of the source beyond a cut or a hole of the target
+    stops being pulled onto its edge, while a rim the two meshes share keeps its matches."""
+
+    direction: jax.Array
+    beyond: jax.Array
+
+
+def past_the_rim(rims: Rims, deformed: jax.Array, closest: jax.Array, found: jax.Array):
+    """[n] bool: the deformed vertices [n, 3] whose closest target vertex (index found [n],
+    position closest [n, 3]) is on the rim and which lie more than rims.beyond past it."""
+    return jnp.sum((deformed - closest) * rims.direction[found], -1) > rims.beyond
+
+
+def _energy_and_surrogate(
+    problem, index, x, nu_a, nu_r, n, robust, cache=None, plane=None, rims=None, dropped=None
+):
     deformed = E.deform(problem, x, n)
     far = cutoff(deformed.dtype) * nu_a if robust else None
     if cache is None:
@@ -93,9 +117,13 @@ def _energy_and_surrogate(problem, index, x, nu_a, nu_r, n, robust, cache=None, 
         # A vertex with no target point within `far` is rejected: its closest point is not
         # searched exactly, and a far point can have a small plane residual.
         plane = plane._replace(normals=plane.normals[found], max_distance=far)
-    s = E.make_surrogate(problem, x, deformed, closest, nu_a, nu_r, robust, plane)
+    rejected = dropped
+    if rims is not None:
+        past = past_the_rim(rims, deformed, closest, found)
+        rejected = past if dropped is None else past | dropped
+    s = E.make_surrogate(problem, x, deformed, closest, nu_a, nu_r, robust, plane, rejected)
     energy = (
-        E.data_energy(deformed, closest, nu_a, robust, plane)
+        E.data_energy(deformed, closest, nu_a, robust, plane, rejected)
         + E.reg_energy(problem, x, nu_r, robust)
         + E.rot_energy(problem, x)
         + E.landmark_energy(problem, deformed)
@@ -103,13 +131,26 @@ def _energy_and_surrogate(problem, index, x, nu_a, nu_r, n, robust, cache=None, 
     return energy, s, cache
 
 
-def mm_step(problem, index, x, nu_a, nu_r, n: int, robust: bool = True, cache=None, plane=None):
+def mm_step(
+    problem,
+    index,
+    x,
+    nu_a,
+    nu_r,
+    n: int,
+    robust: bool = True,
+    cache=None,
+    plane=None,
+    rims=None,
+    dropped=None,
+):
     """The MM map: (T(X), E(X)) with T(X) the minimiser of the surrogate at X ([r, 4, 3]).
     With a `NearestCache` (closest points by `grid_nearest_cached`, the same points):
     (T(X), E(X), new cache). plane: `E.PlaneAlignment` with the target's [m, 3] vertex normals
-    (point-to-plane) or None."""
+    (point-to-plane) or None. rims: `Rims` (`Options.reject_boundary`) or None. dropped: [n]
+    bool, vertices without a data term (`vertices_of_unmatched_nodes`), or None."""
     energy, s, new_cache = _energy_and_surrogate(
-        problem, index, x, nu_a, nu_r, n, robust, cache, plane
+        problem, index, x, nu_a, nu_r, n, robust, cache, plane, rims, dropped
     )
     if cache is None:
         return E.minimise_surrogate(problem, s, n), energy
@@ -135,6 +176,25 @@ def unmatched_nodes(problem: E.Problem, data_weight: jax.Array) -> jax.Array:
     return matched < UNMATCHED_WEIGHT * total
 
 
+def parts_without_data(problem: E.Problem, unmatched: jax.Array) -> jax.Array:
+    """[r] bool: the nodes of the connected parts of the graph whose nodes are all `unmatched`
+    ([r] bool). Nothing determines where such a part goes (its edges and rotations allow any
+    rigid motion): with its vertices' data dropped, a float32 solve still moves it along that
+    free motion by its rounding, ~3e-4 of the diagonal per iteration for a loose 32-vertex piece
+    of d2 (none in float64), so `run_stage` holds it where the stage found it."""
+    r = problem.x0.shape[0]
+    has_data = jax.ops.segment_max((~unmatched).astype(jnp.int32), problem.node_component, r)
+    return has_data[problem.node_component] == 0
+
+
+def vertices_of_unmatched_nodes(problem: E.Problem, unmatched: jax.Array, n: int) -> jax.Array:
+    """[n] bool: the vertices all of whose nodes are `unmatched` ([r] bool). They lose their
+    data term for the stage, so that a node without data follows its neighbours (least-squares
+    edges) with nothing left of its vertices' small data weights pulling it elsewhere."""
+    of_unmatched = unmatched[problem.pair_node].astype(jnp.int32)
+    return jax.ops.segment_min(of_unmatched, problem.pair_vertex, n) > 0
+
+
 @functools.partial(
     jax.jit, static_argnames=("n", "use_aa", "history", "max_iter", "tol", "unmatched_reg")
 )
@@ -146,6 +206,7 @@ def run_stage(
     nu_r: jax.Array,
     cache: NearestCache,
     plane: E.PlaneAlignment | None = None,
+    rims: Rims | None = None,
     *,
     n: int,
     use_aa: bool,
@@ -157,17 +218,23 @@ def run_stage(
     """One nu stage: anderson_mm (or plain MM) from x [r, 4, 3]; returns (x, AndersonInfo,
     cache, the number of unmatched nodes). `cache` (closest-point candidates of the source
     vertices) carries across stages. plane: point-to-plane alignment (the target's [m, 3] vertex
-    normals), None for point-to-point. The least-squares variant runs through the same function
-    with huge nu (`L2_NU`). unmatched_reg="quadratic": the edges of the nodes unmatched at x
-    (`unmatched_nodes`) run at nu_r = L2_NU for the whole stage (one energy per stage).
+    normals), None for point-to-point. rims: `Rims` (`Options.reject_boundary`) or None.
+    The least-squares variant runs through the same function with huge nu (`L2_NU`).
+    unmatched_reg="quadratic": the edges of the nodes unmatched at x (`unmatched_nodes`) run at
+    nu_r = L2_NU and the vertices of only such nodes lose their data term, for the whole stage
+    (one energy per stage); a connected part of the graph with no matched node stays where it
+    is (`parts_without_data`).
 
     Stopping rule of the official code (AMM_NRR `DoNonRigid`): the largest vertex displacement
     between consecutive iterates, i.e. from the accepted point to the next one (the Anderson
     point with AA, T(x) without), below `tol` (normalised units)."""
-    unmatched = jnp.zeros((problem.x0.shape[0],), bool)
+    unmatched = held = jnp.zeros((problem.x0.shape[0],), bool)
+    dropped = None
     if unmatched_reg == "quadratic":
-        _, s, _ = _energy_and_surrogate(problem, index, x, nu_a, nu_r, n, True, cache, plane)
+        _, s, _ = _energy_and_surrogate(problem, index, x, nu_a, nu_r, n, True, cache, plane, rims)
         unmatched = unmatched_nodes(problem, s.data_weight)
+        dropped = vertices_of_unmatched_nodes(problem, unmatched, n)
+        held = parts_without_data(problem, unmatched)
         free = unmatched[problem.edge_from] | unmatched[problem.edge_to]
         nu_r = jnp.where(free, jnp.asarray(L2_NU, nu_r.dtype), nu_r)  # [e]
 
@@ -175,8 +242,14 @@ def run_stage(
         moved = E.deform(problem, gx - x_, n)  # deform is linear in X
         return jnp.sqrt(jnp.max(jnp.sum(moved**2, -1)))
 
+    def step(x_, cache_):
+        gx, energy, cache_ = mm_step(
+            problem, index, x_, nu_a, nu_r, n, cache=cache_, plane=plane, rims=rims, dropped=dropped
+        )
+        return jnp.where(held[:, None, None], x_, gx), energy, cache_
+
     x, info, cache = anderson_mm(
-        lambda x_, cache_: mm_step(problem, index, x_, nu_a, nu_r, n, cache=cache_, plane=plane),
+        step,
         None,
         x,
         m=history,
@@ -374,11 +447,24 @@ def _register(source, target, options, landmarks, label) -> Result:
             jnp.asarray(vertex_normals(target), dtype),
             jnp.asarray(options.plane_point_weight, dtype),
         )
+    rims = None
+    if options.reject_boundary:
+        if target.is_point_cloud:
+            raise ValueError(
+                "Options.reject_boundary: the target is a point cloud; only a mesh's faces "
+                "define a rim"
+            )
+        rims = Rims(
+            jnp.asarray(boundary_directions(target), dtype),
+            jnp.asarray(mean_edge_length(target, tgt), dtype),
+        )
     n = src.shape[0]
     setup = time.perf_counter() - t0
 
     with threadpool_limits(limits=1, user_api="blas"):
-        return _solve(problem, index, plane, src, tgt, graph, norm, options, setup, n, dtype, label)
+        return _solve(
+            problem, index, plane, rims, src, tgt, graph, norm, options, setup, n, dtype, label
+        )
 
 
 def stop_if_not_finite(stage: dict[str, Any], energies: np.ndarray, label: str) -> None:
@@ -393,7 +479,9 @@ def stop_if_not_finite(stage: dict[str, Any], energies: np.ndarray, label: str) 
         )
 
 
-def _solve(problem, index, plane, src, tgt, graph, norm, options, setup, n, dtype, label) -> Result:
+def _solve(
+    problem, index, plane, rims, src, tgt, graph, norm, options, setup, n, dtype, label
+) -> Result:
     # Runs with single-threaded BLAS: jaxlib's LAPACK calls (Cholesky, triangular solves on
     # <= 100 x 100 blocks) go to scipy's OpenBLAS, whose threads spin against XLA's own on a
     # 2-core CPU; measured 0.1 ms vs 12-16 ms for one 96 x 96 solve under load.
@@ -410,7 +498,8 @@ def _solve(problem, index, plane, src, tgt, graph, norm, options, setup, n, dtyp
         tol=options.tol,
         unmatched_reg=options.unmatched_reg if options.robust else "welsch",
     )
-    stage_fn = _compiled(run_stage, (problem, index, problem.x0, nu0, nu0, cache, plane), static)
+    stage_args = (problem, index, problem.x0, nu0, nu0, cache, plane, rims)
+    stage_fn = _compiled(run_stage, stage_args, static)
     compile_seconds = time.perf_counter() - t0
 
     t0, c0 = time.perf_counter(), time.process_time()
@@ -424,7 +513,7 @@ def _solve(problem, index, plane, src, tgt, graph, norm, options, setup, n, dtyp
     for k, (nu_a, nu_r) in enumerate(schedule):
         start = time.perf_counter() - t0
         nus = jnp.asarray(nu_a, dtype), jnp.asarray(nu_r, dtype)
-        x, info, cache, unmatched = stage_fn(problem, index, x, *nus, cache, plane)
+        x, info, cache, unmatched = stage_fn(problem, index, x, *nus, cache, plane, rims)
         info = jax.device_get(info)
         end = time.perf_counter() - t0
         it = int(info.iterations)

@@ -81,6 +81,15 @@ def test_float64_is_valid_without_x64_and_other_dtypes_are_not():
         validate_config(config)
 
 
+def test_reject_boundary_is_refused_with_the_point_cloud_sweep():
+    config = get_config("small")
+    config.solver.reject_boundary, config.robustness.enabled = True, False
+    validate_config(config)  # the shared pairs are meshes
+    config.robustness.enabled = True
+    with pytest.raises(ValueError, match=r"config.solver.reject_boundary = True: the robustness"):
+        validate_config(config)
+
+
 def test_pairs_must_be_name_colon_radius():
     for pairs in ("d1", "d1:0", "d1:-8", ":8", "d1:8,d2:x", "d1:inf"):
         config = get_config("small")

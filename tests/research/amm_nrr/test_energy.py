@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from research.amm_nrr import energy as E
+from research.amm_nrr import solver
 from research.amm_nrr.graph import build_graph, normalise
 from research.datasets.meshes import Mesh, grid_surface
 
@@ -175,6 +176,27 @@ def test_point_to_plane_residual():
         np.testing.assert_allclose(ungated[1], 0.002**2 + eps * (1.0 + 0.002**2), rtol=1e-12)
 
 
+@pytest.mark.parametrize("alignment", ALIGNMENTS)
+def test_rejected_matches_cost_the_cap_and_weigh_nothing(setup, alignment):
+    """A rejected vertex (a match past the target's rim) adds rho's cap 2 nu_a^2 whatever its
+    residual, with MM weight 0; the other vertices' terms and weights are unchanged."""
+    problem, n, closest, _, rng = setup
+    plane = _plane(setup, alignment)
+    rejected = jnp.asarray(rng.random(n) < 0.3)
+    with jax.enable_x64(True):
+        x0 = _random_x(problem, rng)
+        d0 = E.deform(problem, x0, n)
+        kept = E.rho(E.data_residual2(d0, closest, plane), NU_A)
+        np.testing.assert_allclose(
+            E.data_energy(d0, closest, NU_A, plane=plane, rejected=rejected),
+            jnp.sum(jnp.where(rejected, 2 * NU_A**2, kept)),
+            rtol=1e-12,
+        )
+        plain = E.make_surrogate(problem, x0, d0, closest, NU_A, NU_R, plane=plane)
+        s = E.make_surrogate(problem, x0, d0, closest, NU_A, NU_R, plane=plane, rejected=rejected)
+        np.testing.assert_array_equal(s.data_weight, jnp.where(rejected, 0.0, plain.data_weight))
+
+
 def _with_data_less_parts():
     """A grid plus two parts far from it: a small grid (a connected part of the deformation
     graph) and a single triangle (one node with no graph neighbours). Returns (mesh, vertex
@@ -221,3 +243,39 @@ def test_parts_without_data_stay_put_in_float32(alignment, monkeypatch):
     monkeypatch.setattr(E, "DAMPING", 0.0)
     monkeypatch.setattr(E, "PROXIMAL", 0.0)
     assert not np.isfinite(np.asarray(E.minimise_surrogate(problem, s, n))).any()
+
+
+def test_parts_without_data_are_held_through_a_whole_float32_solve():
+    """The grid registered onto itself moved by 0.01, with the two far parts (no target near
+    them): unmatched_reg=quadratic finds their nodes unmatched in every stage, drops their data
+    and holds the parts where they are (float32: a free rigid motion would otherwise drift by
+    its rounding, ~1e-4 per iteration), while the grid registers."""
+    mesh, far = _with_data_less_parts()
+    grid = grid_surface(6)
+    target = Mesh(grid.vertices + [0.0, 0.0, 0.01], grid.faces)
+    options = solver.Options(radius=2.5, unmatched_reg="quadratic")
+    res = solver.register(mesh, target, options)
+    assert all(stage["unmatched_nodes"] > 0 for stage in res.stages)
+    moved = np.linalg.norm(res.deformed - mesh.vertices, axis=1)
+    assert moved[far].max() < 1e-6, moved[far].max()
+    np.testing.assert_allclose(moved[~far], 0.01, atol=2e-3)
+
+
+def test_node_components_and_the_held_parts_by_hand():
+    """Nodes 0-1-2 linked, 3-4 linked, 5 alone: three parts. With nodes 1, 3, 4 and 5 unmatched
+    the parts {3, 4} and {5} have no data and are held; node 1 is not (0 and 2 have data). The
+    vertices of only unmatched nodes lose their data term: vertex 0 (nodes 0, 1) keeps it."""
+    ef, et = np.array([0, 1, 1, 2, 3, 4]), np.array([1, 0, 2, 1, 4, 3])
+    component = E.node_components(ef, et, 6)
+    assert len(set(component[[0, 1, 2]])) == 1 and component[3] == component[4]
+    assert len({component[0], component[3], component[5]}) == 3
+    problem = type("P", (), {})()  # only the fields the two functions read
+    problem.x0 = jnp.zeros((6, 4, 3))
+    problem.node_component = jnp.asarray(component)
+    unmatched = jnp.asarray([False, True, False, True, True, True])
+    held = solver.parts_without_data(problem, unmatched)
+    np.testing.assert_array_equal(held, [False, False, False, True, True, True])
+    problem.pair_vertex = jnp.asarray([0, 0, 1, 2, 3])  # vertex i's nodes
+    problem.pair_node = jnp.asarray([0, 1, 1, 3, 5])
+    dropped = solver.vertices_of_unmatched_nodes(problem, unmatched, 4)
+    np.testing.assert_array_equal(dropped, [False, True, True, True])

@@ -40,7 +40,7 @@ VARIANTS = {
     "welsch_radius12_float64": {"radius": 12.0, "dtype": "float64"},
     # least-squares edges at nodes without data (solver.UNMATCHED_REGS)
     "welsch_unmatched_quadratic": {"unmatched_reg": "quadratic"},
-    # matches on the target's boundary rejected (solver.Options.reject_boundary), alone and with
+    # matches past the target's rim rejected (solver.Options.reject_boundary), alone and with
     # least-squares edges at the nodes this leaves without data
     "welsch_reject_boundary": {"reject_boundary": True},
     "welsch_reject_boundary_quadratic": {"reject_boundary": True, "unmatched_reg": "quadratic"},

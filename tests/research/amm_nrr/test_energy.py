@@ -2,6 +2,8 @@
 the block-tridiagonal solve, on small random problems in float64, for point-to-point and
 point-to-plane alignment."""
 
+import types
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -269,13 +271,14 @@ def test_node_components_and_the_held_parts_by_hand():
     component = E.node_components(ef, et, 6)
     assert len(set(component[[0, 1, 2]])) == 1 and component[3] == component[4]
     assert len({component[0], component[3], component[5]}) == 3
-    problem = type("P", (), {})()  # only the fields the two functions read
-    problem.x0 = jnp.zeros((6, 4, 3))
-    problem.node_component = jnp.asarray(component)
+    problem = types.SimpleNamespace(  # only the fields the two functions read
+        x0=jnp.zeros((6, 4, 3)),
+        node_component=jnp.asarray(component),
+        pair_vertex=jnp.asarray([0, 0, 1, 2, 3]),  # vertex i's nodes
+        pair_node=jnp.asarray([0, 1, 1, 3, 5]),
+    )
     unmatched = jnp.asarray([False, True, False, True, True, True])
     held = solver.parts_without_data(problem, unmatched)
     np.testing.assert_array_equal(held, [False, False, False, True, True, True])
-    problem.pair_vertex = jnp.asarray([0, 0, 1, 2, 3])  # vertex i's nodes
-    problem.pair_node = jnp.asarray([0, 1, 1, 3, 5])
     dropped = solver.vertices_of_unmatched_nodes(problem, unmatched, 4)
     np.testing.assert_array_equal(dropped, [False, True, True, True])

@@ -29,6 +29,11 @@ from tests.binaries import (
 PARAMS_TOLERANCE = 1e-6  # absolute
 METRICS_TOLERANCE = 1e-6  # relative
 INVERSION_TOLERANCE = 1e-2  # relative, for the round-off measures `inversion_*`
+# JSON values (results and training curves): numbers within their tolerance, timings skipped
+# (on both sides all the same), everything else equal
+JSON_TOLERANCES = dict(
+    rel=METRICS_TOLERANCE, rel_where={"inversion_": INVERSION_TOLERANCE}, skip_timings=True
+)
 CONFIG = "experiments/configs/jko_iflow.py:tiny"
 OVERRIDES = (
     "--config.jko.iters_per_block=20",
@@ -55,16 +60,8 @@ def runs(tmp_path_factory):
 
 
 def assert_close(got, want, where):
-    """JSON values: numbers within their tolerance (relative), timings skipped (on both sides
-    all the same), everything else equal."""
-    assert_json_close(
-        got,
-        want,
-        where,
-        rel=METRICS_TOLERANCE,
-        rel_where={"inversion_": INVERSION_TOLERANCE},
-        skip_timings=True,
-    )
+    """JSON values within `JSON_TOLERANCES`."""
+    assert_json_close(got, want, where, **JSON_TOLERANCES)
 
 
 @pytest.mark.slow
@@ -84,14 +81,7 @@ def test_two_processes_give_the_results_of_one_process_of_four_devices(runs):
     assert_arrays_close(got_params, want_params, PARAMS_TOLERANCE, f"{name} ")
     for block in BLOCKS:  # the training curves
         curves = (os.path.join(d, DENSITY, "jko", block) for d in (two, one))
-        assert_same_training_curve(
-            *curves,
-            block,
-            steps=[10, 20],
-            rel=METRICS_TOLERANCE,
-            rel_where={"inversion_": INVERSION_TOLERANCE},
-            skip_timings=True,
-        )
+        assert_same_training_curve(*curves, block, steps=[10, 20], **JSON_TOLERANCES)
 
 
 @pytest.mark.slow

@@ -29,6 +29,9 @@ from tests.binaries import (
 # Parameters (absolute), model state (relative to each array's largest magnitude: BatchNorm
 # statistics and pooled features reach ~30) and metrics (relative or absolute).
 TOLERANCE = 1e-6
+# JSON values (results and training curves): numbers within TOLERANCE, relative or absolute,
+# NaN equal to NaN (the marginal curve of a class with too few images)
+JSON_TOLERANCES = dict(rel=TOLERANCE, abs=TOLERANCE, nan_ok=True)
 CONFIG = "experiments/configs/semantic_scale.py:tiny"
 OVERRIDES = (
     "--config.imbalance_factors=10",
@@ -54,11 +57,9 @@ def runs(tmp_path_factory):
 
 
 def assert_close(got, want, where):
-    """JSON values: numbers within TOLERANCE, relative or absolute (NaN equals NaN: the
-    marginal curve of a class with too few images), timings left out of both, the rest
-    equal."""
+    """JSON values within `JSON_TOLERANCES`, timings left out of both, the rest equal."""
     got, want = without_timings(got), without_timings(want)
-    assert_json_close(got, want, where, rel=TOLERANCE, abs=TOLERANCE, nan_ok=True)
+    assert_json_close(got, want, where, **JSON_TOLERANCES)
 
 
 def assert_state_close(got, want):
@@ -87,7 +88,7 @@ def test_two_processes_give_the_results_of_one_process_of_four_devices(runs):
     assert_state_close(npz_arrays(os.path.join(two, name)), arrays)
     curves = (os.path.join(two, RUN), os.path.join(one, RUN))
     steps = [4, 8, 12, 16, 20, 24, 28, 32]
-    assert_same_training_curve(*curves, steps=steps, rel=TOLERANCE, abs=TOLERANCE, nan_ok=True)
+    assert_same_training_curve(*curves, steps=steps, **JSON_TOLERANCES)
     # Every process returns the run's metrics, and prints them.
     printed = [printed_metrics(stdout, i) for i in (0, 1)]
     assert_close(printed[1], printed[0], "process 1's metrics")
